@@ -1,0 +1,171 @@
+"""ConvNeXt ("A ConvNet for the 2020s", Liu et al., CVPR 2022) and ConvNeXt V2 (Woo et al., CVPR 2023).
+
+Parameter names follow MindCV's published checkpoints (`feature.1.0.dwconv.weight`, ...), so those
+files load strictly; `mindcv.models.weights` maps timm and official names onto them.
+"""
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common.initializer import TruncatedNormal, Zero, initializer
+
+from .layers import GRN, DropPath, LayerNorm2d
+from .registry import register_model
+
+MINDCV_URL = "https://download.mindspore.cn/toolkits/mindcv/convnext/"
+
+# One place for every size: stage depths, stage widths, and published MindCV weights where they exist.
+model_cfgs: Dict[str, dict] = {
+    "convnext_atto": dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320)),
+    "convnext_femto": dict(depths=(2, 2, 6, 2), dims=(48, 96, 192, 384)),
+    "convnext_pico": dict(depths=(2, 2, 6, 2), dims=(64, 128, 256, 512)),
+    "convnext_nano": dict(depths=(2, 2, 8, 2), dims=(80, 160, 320, 640)),
+    "convnext_tiny": dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768), url=MINDCV_URL + "convnext_tiny-ae5ff8d7.ckpt"),
+    "convnext_small": dict(depths=(3, 3, 27, 3), dims=(96, 192, 384, 768), url=MINDCV_URL + "convnext_small-e23008f3.ckpt"),
+    "convnext_base": dict(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024), url=MINDCV_URL + "convnext_base-ee3544b8.ckpt"),
+    "convnext_large": dict(depths=(3, 3, 27, 3), dims=(192, 384, 768, 1536)),
+    "convnext_xlarge": dict(depths=(3, 3, 27, 3), dims=(256, 512, 1024, 2048)),
+    "convnextv2_atto": dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320), use_grn=True),
+    "convnextv2_femto": dict(depths=(2, 2, 6, 2), dims=(48, 96, 192, 384), use_grn=True),
+    "convnextv2_pico": dict(depths=(2, 2, 6, 2), dims=(64, 128, 256, 512), use_grn=True),
+    "convnextv2_nano": dict(depths=(2, 2, 8, 2), dims=(80, 160, 320, 640), use_grn=True),
+    "convnextv2_tiny": dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768), use_grn=True),
+    "convnextv2_base": dict(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024), use_grn=True),
+    "convnextv2_large": dict(depths=(3, 3, 27, 3), dims=(192, 384, 768, 1536), use_grn=True),
+    "convnextv2_huge": dict(depths=(3, 3, 27, 3), dims=(352, 704, 1408, 2816), use_grn=True),
+}
+
+
+class Block(nn.Cell):
+    """dwconv 7x7 -> LayerNorm -> Linear C->4C -> GELU [-> GRN] -> Linear 4C->C [-> layer scale] -> drop path -> + x.
+    The pointwise layers run channels-last as Dense layers, as in the official code."""
+
+    def __init__(self, dim: int, drop_path: float = 0.0, layer_scale_init_value: float = 1e-6, use_grn: bool = False):
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, 7, pad_mode="pad", padding=3, group=dim, has_bias=True)
+        self.norm = nn.LayerNorm((dim,), epsilon=1e-6)
+        self.pwconv1 = nn.Dense(dim, 4 * dim)
+        self.act = nn.GELU(approximate=False)
+        self.grn = GRN(4 * dim) if use_grn else None
+        self.pwconv2 = nn.Dense(4 * dim, dim)
+        self.gamma_ = None
+        if layer_scale_init_value > 0:
+            self.gamma_ = Parameter(Tensor(np.full(dim, layer_scale_init_value, np.float32)), name="gamma_")
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def construct(self, x: Tensor) -> Tensor:
+        shortcut = x
+        x = ops.transpose(self.dwconv(x), (0, 2, 3, 1))
+        x = self.act(self.pwconv1(self.norm(x)))
+        if self.grn is not None:
+            x = self.grn(x)
+        x = self.pwconv2(x)
+        if self.gamma_ is not None:
+            x = self.gamma_ * x
+        return shortcut + self.drop_path(ops.transpose(x, (0, 3, 1, 2)))
+
+
+class ConvNeXt(nn.Cell):
+    """ConvNeXt v1 / v2 classifier or backbone.
+
+    Args:
+        in_channels: input image channels. Default 3.
+        num_classes: classifier outputs. Default 1000.
+        depths: blocks per stage (4 values). Default (3, 3, 9, 3), ConvNeXt-T.
+        dims: channels per stage (4 values). Default (96, 192, 384, 768).
+        drop_path_rate: stochastic depth rate of the last block; rates rise linearly from 0 over all blocks.
+        layer_scale_init_value: initial layer-scale gamma; 0 disables layer scale (V2). Default 1e-6.
+        head_init_scale: factor applied to the initial classifier weights and bias. Default 1.0.
+        use_grn: Global Response Normalization after the GELU (ConvNeXt V2). Default False.
+        features_only: build a backbone without the head; `construct` returns the stage outputs
+            selected by `out_indices` (strides 4, 8, 16, 32). Default False.
+        out_indices: which stage outputs a backbone returns. Default (0, 1, 2, 3).
+    """
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 1000, depths: Sequence[int] = (3, 3, 9, 3),
+                 dims: Sequence[int] = (96, 192, 384, 768), drop_path_rate: float = 0.0,
+                 layer_scale_init_value: float = 1e-6, head_init_scale: float = 1.0, use_grn: bool = False,
+                 features_only: bool = False, out_indices: Sequence[int] = (0, 1, 2, 3)):
+        super().__init__()
+        self.num_classes = num_classes
+        self.dims = tuple(dims)
+        self.depths = tuple(depths)
+        self.use_grn = use_grn
+        drop_rates = np.linspace(0, drop_path_rate, sum(depths)).tolist()
+        layers = [nn.SequentialCell(nn.Conv2d(in_channels, dims[0], 4, stride=4, has_bias=True), LayerNorm2d(dims[0]))]
+        for i, depth in enumerate(depths):
+            if i > 0:
+                layers.append(nn.SequentialCell(LayerNorm2d(dims[i - 1]),
+                                                nn.Conv2d(dims[i - 1], dims[i], 2, stride=2, has_bias=True)))
+            rates, drop_rates = drop_rates[:depth], drop_rates[depth:]
+            layers.append(nn.SequentialCell([Block(dims[i], r, layer_scale_init_value, use_grn) for r in rates]))
+        self.feature = nn.SequentialCell(layers)  # stem, stage 0, downsample 1, stage 1, ...
+        self.features_only = features_only
+        self.out_indices = tuple(out_indices)
+        self.feature_info = [dict(chs=dims[i], reduction=4 * 2 ** i, name=f"feature.{2 * i + 1}") for i in range(4)]
+        if not features_only:
+            self.norm = nn.LayerNorm((dims[-1],), epsilon=1e-6)
+            self.classifier = nn.Dense(dims[-1], num_classes)
+        self._init_weights(head_init_scale)
+
+    def _init_weights(self, head_init_scale: float) -> None:
+        for _, cell in self.cells_and_names():
+            if isinstance(cell, (nn.Conv2d, nn.Dense)):
+                cell.weight.set_data(initializer(TruncatedNormal(0.02), cell.weight.shape, cell.weight.dtype))
+                if cell.bias is not None:
+                    cell.bias.set_data(initializer(Zero(), cell.bias.shape, cell.bias.dtype))
+        if not self.features_only:
+            self.classifier.weight.set_data(self.classifier.weight * head_init_scale)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Last stage feature map [N, dims[-1], H/32, W/32]."""
+        return self.feature(x)
+
+    def forward_head(self, x: Tensor) -> Tensor:
+        return self.classifier(self.norm(x.mean((2, 3))))
+
+    def construct(self, x: Tensor):
+        if not self.features_only:
+            return self.forward_head(self.forward_features(x))
+        outputs = ()
+        for index, layer in enumerate(self.feature):
+            x = layer(x)
+            if index % 2 == 1 and index // 2 in self.out_indices:
+                outputs += (x,)
+        return outputs
+
+    def flops(self, image_size: int = 224) -> int:
+        """Multiply-accumulate count of one forward pass at `image_size` x `image_size` (convs and Dense layers)."""
+        side = image_size // 4
+        macs = side * side * 16 * 3 * self.dims[0]
+        for i, (depth, dim) in enumerate(zip(self.depths, self.dims)):
+            if i > 0:
+                side //= 2
+                macs += side * side * 4 * self.dims[i - 1] * dim
+            macs += depth * side * side * (49 * dim + 8 * dim * dim)
+        return macs + (0 if self.features_only else self.dims[-1] * self.num_classes)
+
+
+def _create(name: str, **kwargs) -> ConvNeXt:
+    args = {k: v for k, v in model_cfgs[name].items() if k != "url"}
+    if args.get("use_grn"):
+        args["layer_scale_init_value"] = 0.0
+    args.update(kwargs)
+    model = ConvNeXt(**args)
+    model.pretrained_url = model_cfgs[name].get("url", "")
+    return model
+
+
+def _register_all() -> None:
+    def make(name):
+        def constructor(**kwargs) -> ConvNeXt:
+            return _create(name, **kwargs)
+        constructor.__name__ = constructor.__qualname__ = name
+        constructor.__doc__ = f"{name}: depths {model_cfgs[name]['depths']}, dims {model_cfgs[name]['dims']}."
+        return constructor
+
+    for name in model_cfgs:
+        globals()[name] = register_model(make(name))
+
+
+_register_all()

@@ -1,0 +1,186 @@
+"""Reading checkpoints of any origin and loading them into our models.
+
+Supported sources, told apart by their key names:
+- MindSpore `.ckpt` in our / MindCV naming (`feature.1.0.dwconv.weight`); optimizer state is skipped;
+- timm / Hugging Face naming (`stem.0.weight`, `stages.0.blocks.0.conv_dw.weight`, `head.fc.weight`);
+- official facebookresearch/ConvNeXt naming (`downsample_layers.0.0.weight`, `stages.0.0.dwconv.weight`);
+in `.ckpt`, `.safetensors` or `.pth` files (`.pth` needs torch).
+"""
+import logging
+import os
+import re
+from typing import Dict, List, Tuple
+
+import numpy as np
+from mindspore import Tensor, nn
+
+_logger = logging.getLogger(__name__)
+
+# Entries that training writes beside the weights (optimizer moments, step counters, loss scale, EMA).
+_NON_MODEL_PREFIXES = ("adam_m.", "adam_v.", "moments.", "moment1.", "moment2.", "accum.", "ema.", "lion_m.")
+_NON_MODEL_KEYS = {"global_step", "learning_rate", "beta1_power", "beta2_power", "scale_sense", "epoch_num",
+                   "step_num", "current_iterator_step", "last_overflow_iterator_step", "loss_scale",
+                   "current_epoch", "cur_step_num", "cur_epoch_num", "batch_num"}
+
+# (pattern, replacement) rules mapping foreign names onto ours, applied in order, first match wins.
+_TIMM_RULES = [
+    (r"^stem\.0\.", "feature.0.0."),
+    (r"^stem\.1\.weight$", "feature.0.1.gamma"),
+    (r"^stem\.1\.bias$", "feature.0.1.beta"),
+    (r"^stages\.(\d)\.downsample\.0\.weight$", lambda m: f"feature.{2 * int(m[1])}.0.gamma"),
+    (r"^stages\.(\d)\.downsample\.0\.bias$", lambda m: f"feature.{2 * int(m[1])}.0.beta"),
+    (r"^stages\.(\d)\.downsample\.1\.", lambda m: f"feature.{2 * int(m[1])}.1."),
+    (r"^stages\.(\d)\.blocks\.(\d+)\.(.*)$", lambda m: f"feature.{2 * int(m[1]) + 1}.{m[2]}.{_block_tail(m[3])}"),
+    (r"^head\.norm\.weight$", "norm.gamma"),
+    (r"^head\.norm\.bias$", "norm.beta"),
+    (r"^head\.fc\.", "classifier."),
+]
+_OFFICIAL_RULES = [
+    (r"^downsample_layers\.0\.0\.", "feature.0.0."),
+    (r"^downsample_layers\.0\.1\.weight$", "feature.0.1.gamma"),
+    (r"^downsample_layers\.0\.1\.bias$", "feature.0.1.beta"),
+    (r"^downsample_layers\.(\d)\.0\.weight$", lambda m: f"feature.{2 * int(m[1])}.0.gamma"),
+    (r"^downsample_layers\.(\d)\.0\.bias$", lambda m: f"feature.{2 * int(m[1])}.0.beta"),
+    (r"^downsample_layers\.(\d)\.1\.", lambda m: f"feature.{2 * int(m[1])}.1."),
+    (r"^stages\.(\d)\.(\d+)\.(.*)$", lambda m: f"feature.{2 * int(m[1]) + 1}.{m[2]}.{_block_tail(m[3])}"),
+    (r"^norm\.weight$", "norm.gamma"),
+    (r"^norm\.bias$", "norm.beta"),
+    (r"^head\.", "classifier."),
+]
+# Inside a block: timm names on the left, official names map through the same table.
+_BLOCK_TAILS = {
+    "conv_dw.weight": "dwconv.weight", "conv_dw.bias": "dwconv.bias",
+    "norm.weight": "norm.gamma", "norm.bias": "norm.beta",
+    "mlp.fc1.weight": "pwconv1.weight", "mlp.fc1.bias": "pwconv1.bias",
+    "mlp.fc2.weight": "pwconv2.weight", "mlp.fc2.bias": "pwconv2.bias",
+    "mlp.grn.weight": "grn.gamma", "mlp.grn.bias": "grn.beta",
+    "gamma": "gamma_",
+}
+
+
+def _block_tail(tail: str) -> str:
+    return _BLOCK_TAILS.get(tail, tail)
+
+
+def detect_naming(names) -> str:
+    """'mindcv', 'timm' or 'official', from the key names of a state dict."""
+    names = set(names)
+    if any(n.startswith("feature.0.0.") for n in names):
+        return "mindcv"
+    if any(n.startswith("stem.0.") for n in names):
+        return "timm"
+    if any(n.startswith("downsample_layers.0.0.") for n in names):
+        return "official"
+    sample = ", ".join(sorted(names)[:3])
+    raise ValueError(f"unrecognised checkpoint naming (first keys: {sample}); expected MindCV, timm or official "
+                     "ConvNeXt weights")
+
+
+def _apply_rules(name: str, rules) -> str:
+    for pattern, replacement in rules:
+        match = re.match(pattern, name)
+        if match:
+            prefix = replacement(match) if callable(replacement) else replacement
+            return prefix + name[match.end():]
+    return name
+
+
+def to_mindcv_names(state: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], List[Tuple[str, str]]]:
+    """Rename a state dict into our naming. Returns (renamed state, [(source name, our name), ...])."""
+    naming = detect_naming(state)
+    if naming == "mindcv":
+        return dict(state), [(k, k) for k in state]
+    rules = _TIMM_RULES if naming == "timm" else _OFFICIAL_RULES
+    renamed, mapping = {}, []
+    for name, value in state.items():
+        new = _apply_rules(name, rules)
+        renamed[new] = value
+        mapping.append((name, new))
+    return renamed, mapping
+
+
+def read_state(path: str) -> Dict[str, np.ndarray]:
+    """Every tensor of a `.ckpt`, `.safetensors` or `.pth` file as numpy arrays, training state removed."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".safetensors":
+        from safetensors.numpy import load_file
+        state = load_file(path)
+    elif ext in (".pth", ".pt", ".bin"):
+        state = _read_torch(path)
+    else:
+        import mindspore as ms
+        try:
+            state = {k: v.asnumpy() for k, v in ms.load_checkpoint(path).items()}
+        except (ValueError, RuntimeError) as error:
+            raise ValueError(f"cannot read {path} as a MindSpore checkpoint: {error}") from None
+    return {k: v for k, v in state.items() if not is_training_state(k)}
+
+
+def is_training_state(name: str) -> bool:
+    """True for checkpoint entries that hold optimizer or loop state rather than model weights."""
+    return name in _NON_MODEL_KEYS or name.startswith(_NON_MODEL_PREFIXES)
+
+
+def _read_torch(path: str) -> Dict[str, np.ndarray]:
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(f"reading {path} needs PyTorch: `pip install torch`, or convert it on a machine with "
+                          "torch to .safetensors and pass that file instead") from None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "state_dict", "model_ema"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+            break
+    return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()}
+
+
+def match_state(model: nn.Cell, state: Dict[str, np.ndarray], source: str = "checkpoint") -> Dict[str, np.ndarray]:
+    """Fit a state dict in our naming to `model`: reshape singleton-dimension differences
+    (Linear vs 1x1 conv, GRN [C] vs [1,1,1,C]), drop a classifier that does not fit (with a warning),
+    ignore a head that a backbone lacks, and raise ValueError for any other mismatch."""
+    params = {p.name: p for p in model.get_parameters()}
+    backbone = getattr(model, "features_only", False)
+    fitted, wrong_shape, unexpected = {}, [], []
+    for name, value in state.items():
+        if name not in params:
+            if not (backbone and name.split(".")[0] in ("norm", "classifier")):
+                unexpected.append(name)
+            continue
+        shape = tuple(params[name].shape)
+        if value.shape != shape and value.size == int(np.prod(shape)) and _same_up_to_ones(value.shape, shape):
+            value = value.reshape(shape)
+        if value.shape != shape:
+            wrong_shape.append(f"{name} {tuple(value.shape)} vs {shape}")
+            continue
+        fitted[name] = value
+    classifier_mismatch = [s for s in wrong_shape if s.startswith("classifier.")]
+    if classifier_mismatch and len(classifier_mismatch) == len(wrong_shape):
+        _logger.warning("%s: classifier %s does not fit this model's num_classes; loading everything else, "
+                        "the classifier keeps its fresh initialisation", source, classifier_mismatch[0])
+        wrong_shape = []
+    missing = [n for n in params if n not in fitted and not (classifier_mismatch and n.startswith("classifier."))]
+    if missing or unexpected or wrong_shape:
+        parts = [f"{label} ({len(names)}): {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}"
+                 for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape))
+                 if names]
+        raise ValueError(f"{source} does not fit this model; " + "; ".join(parts) +
+                         ". Is it a checkpoint of another model or size?")
+    return fitted
+
+
+def _same_up_to_ones(a, b) -> bool:
+    return [d for d in a if d != 1] == [d for d in b if d != 1]
+
+
+def load_weights(model: nn.Cell, path: str) -> List[Tuple[str, str]]:
+    """Load the weights in `path` (any supported origin) into `model`, strictly but for a mismatched
+    classifier. Returns the (source name, our name) mapping that was applied."""
+    renamed, mapping = to_mindcv_names(read_state(path))
+    fitted = match_state(model, renamed, source=path)
+    for param in model.get_parameters():
+        if param.name in fitted:
+            param.set_data(Tensor(fitted[param.name], param.dtype))
+    return mapping
