@@ -161,7 +161,7 @@ def match_state(model: nn.Cell, state: Dict[str, np.ndarray], source: str = "che
         _logger.warning("%s: classifier %s does not fit this model's num_classes; loading everything else, "
                         "the classifier keeps its fresh initialisation", source, classifier_mismatch[0])
         wrong_shape = []
-    missing = [n for n in params if n not in fitted and not (classifier_mismatch and n.startswith("classifier."))]
+    missing = [n for n in params if n not in state]
     if missing or unexpected or wrong_shape:
         parts = [f"{label} ({len(names)}): {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}"
                  for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape))
