@@ -1,0 +1,185 @@
+"""ImageNet-style folder datasets: `root/<split>/<class>/<image>`.
+
+`create_dataset` returns a `mindspore.dataset.GeneratorDataset` with the columns
+("image", "label"): "image" is the file's encoded bytes (uint8 1-D array),
+"label" an int32 class index. Class indices follow the sorted class-folder
+names (for ImageNet: synset order). The class names are available both as
+`dataset.class_names` and, without building a dataset, as
+`get_class_names(root, split)`.
+
+Sample order (see `EpochShardSampler`): epoch `e` visits the samples in a
+permutation drawn from `(seed, e)`, identical on every rank, and rank `r` of
+`N` takes every N-th position of it, so shards are disjoint and together cover
+the dataset. When the dataset size is not a multiple of N, the permutation is
+padded with its first few samples so that every rank sees the same number of
+samples (and hence batches): at most N-1 samples are seen twice per epoch.
+"""
+
+import os
+
+import mindspore.dataset as ds
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+FOLDER_DATASETS = ("imagenet", "imagefolder")
+
+
+def _split_dir(root, split):
+    split_dir = os.path.join(root, split)
+    if not os.path.isdir(split_dir):
+        raise FileNotFoundError(
+            f"dataset split folder not found: {split_dir} "
+            f"(expected the layout <root>/{split}/<class>/<image>; check data_dir/root)"
+        )
+    return split_dir
+
+
+def get_class_names(root, split="train"):
+    """Sorted class-folder names of `root/split`; index i of the list is label i."""
+    split_dir = _split_dir(root, split)
+    names = sorted(e.name for e in os.scandir(split_dir) if e.is_dir())
+    if not names:
+        raise ValueError(f"no class folders in {split_dir} (expected {split_dir}/<class>/<image>)")
+    return names
+
+
+def scan_image_folder(root, split="train"):
+    """List `(path, label)` pairs of `root/split/<class>/<image>`, sorted by class then file name.
+
+    Raises FileNotFoundError for a missing split folder and ValueError for a split
+    without class folders or a class folder without images.
+    """
+    split_dir = _split_dir(root, split)
+    samples = []
+    for label, name in enumerate(get_class_names(root, split)):
+        class_dir = os.path.join(split_dir, name)
+        files = sorted(
+            e.name for e in os.scandir(class_dir) if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)
+        )
+        if not files:
+            raise ValueError(
+                f"class folder has no images: {class_dir} "
+                f"(add images with one of {', '.join(IMAGE_EXTENSIONS)} or remove the folder)"
+            )
+        samples.extend((os.path.join(class_dir, f), label) for f in files)
+    return samples
+
+
+class ImageFolderSource:
+    """Random-access source: item i is (encoded bytes as uint8 array, int32 label).
+
+    Indices may be offset by whole multiples of `len(self)` (the sampler encodes
+    the epoch that way); `split_key` recovers `(epoch, sample_index)`.
+    """
+
+    def __init__(self, samples, class_names):
+        self.paths = [p for p, _ in samples]
+        self.labels = np.array([lbl for _, lbl in samples], dtype=np.int32)
+        self.class_names = class_names
+
+    def __len__(self):
+        return len(self.paths)
+
+    def split_key(self, key):
+        return divmod(int(key), len(self.paths))
+
+    def read_bytes(self, index):
+        with open(self.paths[index], "rb") as f:
+            return f.read()
+
+    def __getitem__(self, key):
+        _, index = self.split_key(key)
+        return np.frombuffer(self.read_bytes(index), dtype=np.uint8), self.labels[index]
+
+
+class EpochShardSampler(ds.Sampler):
+    """Yields `epoch * num_images + sample_index` for this rank's share of one epoch.
+
+    Each pass (`__iter__`, called by MindSpore once per epoch) uses the next epoch
+    number, starting at `start_epoch`. The order of epoch e is
+    `default_rng([seed, e]).permutation(num_images)` (or 0..n-1 without shuffle),
+    truncated to `num_samples`, padded to a multiple of `num_shards` by repeating
+    its head, and rank `shard_id` takes positions `shard_id, shard_id + N, ...`.
+    """
+
+    def __init__(self, num_images, shuffle=True, num_samples=None, num_shards=None, shard_id=None, seed=0,
+                 start_epoch=0):
+        if (num_shards is None) != (shard_id is None):
+            raise ValueError("num_shards and shard_id must be given together")
+        self.num_shards = num_shards or 1
+        self.shard_id = shard_id or 0
+        if not 0 <= self.shard_id < self.num_shards:
+            raise ValueError(f"shard_id {shard_id} is outside 0..{self.num_shards - 1}")
+        self.num_images = num_images
+        self.epoch_samples = min(num_samples, num_images) if num_samples else num_images
+        self.shuffle = shuffle
+        self.seed = seed
+        self.next_epoch = start_epoch
+        super().__init__()  # reads len(self)
+
+    def __len__(self):
+        return -(-self.epoch_samples // self.num_shards)
+
+    def starting_at(self, epoch):
+        """A copy of this sampler whose first pass is epoch `epoch`."""
+        return EpochShardSampler(self.num_images, self.shuffle, self.epoch_samples, self.num_shards, self.shard_id,
+                                 self.seed, start_epoch=epoch)
+
+    def indices(self, epoch):
+        """This rank's sample indices for `epoch` (without the epoch offset)."""
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, epoch]).permutation(self.num_images)
+        else:
+            order = np.arange(self.num_images)
+        order = order[: self.epoch_samples]
+        padded = np.resize(order, len(self) * self.num_shards)  # np.resize repeats the head
+        return padded[self.shard_id :: self.num_shards]
+
+    def __iter__(self):
+        epoch = self.next_epoch
+        self.next_epoch += 1
+        offset = epoch * self.num_images
+        for index in self.indices(epoch):
+            yield offset + int(index)
+
+
+def create_dataset(name, root, split="train", shuffle=True, num_samples=None, num_shards=None, shard_id=None,
+                   num_parallel_workers=None, download=False, seed=0):
+    """Build the raw dataset of `root/split/<class>/<image>` files.
+
+    Args:
+        name: "imagenet" or "imagefolder" (same reader; any ImageNet-style folder).
+        root: folder holding the split folders.
+        split: split folder name, e.g. "train" or "val".
+        shuffle: visit samples in a per-epoch random order drawn from (seed, epoch).
+        num_samples: samples per epoch, taken from the head of the epoch order before
+            sharding (None: all).
+        num_shards, shard_id: data-parallel sharding; every rank gets
+            ceil(samples / num_shards) samples (see the module docstring).
+        num_parallel_workers: reader processes when this dataset is iterated
+            directly (default 1); `create_loader` has its own setting.
+        download: only False is possible; these datasets cannot be downloaded.
+        seed: seed of the sample order.
+
+    Returns:
+        GeneratorDataset with columns ("image": encoded bytes, uint8 [n]; "label":
+        int32), plus the attributes `class_names` (sorted folder names) and
+        `image_source`/`epoch_sampler` which `create_loader` uses to build the training or
+        evaluation pipeline.
+    """
+    if name.lower() not in FOLDER_DATASETS:
+        raise ValueError(f"unknown dataset name '{name}' (supported: {', '.join(FOLDER_DATASETS)})")
+    if download:
+        raise ValueError(
+            f"dataset '{name}' cannot be downloaded automatically; place it at {root}/{split}/<class>/<image> "
+            "and set download: False"
+        )
+    samples = scan_image_folder(root, split)
+    source = ImageFolderSource(samples, get_class_names(root, split))
+    sampler = EpochShardSampler(len(source), shuffle, num_samples, num_shards, shard_id, seed)
+    dataset = ds.GeneratorDataset(source, column_names=["image", "label"], sampler=sampler,
+                                  num_parallel_workers=num_parallel_workers or 1, python_multiprocessing=False)
+    dataset.class_names = source.class_names
+    dataset.image_source = source
+    dataset.epoch_sampler = sampler
+    return dataset

@@ -1,0 +1,300 @@
+"""Per-image transforms: encoded bytes -> normalized float32 CHW array.
+
+A transform is called as `transform(data, rng)`: `data` the encoded file (bytes
+or uint8 array), `rng` a `numpy.random.Generator` that supplies every random
+draw (the loader keys it by (seed, epoch, sample), which makes augmentation
+reproducible). Decoding, cropping and resizing are fused: the crop box is
+computed from the image header, the JPEG is decoded at 1/2, 1/4 or 1/8 size
+(DCT scaling, `Image.draft`) when the crop is still at least the output size
+there, and one `Image.resize(box=...)` produces the output.
+"""
+
+import io
+
+import numpy as np
+from PIL import Image, ImageEnhance
+
+from .auto_augment import rand_augment_from_policy
+from .constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+INTERPOLATIONS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+class UnreadableImageError(Exception):
+    """The encoded image cannot be decoded (corrupt, truncated or not an image)."""
+
+
+def decode_region(data, box, out_size, in_channels=3, interpolation=Image.BILINEAR):
+    """Decode the region `box(image_size)` of an encoded image, resized to `out_size`.
+
+    Args:
+        data: encoded image (bytes or uint8 array).
+        box: function of the full image size (w, h) returning the crop box
+            (left, upper, right, lower) in pixels; floats allowed.
+        out_size: (width, height) of the result, pixels.
+        in_channels: 3 gives an RGB image, 1 a grayscale one.
+        interpolation: PIL resampling filter.
+
+    Raises:
+        UnreadableImageError: the data cannot be decoded.
+    """
+    try:
+        img = Image.open(io.BytesIO(data))
+        full_size = img.size
+        left, upper, right, lower = box(full_size)
+        # the largest DCT reduction that keeps the crop at least out_size
+        reduction = 1
+        while reduction < 8 and (right - left) >= 2 * reduction * out_size[0] \
+                and (lower - upper) >= 2 * reduction * out_size[1]:
+            reduction *= 2
+        if reduction > 1 and img.format == "JPEG":
+            img.draft(img.mode, (full_size[0] // reduction, full_size[1] // reduction))
+        target_mode = "RGB" if in_channels == 3 else "L"
+        if img.mode not in ("RGB", "L"):
+            # palette, CMYK, alpha, 16-bit: convert before resampling
+            img = img.convert(target_mode)
+        img.load()
+    except DECODE_ERRORS as err:
+        raise UnreadableImageError(str(err) or type(err).__name__) from err
+    # DCT scaling maps original pixel x to x / reduction (the reduced size is rounded up)
+    reduction = round(full_size[0] / img.size[0])
+    img = img.resize(out_size, interpolation,
+                     box=(left / reduction, upper / reduction, right / reduction, lower / reduction))
+    return img if img.mode == target_mode else img.convert(target_mode)
+
+
+def random_resized_crop_box(size, rng, scale=(0.08, 1.0), ratio=(0.75, 1.333), attempts=10):
+    """Crop box (left, upper, right, lower) of a random resized crop of an image of `size` (w, h).
+
+    Area fraction uniform in `scale`, aspect ratio (w/h) log-uniform in `ratio`;
+    after `attempts` misses, the largest centred crop with a ratio within `ratio`.
+    """
+    width, height = size
+    area = width * height
+    log_ratio = (np.log(ratio[0]), np.log(ratio[1]))
+    for _ in range(attempts):
+        target_area = area * rng.uniform(scale[0], scale[1])
+        aspect = np.exp(rng.uniform(log_ratio[0], log_ratio[1]))
+        w = int(round(np.sqrt(target_area * aspect)))
+        h = int(round(np.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(rng.integers(0, height - h + 1))
+            left = int(rng.integers(0, width - w + 1))
+            return left, top, left + w, top + h
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        w, h = int(round(height * max(ratio))), height
+    else:
+        w, h = width, height
+    left, top = (width - w) // 2, (height - h) // 2
+    return left, top, left + w, top + h
+
+
+def center_crop_box(size, image_resize, crop_pct):
+    """Box in original pixels equivalent to: resize the shorter side to
+    int(image_resize / crop_pct), then take the centred image_resize square."""
+    width, height = size
+    short = int(image_resize / crop_pct)
+    if width <= height:
+        new_w, new_h = short, int(short * height / width)
+    else:
+        new_w, new_h = int(short * width / height), short
+    left = int(round((new_w - image_resize) / 2.0))
+    top = int(round((new_h - image_resize) / 2.0))
+    sx, sy = width / new_w, height / new_h
+    return left * sx, top * sy, (left + image_resize) * sx, (top + image_resize) * sy
+
+
+class Normalize:
+    """uint8 HWC (or HW) PIL image -> float32 CHW, `(pixel - mean) / std` on the 0-255 scale."""
+
+    def __init__(self, mean, std, in_channels):
+        mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+        if in_channels == 1 and mean.size == 3:
+            mean, std = mean.mean(keepdims=True), std.mean(keepdims=True)
+        self.scale = 1.0 / std
+        self.bias = -mean / std
+        self.in_channels = in_channels
+
+    def __call__(self, img):
+        pixels = np.asarray(img)
+        if pixels.ndim == 2:
+            pixels = pixels[:, :, None]
+        out = np.empty((self.in_channels,) + pixels.shape[:2], np.float32)
+        for c in range(self.in_channels):
+            np.multiply(pixels[:, :, c], self.scale[c], out=out[c])
+            out[c] += self.bias[c]
+        return out
+
+
+class ColorJitter:
+    """Brightness, contrast, saturation and hue jitter in random order.
+
+    Factors are uniform in [max(0, 1 - s), 1 + s] for the first three and the hue
+    shift uniform in [-h, h] (fraction of the hue circle, h <= 0.5).
+    """
+
+    def __init__(self, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0):
+        self.strengths = (brightness, contrast, saturation, hue)
+
+    @staticmethod
+    def shift_hue(img, shift):
+        if img.mode == "L":
+            return img
+        hsv = np.array(img.convert("HSV"))
+        hsv[:, :, 0] += np.uint8(int(round(shift * 255)) % 256)  # uint8 wraps around the hue circle
+        return Image.fromarray(hsv, "HSV").convert("RGB")
+
+    def __call__(self, img, rng):
+        for which in rng.permutation(4):
+            strength = self.strengths[which]
+            if strength <= 0:
+                continue
+            if which == 3:
+                img = self.shift_hue(img, rng.uniform(-strength, strength))
+            else:
+                factor = rng.uniform(max(0.0, 1.0 - strength), 1.0 + strength)
+                enhancer = (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color)[which]
+                img = enhancer(img).enhance(factor)
+        return img
+
+
+class RandomErasing:
+    """Erase one random rectangle of a normalized CHW array with probability `prob`.
+
+    Area fraction uniform in `scale`, aspect log-uniform in `ratio`, up to
+    `max_attempts` draws to fit it; filled with `value` (in normalized units) or,
+    with value "random", per-pixel standard normal noise.
+    """
+
+    def __init__(self, prob, value=0, scale=(0.02, 0.33), ratio=(0.3, 3.3), max_attempts=10):
+        if value != "random" and not isinstance(value, (int, float)):
+            raise ValueError(f"re_value must be a number or 'random', got {value!r}")
+        self.prob = prob
+        self.value = value
+        self.scale = scale
+        self.log_ratio = (np.log(ratio[0]), np.log(ratio[1]))
+        self.max_attempts = max_attempts
+
+    def __call__(self, chw, rng):
+        if rng.random() >= self.prob:
+            return chw
+        channels, height, width = chw.shape
+        for _ in range(self.max_attempts):
+            area = height * width * rng.uniform(self.scale[0], self.scale[1])
+            aspect = np.exp(rng.uniform(self.log_ratio[0], self.log_ratio[1]))
+            h = int(round(np.sqrt(area * aspect)))
+            w = int(round(np.sqrt(area / aspect)))
+            if w < width and h < height:
+                top = int(rng.integers(0, height - h + 1))
+                left = int(rng.integers(0, width - w + 1))
+                if self.value == "random":
+                    chw[:, top:top + h, left:left + w] = rng.standard_normal((channels, h, w), dtype=np.float32)
+                else:
+                    chw[:, top:top + h, left:left + w] = self.value
+                break
+        return chw
+
+
+class TrainTransform:
+    """Random resized crop -> flips -> colour jitter or RandAugment -> normalize -> random erasing."""
+
+    def __init__(self, image_resize, scale, ratio, hflip, vflip, color_jitter, interpolation, auto_augment,
+                 random_erasing, normalize, in_channels, fill):
+        self.image_resize = image_resize
+        self.scale, self.ratio = scale, ratio
+        self.hflip, self.vflip = hflip, vflip
+        self.color_jitter = color_jitter
+        self.interpolation = interpolation
+        self.rand_augment = rand_augment_from_policy(auto_augment, fill, interpolation) if auto_augment else None
+        self.random_erasing = random_erasing
+        self.normalize = normalize
+        self.in_channels = in_channels
+
+    def __call__(self, data, rng):
+        img = decode_region(
+            data, lambda size: random_resized_crop_box(size, rng, self.scale, self.ratio),
+            (self.image_resize, self.image_resize), self.in_channels, self.interpolation,
+        )
+        if rng.random() < self.hflip:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        if rng.random() < self.vflip:
+            img = img.transpose(Image.FLIP_TOP_BOTTOM)
+        if self.rand_augment is not None:
+            img = self.rand_augment(img, rng)
+        elif self.color_jitter is not None:
+            img = self.color_jitter(img, rng)
+        chw = self.normalize(img)
+        return chw if self.random_erasing is None else self.random_erasing(chw, rng)
+
+
+class EvalTransform:
+    """Resize the shorter side to int(image_resize / crop_pct), centre crop image_resize, normalize."""
+
+    def __init__(self, image_resize, crop_pct, interpolation, normalize, in_channels):
+        self.image_resize = image_resize
+        self.crop_pct = crop_pct
+        self.interpolation = interpolation
+        self.normalize = normalize
+        self.in_channels = in_channels
+
+    def __call__(self, data, rng=None):
+        img = decode_region(
+            data, lambda size: center_crop_box(size, self.image_resize, self.crop_pct),
+            (self.image_resize, self.image_resize), self.in_channels, self.interpolation,
+        )
+        return self.normalize(img)
+
+
+def create_transforms(dataset_name, is_training, image_resize=224, scale=(0.08, 1.0), ratio=(0.75, 1.333),
+                      hflip=0.5, vflip=0.0, color_jitter=None, interpolation="bilinear", auto_augment=None,
+                      re_prob=0.0, re_value=0, re_scale=(0.02, 0.33), re_ratio=(0.3, 3.3), re_max_attempts=10,
+                      mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, crop_pct=0.875, in_channels=3):
+    """Build the per-image transform `transform(encoded_bytes, rng) -> float32 [C, H, W]`.
+
+    Args:
+        dataset_name: "imagenet" or "imagefolder" (both use the same transforms).
+        is_training: training augmentation, else the evaluation resize/centre crop.
+        image_resize: output side, pixels.
+        scale: random resized crop area fraction range.
+        ratio: random resized crop aspect ratio (w/h) range.
+        hflip, vflip: flip probabilities.
+        color_jitter: None, a float s (brightness = contrast = saturation = s) or a
+            tuple (brightness, contrast, saturation[, hue]). Ignored when
+            auto_augment is set (as in timm).
+        interpolation: "bilinear", "bicubic" or "nearest", for resizing and the
+            geometric RandAugment ops.
+        auto_augment: None or a RandAugment policy such as "randaug-m9-mstd0.5-inc1"
+            (see `mindcv.data.auto_augment`).
+        re_prob: random erasing probability.
+        re_value: erased value in normalized units, or "random" for per-pixel
+            standard normal noise.
+        re_scale, re_ratio, re_max_attempts: erased area fraction range, aspect
+            range, attempts to fit the rectangle.
+        mean, std: per-channel normalization on the 0-255 pixel scale.
+        crop_pct: evaluation crop fraction: the shorter side is resized to
+            int(image_resize / crop_pct) before the centre crop.
+        in_channels: 3 (grayscale/palette images become RGB) or 1 (all images
+            become grayscale; a 3-value mean/std is averaged).
+    """
+    if dataset_name.lower() not in ("imagenet", "imagefolder"):
+        raise ValueError(f"no transforms for dataset '{dataset_name}' (supported: imagenet, imagefolder)")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"unknown interpolation '{interpolation}' (supported: {', '.join(INTERPOLATIONS)})")
+    if in_channels not in (1, 3):
+        raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
+    resample = INTERPOLATIONS[interpolation]
+    normalize = Normalize(mean, std, in_channels)
+    if not is_training:
+        return EvalTransform(image_resize, crop_pct, resample, normalize, in_channels)
+    jitter = None
+    if color_jitter is not None:
+        strengths = (color_jitter,) * 3 if isinstance(color_jitter, (int, float)) else tuple(color_jitter)
+        jitter = ColorJitter(*strengths)
+    erasing = RandomErasing(re_prob, re_value, re_scale, re_ratio, re_max_attempts) if re_prob > 0 else None
+    fill = tuple(min(255, int(round(m))) for m in mean)
+    return TrainTransform(image_resize, scale, ratio, hflip, vflip, jitter, resample, auto_augment, erasing,
+                          normalize, in_channels, fill)
