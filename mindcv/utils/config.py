@@ -1,0 +1,236 @@
+"""The configuration schema: every key a recipe or the command line may set, with type, default and help.
+
+`parse_config(argv)` reads `-c/--config RECIPE.yaml`, then applies `--key value` overrides; both are
+checked against `SCHEMA`, and an unknown key is a `ConfigError` that suggests the closest known key.
+"""
+import argparse
+import difflib
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A recipe or command line that does not fit the schema."""
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    type: type  # bool, int, float, str or list (a list of floats)
+    default: Any
+    help: str
+    choices: Optional[Sequence] = None
+    optional: bool = False  # None is an accepted value
+
+
+def _opt(name, type_, default, help_, choices=None):
+    return Option(name, type_, default, help_, choices, optional=default is None)
+
+
+SCHEMA: List[Option] = [
+    # system
+    _opt("mode", int, 0, "0: graph mode (compiled), 1: PyNative (eager)", (0, 1)),
+    _opt("device_target", str, "auto", "CPU, GPU, Ascend, or auto: what this machine has", ("auto", "CPU", "GPU", "Ascend")),
+    _opt("distribute", bool, False, "data-parallel training under msrun (one process per device)"),
+    _opt("seed", int, 42, "seed of weights initialisation, data order and augmentation"),
+    _opt("val_while_train", bool, True, "validate during training"),
+    _opt("val_interval", int, 1, "validate every this many epochs"),
+    _opt("log_interval", int, 100, "steps between log lines when there is no progress bar"),
+    # dataset
+    _opt("dataset", str, "imagefolder", "dataset kind: imagenet or imagefolder (root/<split>/<class>/<image>)"),
+    _opt("data_dir", str, "", "dataset root holding the train and val split folders"),
+    _opt("train_split", str, "train", "folder of the training split under data_dir"),
+    _opt("val_split", str, "val", "folder of the validation split under data_dir"),
+    _opt("dataset_download", bool, False, "download the dataset (only for datasets that can be downloaded)"),
+    _opt("shuffle", bool, True, "shuffle the training set each epoch"),
+    _opt("num_samples", int, None, "use only this many samples (debugging)"),
+    _opt("num_parallel_workers", int, 4, "data loading workers per process"),
+    _opt("batch_size", int, 32, "images per step per device; the global batch is batch_size x devices"),
+    _opt("drop_remainder", bool, True, "drop the last incomplete training batch"),
+    # augmentation
+    _opt("image_resize", int, 224, "training crop and evaluation crop size, pixels"),
+    _opt("scale", list, [0.08, 1.0], "random resized crop area range, fraction of the image"),
+    _opt("ratio", list, [0.75, 1.333], "random resized crop aspect-ratio range"),
+    _opt("hflip", float, 0.5, "horizontal flip probability"),
+    _opt("vflip", float, 0.0, "vertical flip probability"),
+    _opt("color_jitter", list, None, "colour jitter strength: brightness, contrast, saturation[, hue]"),
+    _opt("interpolation", str, "bilinear", "resize interpolation", ("bilinear", "bicubic", "nearest")),
+    _opt("auto_augment", str, None, "RandAugment / AutoAugment policy, e.g. randaug-m9-mstd0.5-inc1"),
+    _opt("re_prob", float, 0.0, "random erasing probability"),
+    _opt("re_value", str, "0", "random erasing fill: a number, or 'random' for per-pixel normal noise"),
+    _opt("re_scale", list, [0.02, 0.33], "random erasing area range, fraction of the image"),
+    _opt("re_ratio", list, [0.3, 3.3], "random erasing aspect-ratio range"),
+    _opt("re_max_attempts", int, 10, "random erasing tries to place a box"),
+    _opt("mean", list, None, "normalisation mean per channel, 0-255 scale (default: ImageNet's)"),
+    _opt("std", list, None, "normalisation std per channel, 0-255 scale (default: ImageNet's)"),
+    _opt("crop_pct", float, 0.875, "evaluation: resize the shorter side to image_resize / crop_pct, then centre crop"),
+    _opt("mixup", float, 0.0, "mixup alpha; 0 disables"),
+    _opt("cutmix", float, 0.0, "cutmix alpha; 0 disables"),
+    _opt("cutmix_prob", float, 1.0, "probability of applying mixup/cutmix to a batch"),
+    # model
+    _opt("model", str, "convnext_tiny", "registered model name, see mindcv.models.list_models()"),
+    _opt("num_classes", int, None, "classifier outputs (default: the number of class folders)"),
+    _opt("in_channels", int, 3, "input image channels"),
+    _opt("pretrained", bool, False, "start from the published weights of the model"),
+    _opt("ckpt_path", str, "", "weights to start from (train) or to evaluate (validate): .ckpt, .safetensors, .pth"),
+    _opt("drop_path_rate", float, 0.0, "stochastic depth rate of the last block"),
+    _opt("layer_scale_init_value", float, 1e-6, "initial layer-scale gamma (ConvNeXt v1); 0 disables"),
+    _opt("head_init_scale", float, 1.0, "scale of the initial classifier weights"),
+    _opt("ema", bool, False, "keep an exponential moving average of the weights; validate and save it"),
+    _opt("ema_decay", float, 0.9999, "EMA decay per step"),
+    # training loop and checkpoints
+    _opt("epoch_size", int, 90, "training epochs"),
+    _opt("dataset_sink_mode", bool, True, "feed data through the device queue (Ascend/GPU; CPU reads on the host)"),
+    _opt("amp_level", str, "O0", "mixed precision: O0 fp32, O1 / O2 / O3 float16 (O2 keeps LayerNorm fp32)",
+         ("O0", "O1", "O2", "O3")),
+    _opt("ckpt_save_dir", str, "./runs/train", "run folder: checkpoints, resolved config, metrics, plot"),
+    _opt("ckpt_save_interval", int, 1, "save a checkpoint every this many epochs"),
+    _opt("keep_checkpoint_max", int, 10, "keep the newest this many epoch checkpoints"),
+    _opt("resume", str, "", "resume from this checkpoint, or 'auto': the newest one in ckpt_save_dir"),
+    # loss
+    _opt("loss", str, "ce", "loss: ce (cross entropy) or bce (binary cross entropy)", ("ce", "bce")),
+    _opt("label_smoothing", float, 0.0, "label smoothing of integer labels"),
+    # optimizer
+    _opt("opt", str, "adamw", "optimizer", ("adamw", "adam", "sgd", "momentum", "lion")),
+    _opt("momentum", float, 0.9, "momentum (sgd/momentum); beta1 of adam/adamw/lion"),
+    _opt("beta2", float, 0.999, "beta2 of adam/adamw/lion"),
+    _opt("eps", float, 1e-8, "epsilon of adam/adamw"),
+    _opt("nesterov", bool, False, "Nesterov momentum (sgd/momentum)"),
+    _opt("weight_decay", float, 1e-4, "weight decay"),
+    _opt("weight_decay_filter", str, "disable", "which parameters skip weight decay: disable (none), auto "
+         "(names with beta/gamma), norm_and_bias (norms, biases, layer scale)", ("disable", "auto", "norm_and_bias")),
+    _opt("layer_decay", float, None, "layer-wise learning-rate decay for fine-tuning, e.g. 0.8"),
+    _opt("loss_scale_type", str, "fixed", "loss scaling: fixed, dynamic, or auto (dynamic below O0)",
+         ("fixed", "dynamic", "auto")),
+    _opt("loss_scale", float, 1.0, "loss scale (fixed) or its initial value (dynamic)"),
+    _opt("drop_overflow_update", bool, False, "skip the update of a step whose gradients overflow"),
+    _opt("clip_grad", bool, False, "clip gradients by global norm"),
+    _opt("clip_value", float, 15.0, "maximum global gradient norm when clip_grad"),
+    _opt("gradient_accumulation_steps", int, 1, "accumulate gradients over this many steps per update"),
+    # learning-rate schedule
+    _opt("scheduler", str, "cosine_decay", "learning-rate schedule",
+         ("constant", "cosine_decay", "step_decay", "multi_step_decay", "warmup_cosine")),
+    _opt("lr", float, 0.001, "peak learning rate, for the global batch"),
+    _opt("min_lr", float, 1e-6, "final learning rate of cosine decay"),
+    _opt("warmup_epochs", int, 3, "linear warm-up epochs"),
+    _opt("warmup_factor", float, 0.0, "warm-up starts at warmup_factor x lr"),
+    _opt("decay_epochs", int, 10, "epochs of decay after warm-up"),
+    _opt("decay_rate", float, 0.9, "multiplier of step decays"),
+    _opt("multi_step_decay_milestones", list, [30, 60, 90], "epochs at which multi_step_decay multiplies by decay_rate"),
+    _opt("lr_epoch_stair", bool, False, "change the learning rate once per epoch instead of every step"),
+]
+OPTIONS: Dict[str, Option] = {o.name: o for o in SCHEMA}
+
+
+def _parse_bool(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def coerce(option: Option, value):
+    """`value` converted to the option's type; ConfigError when it does not fit."""
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and option.optional):
+        if option.optional:
+            return None
+        raise ConfigError(f"{option.name} may not be empty; default is {option.default!r}")
+    try:
+        if option.type is bool:
+            result = _parse_bool(value)
+        elif option.type is list:
+            items = value if isinstance(value, (list, tuple)) else str(value).replace(",", " ").split()
+            result = [float(v) for v in items]
+        elif option.type is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError("not an integer")
+        else:
+            result = option.type(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{option.name}: {value!r} is not a valid {option.type.__name__} ({option.help})") from None
+    if option.choices is not None and result not in option.choices:
+        raise ConfigError(f"{option.name}: {result!r} is not one of {', '.join(map(str, option.choices))}")
+    return result
+
+
+def unknown_key_error(key: str, where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, OPTIONS, n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else "; see `python train.py --help` for every key"
+    return ConfigError(f"unknown config key '{key}' in {where}{hint}")
+
+
+def load_yaml(path: str) -> Dict[str, Any]:
+    """The keys of a recipe, checked and typed. Nested sections are flattened (their keys must be known)."""
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of config keys")
+    values = {}
+    for key, value in _flatten(data):
+        if key not in OPTIONS:
+            raise unknown_key_error(key, path)
+        values[key] = coerce(OPTIONS[key], value)
+    return values
+
+
+def _flatten(data: dict):
+    for key, value in data.items():
+        if isinstance(value, dict):
+            yield from _flatten(value)
+        else:
+            yield key, value
+
+
+def build_parser(description: str = "") -> argparse.ArgumentParser:
+    """An argparse parser with `-c/--config` and one `--key` per schema option (no defaults filled in,
+    so that only the keys given on the command line override the recipe)."""
+    parser = argparse.ArgumentParser(description=description, allow_abbrev=False,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("-c", "--config", default="", help="YAML recipe")
+    for option in SCHEMA:
+        nargs = "+" if option.type is list else None
+        parser.add_argument(f"--{option.name}", default=argparse.SUPPRESS, nargs=nargs, metavar=option.type.__name__.upper(),
+                            help=f"{option.help} (default: {option.default})")
+    return parser
+
+
+def parse_config(argv: Optional[List[str]] = None, description: str = "", extra=None) -> argparse.Namespace:
+    """Defaults, then the recipe named by --config, then command-line overrides.
+
+    `extra(parser)` may add script-specific arguments that are not part of the recipe schema.
+    Raises ConfigError for an unknown key or a value of the wrong type."""
+    parser = build_parser(description)
+    if extra is not None:
+        extra(parser)
+    args, unknown = parser.parse_known_args(argv)
+    for token in unknown:
+        if token.startswith("--"):
+            raise unknown_key_error(token[2:].split("=")[0], "the command line")
+    if unknown:
+        raise ConfigError(f"unexpected argument '{unknown[0]}'; options take the form --key value")
+    values = {o.name: o.default for o in SCHEMA}
+    if args.config:
+        values.update(load_yaml(args.config))
+    for name, value in vars(args).items():
+        if name in OPTIONS:
+            values[name] = coerce(OPTIONS[name], value)
+        else:
+            values[name] = value
+    return argparse.Namespace(**values)
+
+
+def dump_config(config: argparse.Namespace, path: str) -> None:
+    """Write the resolved configuration as YAML (loadable with -c)."""
+    data = {k: v for k, v in vars(config).items() if k in OPTIONS}
+    with open(path, "w") as f:
+        yaml.safe_dump(data, f, sort_keys=False)

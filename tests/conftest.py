@@ -1,0 +1,17 @@
+"""Shared test set-up: paths to the reference fixtures and the shipped demo data."""
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REFERENCE_DIR = os.path.join(ROOT, "..", "shared", "fixtures", "convnext_reference")
+DEMO_DATA = os.path.join(ROOT, "datasets", "mnist5k")
+# The fixture's convnext_mini: depths and dims of a ConvNeXt small enough to compile in seconds.
+MINI = dict(depths=(1, 1, 2, 1), dims=(16, 32, 64, 128), num_classes=10)
+
+
+def reference(name: str) -> str:
+    path = os.path.join(REFERENCE_DIR, name)
+    if not os.path.exists(path):
+        pytest.skip(f"reference fixture {path} is not available")
+    return path
