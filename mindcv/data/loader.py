@@ -79,15 +79,14 @@ class BatchCollator:
         self.skipped_images = skipped_images
 
     def __call__(self, images, labels, keys, skipped, batch_info):
-        images = np.stack(images)
         labels = np.asarray(labels, np.int32)
         newly_skipped = int(np.sum(skipped))
         if newly_skipped:
             self.skipped_images.count += newly_skipped
             _logger.warning("%d unreadable image(s) skipped in this run so far", self.skipped_images.count)
-        if self.mix is not None:
-            images, labels = self.mix(images, labels, np.random.default_rng([self.seed, MIX_STREAM, int(keys[0])]))
-        return images, labels
+        if self.mix is None:
+            return np.stack(images), labels
+        return self.mix(images, labels, np.random.default_rng([self.seed, MIX_STREAM, int(keys[0])]))
 
 
 def create_loader(dataset, batch_size, drop_remainder=False, is_training=False, mixup=0.0, cutmix=0.0,

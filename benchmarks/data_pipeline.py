@@ -1,0 +1,96 @@
+"""Throughput of the mindcv.data pipeline on ImageNet-like JPEGs, in images/second.
+
+Makes a folder of synthetic photos (500x375, multi-scale noise textures saved as
+quality-90 JPEGs, about 85 KB each, like ImageNet's) and times:
+  * decode only: PIL full-size decode + RGB conversion, one process (reference);
+  * train: the convnext_tiny recipe (random resized crop 224, hflip 0.5,
+    randaug-m9-mstd0.5-inc1, random erasing 0.25 with per-pixel noise,
+    mixup 0.8 / cutmix 1.0 with label smoothing 0.1, batch 16) per worker count;
+  * eval: resize 256 / centre crop 224, batch 16.
+Timing starts after the first batch (worker start-up excluded).
+
+    python benchmarks/data_pipeline.py [--images 320] [--epochs 2] [--workers 1 2]
+"""
+
+import argparse
+import io
+import os
+import tempfile
+import time
+
+import numpy as np
+from PIL import Image
+
+from mindcv.data import create_dataset, create_loader, create_transforms
+
+
+def natural_texture(rng, height, width):
+    """Sum of upsampled noise at several scales: smooth regions plus fine detail, like a photo."""
+    img = np.zeros((height, width, 3), np.float32)
+    for cell, amplitude in ((4, 1.5), (16, 1.0), (64, 0.75), (200, 0.4)):
+        noise = rng.standard_normal((max(2, height // cell), max(2, width // cell), 3))
+        small = Image.fromarray((noise * 40 + 128).clip(0, 255).astype(np.uint8))
+        img += (np.asarray(small.resize((width, height), Image.BICUBIC), np.float32) - 128) * amplitude
+    return (img + 128).clip(0, 255).astype(np.uint8)
+
+
+def make_jpeg_folder(root, num_images, num_classes=4, size=(500, 375)):
+    rng = np.random.default_rng(0)
+    for i in range(num_images):
+        class_dir = os.path.join(root, "train", f"n{i % num_classes:08d}")
+        os.makedirs(class_dir, exist_ok=True)
+        Image.fromarray(natural_texture(rng, size[1], size[0])).save(os.path.join(class_dir, f"{i}.jpg"),
+                                                                       quality=90)
+
+
+def decode_only_rate(root):
+    paths = [os.path.join(d, f) for d, _, files in os.walk(root) for f in files]
+    blobs = [open(p, "rb").read() for p in paths]
+    start = time.perf_counter()
+    for blob in blobs:
+        Image.open(io.BytesIO(blob)).convert("RGB")
+    return len(blobs) / (time.perf_counter() - start)
+
+
+def loader_rate(root, is_training, workers, epochs, interpolation):
+    dataset = create_dataset("imagenet", root, "train", shuffle=is_training)
+    if is_training:
+        transform = create_transforms("imagenet", True, image_resize=224, interpolation=interpolation,
+                                      auto_augment="randaug-m9-mstd0.5-inc1", re_prob=0.25, re_value="random")
+        loader = create_loader(dataset, 16, drop_remainder=True, is_training=True, mixup=0.8, cutmix=1.0,
+                               label_smoothing=0.1, num_classes=1000, transform=transform,
+                               num_parallel_workers=workers)
+    else:
+        transform = create_transforms("imagenet", False, image_resize=224, interpolation=interpolation)
+        loader = create_loader(dataset, 16, transform=transform, num_parallel_workers=workers)
+    iterator = loader.create_tuple_iterator(num_epochs=epochs, output_numpy=True)
+    count, start = 0, None
+    for _ in range(epochs):
+        for images, _ in iterator:
+            if start is None:  # exclude worker start-up
+                start = time.perf_counter()
+                continue
+            count += len(images)
+    return count / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=320, help="JPEGs to generate")
+    parser.add_argument("--epochs", type=int, default=2, help="passes timed per configuration")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts for training")
+    parser.add_argument("--interpolation", default="bicubic", choices=["bilinear", "bicubic"])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as root:
+        make_jpeg_folder(root, args.images)
+        print(f"{args.images} JPEGs 500x375, interpolation {args.interpolation}, {os.cpu_count()} CPUs")
+        print(f"decode only (PIL, 1 process):      {decode_only_rate(root):7.0f} images/s")
+        for workers in args.workers:
+            rate = loader_rate(root, True, workers, args.epochs, args.interpolation)
+            print(f"train convnext_tiny recipe, {workers} worker(s): {rate:7.0f} images/s")
+        rate = loader_rate(root, False, max(args.workers), args.epochs, args.interpolation)
+        print(f"eval 256/224, {max(args.workers)} worker(s):          {rate:7.0f} images/s")
+
+
+if __name__ == "__main__":
+    main()
