@@ -1,0 +1,165 @@
+"""Folder datasets, sharding, epoch determinism, bad files and the batched loader of mindcv.data."""
+
+import logging
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mindcv.data import EpochShardSampler, create_dataset, create_loader, create_transforms, get_class_names
+
+MNIST = os.path.join(os.path.dirname(__file__), "..", "datasets", "mnist5k")
+
+
+def small_transform(is_training):
+    return create_transforms("imagefolder", is_training, image_resize=16, auto_augment="randaug-m9-mstd0.5-inc1"
+                             if is_training else None, re_prob=0.25, re_value="random")
+
+
+def batches(loader, epochs=1):
+    iterator = loader.create_tuple_iterator(num_epochs=epochs, output_numpy=True)
+    return [[(images, labels) for images, labels in iterator] for _ in range(epochs)]
+
+
+def make_folder(root, classes=("cat", "dog"), per_class=3, size=(20, 16)):
+    rng = np.random.default_rng(0)
+    for name in classes:
+        os.makedirs(root / "train" / name)
+        for i in range(per_class):
+            array = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+            Image.fromarray(array).save(root / "train" / name / f"{i}.png")
+    return root
+
+
+# ---- dataset ------------------------------------------------------------------------------------------------------
+
+def test_mnist_dataset_classes_and_raw_columns():
+    dataset = create_dataset("imagefolder", MNIST, "val", shuffle=False)
+    assert dataset.class_names == get_class_names(MNIST, "val") == [str(i) for i in range(10)]
+    assert dataset.get_dataset_size() == 1000
+    rows = list(dataset.create_tuple_iterator(output_numpy=True))
+    image, label = rows[0]
+    assert image.dtype == np.uint8 and image.tobytes()[:4] == b"\x89PNG"
+    assert label.dtype == np.int32
+    labels = [int(r[1]) for r in rows]
+    assert labels == sorted(labels) and np.bincount(labels).tolist() == [100] * 10
+
+
+def test_class_indices_follow_sorted_folder_names(tmp_path):
+    make_folder(tmp_path, classes=("zebra", "ant", "n01440764"))
+    dataset = create_dataset("imagenet", str(tmp_path), shuffle=False)
+    assert dataset.class_names == ["ant", "n01440764", "zebra"]
+    paths = dataset.image_source.paths
+    assert [int(v) for v in dataset.image_source.labels] == [0] * 3 + [1] * 3 + [2] * 3
+    assert os.path.basename(os.path.dirname(paths[3])) == "n01440764"
+
+
+def test_errors_name_the_path(tmp_path):
+    with pytest.raises(ValueError, match="unknown dataset name 'cifar'"):
+        create_dataset("cifar", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "train")):
+        create_dataset("imagenet", str(tmp_path))
+    os.makedirs(tmp_path / "train")
+    with pytest.raises(ValueError, match="no class folders in " + str(tmp_path / "train")):
+        create_dataset("imagenet", str(tmp_path))
+    os.makedirs(tmp_path / "train" / "empty")
+    (tmp_path / "train" / "empty" / "notes.txt").write_text("not an image")
+    with pytest.raises(ValueError, match="class folder has no images: " + str(tmp_path / "train" / "empty")):
+        create_dataset("imagenet", str(tmp_path))
+    with pytest.raises(ValueError, match="cannot be downloaded"):
+        create_dataset("imagenet", str(tmp_path), download=True)
+
+
+# ---- sampler: sharding and epochs ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size, shards", [(4000, 8), (1003, 4), (10, 3)])
+def test_shards_disjoint_covering_equal_length(size, shards):
+    parts = [EpochShardSampler(size, num_shards=shards, shard_id=r, seed=7).indices(2) for r in range(shards)]
+    assert len({len(p) for p in parts}) == 1
+    everything = np.concatenate(parts)
+    assert set(everything.tolist()) == set(range(size))
+    assert len(everything) - size == (-size) % shards < shards  # only the padding repeats samples
+
+
+def test_epoch_order_depends_on_seed_and_epoch_only():
+    sampler = EpochShardSampler(100, seed=3)
+    assert np.array_equal(sampler.indices(4), EpochShardSampler(100, seed=3).indices(4))
+    assert not np.array_equal(sampler.indices(4), sampler.indices(5))
+    assert not np.array_equal(sampler.indices(4), EpochShardSampler(100, seed=4).indices(4))
+    assert np.array_equal(EpochShardSampler(100, shuffle=False).indices(9), np.arange(100))
+    assert len(EpochShardSampler(100, num_samples=30, num_shards=4, shard_id=0).indices(0)) == 8
+    with pytest.raises(ValueError):
+        EpochShardSampler(10, num_shards=2)
+
+
+# ---- loader -------------------------------------------------------------------------------------------------------
+
+def test_train_loader_shapes_dtypes_and_soft_targets():
+    dataset = create_dataset("imagefolder", MNIST, "train", num_samples=40)
+    loader = create_loader(dataset, 16, is_training=True, mixup=0.8, cutmix=1.0, label_smoothing=0.1,
+                           num_classes=10, transform=small_transform(True), num_parallel_workers=1)
+    (epoch,) = batches(loader)
+    assert [len(images) for images, _ in epoch] == [16, 16, 8]
+    images, labels = epoch[0]
+    assert images.shape == (16, 3, 16, 16) and images.dtype == np.float32
+    assert labels.shape == (16, 10) and labels.dtype == np.float32 and np.allclose(labels.sum(1), 1, atol=1e-5)
+    assert labels.min() >= 0.01 - 1e-6
+    assert loader.class_names == [str(i) for i in range(10)]
+
+
+def test_eval_loader_integer_labels_and_value_range():
+    dataset = create_dataset("imagefolder", MNIST, "val", shuffle=False, num_samples=20)
+    loader = create_loader(dataset, 8, drop_remainder=True, transform=small_transform(False),
+                           num_parallel_workers=1)
+    (epoch,) = batches(loader)
+    assert len(epoch) == 2
+    images, labels = epoch[0]
+    assert labels.dtype == np.int32 and labels.tolist() == [0] * 8
+    # MNIST: black background and white strokes, normalized with the ImageNet mean/std
+    assert np.isclose(images.min(), -0.485 / 0.229, atol=0.01) and images.max() > 2.0
+
+
+def test_resumed_run_sees_the_same_epochs():
+    def loader(start_epoch, workers):
+        dataset = create_dataset("imagefolder", MNIST, "train", num_samples=24, seed=5)
+        return create_loader(dataset, 8, is_training=True, mixup=0.8, cutmix=1.0, num_classes=10,
+                             transform=small_transform(True), num_parallel_workers=workers, seed=11,
+                             start_epoch=start_epoch)
+
+    full = batches(loader(0, 1), epochs=2)
+    resumed = batches(loader(1, 2), epochs=1)
+    for (a_img, a_lbl), (b_img, b_lbl) in zip(full[1], resumed[0]):
+        assert np.array_equal(a_img, b_img) and np.array_equal(a_lbl, b_lbl)
+    assert not np.array_equal(full[0][0][0], full[1][0][0])
+    assert not np.array_equal(full[0][0][1], full[1][0][1])
+
+
+def test_sharded_loaders_have_equal_batches_and_disjoint_samples(tmp_path):
+    make_folder(tmp_path, classes=("a", "b", "c"), per_class=5)  # 15 images over 4 ranks
+    labels_seen, sizes = [], set()
+    for rank in range(4):
+        dataset = create_dataset("imagefolder", str(tmp_path), num_shards=4, shard_id=rank, shuffle=False)
+        loader = create_loader(dataset, 3, transform=small_transform(False), num_parallel_workers=1)
+        (epoch,) = batches(loader)
+        sizes.add(tuple(len(labels) for _, labels in epoch))
+        labels_seen.extend(int(v) for _, labels in epoch for v in labels)
+    assert sizes == {(3, 1)}
+    assert sorted(labels_seen) == sorted([0] * 5 + [1] * 5 + [2] * 5 + [0])  # one padding sample, repeated
+
+
+def test_bad_images_are_skipped_and_counted(tmp_path, caplog):
+    make_folder(tmp_path, classes=("a", "b"), per_class=3)
+    corrupt = tmp_path / "train" / "a" / "1.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg body" * 10)
+    truncated = tmp_path / "train" / "b" / "0.png"
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    dataset = create_dataset("imagefolder", str(tmp_path), shuffle=False)
+    loader = create_loader(dataset, 4, transform=small_transform(False), num_parallel_workers=1)
+    with caplog.at_level(logging.WARNING, logger="mindcv.data.loader"):
+        (epoch,) = batches(loader)
+    assert sum(len(labels) for _, labels in epoch) == 7  # 7 files; the 2 bad ones are replaced by the next sample
+    assert loader.skipped_images.count == 2
+    messages = "\n".join(r.getMessage() for r in caplog.records)
+    assert str(corrupt) in messages and str(truncated) in messages
+    assert "2 unreadable image(s) skipped" in messages
