@@ -1,0 +1,225 @@
+"""One training step as a graph-mode cell: forward, loss, backward, gradient all-reduce, unscale, overflow
+check, gradient accumulation, clipping, optimizer update, EMA update and dynamic loss scaling.
+
+State for exact resume, all Parameters, so `mindspore.save_checkpoint(train_step, path)` saves everything and
+`mindspore.load_checkpoint(path, train_step)` (or `load_param_into_net`) restores it:
+- the network's parameters, under their own names;
+- the optimizer's: `global_step` (updates taken, skipped ones included: the learning-rate schedule position),
+  `learning_rate`, and its moments (`adam_m.*`, `adam_v.*`, `beta1_power`, `beta2_power`, `lion_m.*`,
+  `moments.*`; see `mindcv.optim.optimizers`);
+- `loss_scale` (float32 scalar), `current_iterator_step` (int32: calls of the train step, i.e. micro-batches
+  seen), `last_overflow_iterator_step` (int32: call index of the last overflow or loss-scale growth);
+- `accum.<param>`: gradient sums of the open accumulation window (gradient_accumulation_steps > 1);
+- `ema.<param>`: EMA of every network parameter (ema=True).
+"""
+import contextlib
+from typing import Optional, Tuple
+
+import mindspore as ms
+from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
+from mindspore import dtype as mstype
+
+AMP_LEVELS = ("O0", "O1", "O2", "O3")
+LOSS_SCALE_TYPES = ("fixed", "dynamic", "auto")
+
+
+class NetWithLoss(nn.Cell):
+    """network followed by loss_fn: construct(images, labels) -> scalar loss (float32)."""
+
+    def __init__(self, network: nn.Cell, loss_fn: nn.Cell):
+        super().__init__(auto_prefix=False)  # keep the network's parameter names unprefixed
+        self.network = network
+        self.loss_fn = loss_fn
+
+    def construct(self, images: Tensor, labels: Tensor) -> Tensor:
+        return self.loss_fn(self.network(images), labels)
+
+
+class TrainStep(nn.Cell):
+    """construct(images, labels) -> (loss, overflow, loss_scale) for one micro-batch.
+
+    - loss: float32 scalar, the batch loss (unscaled) of this call;
+    - overflow: bool scalar, True when this call's loss or any of its gradients is not finite
+      (all ranks agree when distributed);
+    - loss_scale: float32 scalar, the scale this call used (dynamic scaling may change it for the next call).
+
+    An update happens on every `gradient_accumulation_steps`-th call, with the mean of the window's gradients.
+    It is skipped when the window's gradients are not finite and `drop_overflow_update` is True (weights,
+    moments and EMA untouched; `global_step` still advances so the lr schedule follows the data). Without
+    `drop_overflow_update` the update is applied whatever the gradients are, as MindSpore does; the trainer must
+    then stop on overflow=True and not save the weights of that step.
+
+    Args:
+        network: the model (already converted for mixed precision, see `create_train_step`).
+        loss_fn: loss(logits, labels) -> scalar.
+        optimizer: an nn.Optimizer over the parameters to train, with loss_scale 1.0.
+        loss_scale_type: "fixed" (the scale never changes) or "dynamic": on an update step with non-finite
+            gradients the scale is divided by `loss_scale_factor` (not below 1); after `loss_scale_window`
+            calls without overflow it is multiplied by `loss_scale_factor`. Default "fixed".
+        loss_scale: initial scale; the loss is multiplied by it before backward and gradients divided after.
+        loss_scale_factor, loss_scale_window: dynamic scaling factor (default 2.0) and growth interval in calls
+            (default 2000).
+        drop_overflow_update: skip updates with non-finite gradients. Default False.
+        clip_grad: clip the (unscaled, averaged) gradients to global norm `clip_value` (default 15.0).
+        gradient_accumulation_steps: micro-batches per update. Default 1.
+        ema: keep an exponential moving average of the network parameters, updated after every applied
+            update as ema = ema_decay * ema + (1 - ema_decay) * param (fixed decay, no warm-up). Default False.
+        ema_decay: Default 0.9999.
+        distribute: average gradients over the data-parallel group (needs `mindspore.communication.init()`).
+    """
+
+    def __init__(self, network: nn.Cell, loss_fn: nn.Cell, optimizer: nn.Optimizer, loss_scale_type: str = "fixed",
+                 loss_scale: float = 1.0, loss_scale_factor: float = 2.0, loss_scale_window: int = 2000,
+                 drop_overflow_update: bool = False, clip_grad: bool = False, clip_value: float = 15.0,
+                 gradient_accumulation_steps: int = 1, ema: bool = False, ema_decay: float = 0.9999,
+                 distribute: bool = False):
+        super().__init__(auto_prefix=False)
+        if loss_scale_type not in ("fixed", "dynamic"):
+            raise ValueError(f"loss_scale_type must be 'fixed' or 'dynamic' here, got {loss_scale_type!r}")
+        if loss_scale <= 0 or gradient_accumulation_steps < 1:
+            raise ValueError("loss_scale must be > 0 and gradient_accumulation_steps >= 1")
+        if optimizer.loss_scale != 1.0:
+            raise ValueError("the train step unscales gradients itself: build the optimizer with loss_scale=1.0")
+        self.network = network
+        self.net_with_loss = NetWithLoss(network, loss_fn)
+        self.optimizer = optimizer
+        self.weights = optimizer.parameters
+        self.grad_fn = ops.GradOperation(get_by_list=True, sens_param=True)
+        self.dynamic_loss_scale = loss_scale_type == "dynamic"
+        self.loss_scale_factor = float(loss_scale_factor)
+        self.loss_scale_window = int(loss_scale_window)
+        self.loss_scale = Parameter(Tensor(loss_scale, mstype.float32), name="loss_scale", requires_grad=False)
+        self.current_iterator_step = Parameter(Tensor(0, mstype.int32), name="current_iterator_step",
+                                               requires_grad=False)
+        self.last_overflow_iterator_step = Parameter(Tensor(0, mstype.int32), name="last_overflow_iterator_step",
+                                                     requires_grad=False)
+        self.drop_overflow_update = drop_overflow_update
+        self.clip_grad = clip_grad
+        self.clip_value = float(clip_value)
+        self.accumulation_steps = int(gradient_accumulation_steps)
+        if self.accumulation_steps > 1:
+            self.accumulated = self.weights.clone(prefix="accum", init="zeros")
+        self.ema = ema
+        self.ema_decay = float(ema_decay)
+        if ema:
+            self.ema_sources = ParameterTuple(network.get_parameters())
+            self.ema_weights = self.ema_sources.clone(prefix="ema", init="same")
+        self.distribute = distribute
+        if distribute:
+            from mindspore.communication import get_group_size
+            self.grad_reducer = nn.DistributedGradReducer(self.weights, mean=True, degree=get_group_size())
+            self.all_reduce_sum = ops.AllReduce()  # CPU all-reduce takes float32/float16 only
+
+    def construct(self, images: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        scale = self.loss_scale * 1.0  # the value of this call, before any dynamic update
+        loss = self.net_with_loss(images, labels)
+        sens = scale.astype(loss.dtype)
+        grads = self.grad_fn(self.net_with_loss, self.weights)(images, labels, sens)
+        if self.distribute:
+            grads = self.grad_reducer(grads)
+        grads = tuple(grad / scale.astype(grad.dtype) for grad in grads)
+        overflow = self._any_non_finite(loss, grads)
+
+        update_grads = grads
+        update_overflow = overflow
+        is_update_step = True
+        if self.accumulation_steps > 1:
+            for accumulated, grad in zip(self.accumulated, grads):
+                ops.assign_add(accumulated, grad.astype(accumulated.dtype))
+            update_grads = tuple(accumulated / self.accumulation_steps for accumulated in self.accumulated)
+            # a non-finite micro-batch has made the sums non-finite: the whole window is dropped
+            update_overflow = self._any_non_finite(loss, update_grads)
+            is_update_step = (self.current_iterator_step + 1) % self.accumulation_steps == 0
+
+        apply_update = is_update_step and not (self.drop_overflow_update and update_overflow)
+        if apply_update:
+            if self.clip_grad:
+                update_grads = ops.clip_by_global_norm(update_grads, self.clip_value)
+            updated = self.optimizer(update_grads)
+            if self.ema:
+                self._update_ema(updated)
+        elif is_update_step:
+            ops.assign_add(self.optimizer.global_step, Tensor([1], mstype.int32))  # dropped update, schedule moves on
+        if self.accumulation_steps > 1 and is_update_step:
+            for accumulated in self.accumulated:
+                ops.assign(accumulated, ops.zeros_like(accumulated))
+        if self.dynamic_loss_scale and is_update_step:
+            self._update_loss_scale(update_overflow)
+        ops.assign_add(self.current_iterator_step, Tensor(1, mstype.int32))
+        return loss, overflow, scale
+
+    def _any_non_finite(self, loss: Tensor, grads) -> Tensor:
+        finite = ops.isfinite(loss).all()
+        for grad in grads:
+            finite = ops.logical_and(finite, ops.isfinite(grad).all())
+        non_finite = ops.logical_not(finite)
+        if self.distribute:
+            non_finite = self.all_reduce_sum(non_finite.astype(mstype.float32)) > 0
+        return non_finite
+
+    def _update_ema(self, after):
+        decay = self.ema_decay
+        for ema_weight, source in zip(self.ema_weights, self.ema_sources):
+            source = ops.depend(source, after)
+            ops.assign(ema_weight, decay * ema_weight + (1.0 - decay) * source.astype(ema_weight.dtype))
+
+    def _update_loss_scale(self, overflow: Tensor):
+        step = self.current_iterator_step
+        scale = self.loss_scale
+        grow = ops.logical_and(ops.logical_not(overflow), step - self.last_overflow_iterator_step >= self.loss_scale_window)
+        shrunk = ops.maximum(scale / self.loss_scale_factor, 1.0)
+        new_scale = ops.select(overflow, shrunk, ops.select(grow, scale * self.loss_scale_factor, scale))
+        ops.assign(self.loss_scale, new_scale)
+        ops.assign(self.last_overflow_iterator_step,
+                   ops.select(ops.logical_or(overflow, grow), step, self.last_overflow_iterator_step))
+
+    @contextlib.contextmanager
+    def ema_weights_swapped(self):
+        """Within the block the network holds the EMA weights (for validation or saving the best
+        checkpoint); the training weights come back afterwards. Without ema, the block changes nothing."""
+        if not self.ema:
+            yield
+            return
+        saved = [source.data.copy() for source in self.ema_sources]
+        for source, ema_weight in zip(self.ema_sources, self.ema_weights):
+            source.set_data(ema_weight.data.copy())
+        try:
+            yield
+        finally:
+            for source, value in zip(self.ema_sources, saved):
+                source.set_data(value)
+
+
+def apply_amp(network: nn.Cell, amp_level: str = "O0") -> nn.Cell:
+    """Mixed precision through `mindspore.amp.auto_mixed_precision` with float16:
+    O0 float32; O1 fp16 for whitelisted ops (conv, matmul, ...); O2 fp16 except BatchNorm and LayerNorm
+    (kept float32), output cast to float32; O3 everything fp16, output cast to float32.
+    Returns the network to use (it may be wrapped); parameter names are unchanged."""
+    if amp_level not in AMP_LEVELS:
+        raise ValueError(f"amp_level must be one of {AMP_LEVELS}, got {amp_level!r}")
+    return ms.amp.auto_mixed_precision(network, "auto" if amp_level == "O1" else amp_level)
+
+
+def create_train_step(network: nn.Cell, loss_fn: nn.Cell, optimizer: nn.Optimizer, amp_level: str = "O0",
+                      loss_scale_type: str = "fixed", loss_scale: float = 1.0, drop_overflow_update: bool = False,
+                      clip_grad: bool = False, clip_value: float = 15.0, gradient_accumulation_steps: int = 1,
+                      ema: bool = False, ema_decay: float = 0.9999, distribute: bool = False,
+                      loss_scale_factor: float = 2.0, loss_scale_window: int = 2000) -> TrainStep:
+    """Build a TrainStep (see its docstring), in training mode.
+
+    amp_level: "O0".."O3", see `apply_amp`; the network is converted in place where MindSpore does so
+        (O2/O3 cast its cells), so evaluate with the returned cell's `network` or the same model object.
+    loss_scale_type: "fixed", "dynamic", or "auto" = dynamic when amp_level is not O0, else fixed.
+    Other arguments: see `TrainStep`.
+    """
+    if loss_scale_type not in LOSS_SCALE_TYPES:
+        raise ValueError(f"loss_scale_type must be one of {LOSS_SCALE_TYPES}, got {loss_scale_type!r}")
+    if loss_scale_type == "auto":
+        loss_scale_type = "dynamic" if amp_level != "O0" else "fixed"
+    train_step = TrainStep(apply_amp(network, amp_level), loss_fn, optimizer, loss_scale_type=loss_scale_type,
+                           loss_scale=loss_scale, loss_scale_factor=loss_scale_factor,
+                           loss_scale_window=loss_scale_window, drop_overflow_update=drop_overflow_update,
+                           clip_grad=clip_grad, clip_value=clip_value,
+                           gradient_accumulation_steps=gradient_accumulation_steps, ema=ema, ema_decay=ema_decay,
+                           distribute=distribute)
+    return train_step.set_train(True)
