@@ -7,12 +7,16 @@ quality-90 JPEGs, about 85 KB each, like ImageNet's) and times:
     randaug-m9-mstd0.5-inc1, random erasing 0.25 with per-pixel noise,
     mixup 0.8 / cutmix 1.0 with label smoothing 0.1, batch 16) per worker count;
   * eval: resize 256 / centre crop 224, batch 16.
-Timing starts after the first batch (worker start-up excluded).
+Wall-clock timing starts after the first batch (worker start-up excluded). On a
+shared machine the wall-clock rate depends on other load, so the CPU time per
+image of all pipeline processes (start-up included) is printed too, with the
+rate it allows when each worker has an idle core.
 
     python benchmarks/data_pipeline.py [--images 320] [--epochs 2] [--workers 1 2]
 """
 
 import argparse
+import gc
 import io
 import os
 import tempfile
@@ -63,6 +67,7 @@ def loader_rate(root, is_training, workers, epochs, interpolation):
     else:
         transform = create_transforms("imagenet", False, image_resize=224, interpolation=interpolation)
         loader = create_loader(dataset, 16, transform=transform, num_parallel_workers=workers)
+    cpu_before = cpu_seconds()
     iterator = loader.create_tuple_iterator(num_epochs=epochs, output_numpy=True)
     count, start = 0, None
     for _ in range(epochs):
@@ -71,7 +76,16 @@ def loader_rate(root, is_training, workers, epochs, interpolation):
                 start = time.perf_counter()
                 continue
             count += len(images)
-    return count / (time.perf_counter() - start)
+    rate = count / (time.perf_counter() - start)
+    del iterator, loader  # ends the worker processes, so that their CPU time is counted
+    gc.collect()
+    return rate, (cpu_seconds() - cpu_before) / (count + 16) * 1e3
+
+
+def cpu_seconds():
+    """CPU time of this process and its ended children (the workers), seconds."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def main():
@@ -83,13 +97,16 @@ def main():
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as root:
         make_jpeg_folder(root, args.images)
-        print(f"{args.images} JPEGs 500x375, interpolation {args.interpolation}, {os.cpu_count()} CPUs")
-        print(f"decode only (PIL, 1 process):      {decode_only_rate(root):7.0f} images/s")
-        for workers in args.workers:
-            rate = loader_rate(root, True, workers, args.epochs, args.interpolation)
-            print(f"train convnext_tiny recipe, {workers} worker(s): {rate:7.0f} images/s")
-        rate = loader_rate(root, False, max(args.workers), args.epochs, args.interpolation)
-        print(f"eval 256/224, {max(args.workers)} worker(s):          {rate:7.0f} images/s")
+        print(f"{args.images} JPEGs 500x375, interpolation {args.interpolation}, {os.cpu_count()} CPUs, "
+              f"load average before start {os.getloadavg()[0]:.1f}")
+        print(f"decode only (PIL, 1 process):       {decode_only_rate(root):6.0f} images/s")
+        configs = [(f"train convnext_tiny recipe, {w} worker(s)", True, w) for w in args.workers]
+        configs.append((f"eval 256/224, {max(args.workers)} worker(s)", False, max(args.workers)))
+        for name, is_training, workers in configs:
+            rate, cpu_ms = loader_rate(root, is_training, workers, args.epochs, args.interpolation)
+            # with W workers on W idle cores the pipeline could reach W * 1000 / cpu_ms images/s
+            print(f"{name:38s} {rate:6.0f} images/s, {cpu_ms:5.2f} CPU ms/image "
+                  f"(all processes; CPU-bound limit on {workers} idle core(s): {workers * 1000 / cpu_ms:4.0f} images/s)")
 
 
 if __name__ == "__main__":

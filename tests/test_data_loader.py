@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mindcv.data import EpochShardSampler, create_dataset, create_loader, create_transforms, get_class_names
+from mindcv.data import EpochOrder, create_dataset, create_loader, create_transforms, get_class_names
 
 MNIST = os.path.join(os.path.dirname(__file__), "..", "datasets", "mnist5k")
 
@@ -75,7 +75,7 @@ def test_errors_name_the_path(tmp_path):
 
 @pytest.mark.parametrize("size, shards", [(4000, 8), (1003, 4), (10, 3)])
 def test_shards_disjoint_covering_equal_length(size, shards):
-    parts = [EpochShardSampler(size, num_shards=shards, shard_id=r, seed=7).indices(2) for r in range(shards)]
+    parts = [EpochOrder(size, num_shards=shards, shard_id=r, seed=7).indices(2) for r in range(shards)]
     assert len({len(p) for p in parts}) == 1
     everything = np.concatenate(parts)
     assert set(everything.tolist()) == set(range(size))
@@ -83,14 +83,14 @@ def test_shards_disjoint_covering_equal_length(size, shards):
 
 
 def test_epoch_order_depends_on_seed_and_epoch_only():
-    sampler = EpochShardSampler(100, seed=3)
-    assert np.array_equal(sampler.indices(4), EpochShardSampler(100, seed=3).indices(4))
+    sampler = EpochOrder(100, seed=3)
+    assert np.array_equal(sampler.indices(4), EpochOrder(100, seed=3).indices(4))
     assert not np.array_equal(sampler.indices(4), sampler.indices(5))
-    assert not np.array_equal(sampler.indices(4), EpochShardSampler(100, seed=4).indices(4))
-    assert np.array_equal(EpochShardSampler(100, shuffle=False).indices(9), np.arange(100))
-    assert len(EpochShardSampler(100, num_samples=30, num_shards=4, shard_id=0).indices(0)) == 8
+    assert not np.array_equal(sampler.indices(4), EpochOrder(100, seed=4).indices(4))
+    assert np.array_equal(EpochOrder(100, shuffle=False).indices(9), np.arange(100))
+    assert len(EpochOrder(100, num_samples=30, num_shards=4, shard_id=0).indices(0)) == 8
     with pytest.raises(ValueError):
-        EpochShardSampler(10, num_shards=2)
+        EpochOrder(10, num_shards=2)
 
 
 # ---- loader -------------------------------------------------------------------------------------------------------

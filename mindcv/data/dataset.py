@@ -7,7 +7,7 @@ names (for ImageNet: synset order). The class names are available both as
 `dataset.class_names` and, without building a dataset, as
 `get_class_names(root, split)`.
 
-Sample order (see `EpochShardSampler`): epoch `e` visits the samples in a
+Sample order (see `EpochOrder`): epoch `e` visits the samples in a
 permutation drawn from `(seed, e)`, identical on every rank, and rank `r` of
 `N` takes every N-th position of it, so shards are disjoint and together cover
 the dataset. When the dataset size is not a multiple of N, the permutation is
@@ -66,11 +66,7 @@ def scan_image_folder(root, split="train"):
 
 
 class ImageFolderSource:
-    """Random-access source: item i is (encoded bytes as uint8 array, int32 label).
-
-    Indices may be offset by whole multiples of `len(self)` (the sampler encodes
-    the epoch that way); `split_key` recovers `(epoch, sample_index)`.
-    """
+    """Random-access source: key `epoch * len(self) + i` gives (encoded bytes of file i as uint8 array, int32 label)."""
 
     def __init__(self, samples, class_names):
         self.paths = [p for p, _ in samples]
@@ -80,30 +76,25 @@ class ImageFolderSource:
     def __len__(self):
         return len(self.paths)
 
-    def split_key(self, key):
-        return divmod(int(key), len(self.paths))
-
     def read_bytes(self, index):
         with open(self.paths[index], "rb") as f:
             return f.read()
 
     def __getitem__(self, key):
-        _, index = self.split_key(key)
+        index = int(key) % len(self.paths)
         return np.frombuffer(self.read_bytes(index), dtype=np.uint8), self.labels[index]
 
 
-class EpochShardSampler(ds.Sampler):
-    """Yields `epoch * num_images + sample_index` for this rank's share of one epoch.
+class EpochOrder:
+    """This rank's sample indices for each epoch.
 
-    Each pass (`__iter__`, called by MindSpore once per epoch) uses the next epoch
-    number, starting at `start_epoch`. The order of epoch e is
-    `default_rng([seed, e]).permutation(num_images)` (or 0..n-1 without shuffle),
-    truncated to `num_samples`, padded to a multiple of `num_shards` by repeating
-    its head, and rank `shard_id` takes positions `shard_id, shard_id + N, ...`.
+    Epoch e visits `default_rng([seed, e]).permutation(num_images)` (or 0..n-1
+    without shuffle), truncated to `num_samples`, padded to a multiple of
+    `num_shards` by repeating its head; rank `shard_id` takes positions
+    `shard_id, shard_id + N, ...`.
     """
 
-    def __init__(self, num_images, shuffle=True, num_samples=None, num_shards=None, shard_id=None, seed=0,
-                 start_epoch=0):
+    def __init__(self, num_images, shuffle=True, num_samples=None, num_shards=None, shard_id=None, seed=0):
         if (num_shards is None) != (shard_id is None):
             raise ValueError("num_shards and shard_id must be given together")
         self.num_shards = num_shards or 1
@@ -114,19 +105,12 @@ class EpochShardSampler(ds.Sampler):
         self.epoch_samples = min(num_samples, num_images) if num_samples else num_images
         self.shuffle = shuffle
         self.seed = seed
-        self.next_epoch = start_epoch
-        super().__init__()  # reads len(self)
 
     def __len__(self):
+        """Samples per epoch on this rank."""
         return -(-self.epoch_samples // self.num_shards)
 
-    def starting_at(self, epoch):
-        """A copy of this sampler whose first pass is epoch `epoch`."""
-        return EpochShardSampler(self.num_images, self.shuffle, self.epoch_samples, self.num_shards, self.shard_id,
-                                 self.seed, start_epoch=epoch)
-
     def indices(self, epoch):
-        """This rank's sample indices for `epoch` (without the epoch offset)."""
         if self.shuffle:
             order = np.random.default_rng([self.seed, epoch]).permutation(self.num_images)
         else:
@@ -135,12 +119,30 @@ class EpochShardSampler(ds.Sampler):
         padded = np.resize(order, len(self) * self.num_shards)  # np.resize repeats the head
         return padded[self.shard_id :: self.num_shards]
 
+
+class EpochKeySampler(ds.Sampler):
+    """Yields `epoch * keys_per_epoch + k` for k = 0..keys_per_epoch-1, or for k in `order.indices(epoch)`.
+
+    MindSpore calls `__iter__` once per epoch; each call is the next epoch,
+    starting at `start_epoch`. The source decodes a key with
+    `divmod(key, keys_per_epoch)`, so workers know the epoch of every item.
+    """
+
+    def __init__(self, keys_per_epoch, order=None, start_epoch=0):
+        self.keys_per_epoch = keys_per_epoch
+        self.order = order
+        self.next_epoch = start_epoch
+        super().__init__()  # reads len(self)
+
+    def __len__(self):
+        return len(self.order) if self.order is not None else self.keys_per_epoch
+
     def __iter__(self):
         epoch = self.next_epoch
         self.next_epoch += 1
-        offset = epoch * self.num_images
-        for index in self.indices(epoch):
-            yield offset + int(index)
+        keys = self.order.indices(epoch) if self.order is not None else range(self.keys_per_epoch)
+        for k in keys:
+            yield epoch * self.keys_per_epoch + int(k)
 
 
 def create_dataset(name, root, split="train", shuffle=True, num_samples=None, num_shards=None, shard_id=None,
@@ -164,7 +166,7 @@ def create_dataset(name, root, split="train", shuffle=True, num_samples=None, nu
     Returns:
         GeneratorDataset with columns ("image": encoded bytes, uint8 [n]; "label":
         int32), plus the attributes `class_names` (sorted folder names) and
-        `image_source`/`epoch_sampler` which `create_loader` uses to build the training or
+        `image_source`/`epoch_order` which `create_loader` uses to build the training or
         evaluation pipeline.
     """
     if name.lower() not in FOLDER_DATASETS:
@@ -176,10 +178,11 @@ def create_dataset(name, root, split="train", shuffle=True, num_samples=None, nu
         )
     samples = scan_image_folder(root, split)
     source = ImageFolderSource(samples, get_class_names(root, split))
-    sampler = EpochShardSampler(len(source), shuffle, num_samples, num_shards, shard_id, seed)
-    dataset = ds.GeneratorDataset(source, column_names=["image", "label"], sampler=sampler,
+    order = EpochOrder(len(source), shuffle, num_samples, num_shards, shard_id, seed)
+    dataset = ds.GeneratorDataset(source, column_names=["image", "label"],
+                                  sampler=EpochKeySampler(len(source), order),
                                   num_parallel_workers=num_parallel_workers or 1, python_multiprocessing=False)
     dataset.class_names = source.class_names
     dataset.image_source = source
-    dataset.epoch_sampler = sampler
+    dataset.epoch_order = order
     return dataset

@@ -1,16 +1,20 @@
 """The batched training / evaluation pipeline.
 
+Workers build whole batches: each item of the `GeneratorDataset` that
+`create_loader` returns is one batch (decode, augment, stack and mixup/cutmix
+all happen in the worker processes), which keeps MindSpore's per-row overhead
+out of the main process.
+
 How epochs and determinism work:
-    `create_loader` returns a MindSpore pipeline; every pass over it (one epoch
-    of `create_tuple_iterator(num_epochs=...)` or of `Model.train`) is the next
-    epoch, counting from `start_epoch` (each new iterator starts again at
-    `start_epoch`). Epoch e's sample order comes from (dataset seed, e), see
-    `EpochShardSampler`; every augmentation draw of a sample comes from
-    `numpy.random.default_rng([seed, 0, e, sample_index])` and every
-    mixup/cutmix draw of a batch from `default_rng([seed, 1, e * dataset_size +
-    first_sample_index])`. So epoch e is the same data whatever the number of
-    workers or epochs before it: a run resumed at epoch k passes
-    `start_epoch=k` and sees what the uninterrupted run saw.
+    every pass over the loader (one epoch of `create_tuple_iterator(num_epochs=...)`
+    or of `Model.train`) is the next epoch, counting from `start_epoch`; each new
+    iterator starts again at `start_epoch`. Epoch e's sample order comes from
+    (dataset seed, e), see `EpochOrder`; every augmentation draw of a sample comes
+    from `numpy.random.default_rng([seed, 0, e, sample_index])` and every
+    mixup/cutmix draw of a batch from `default_rng([seed, 1, e, batch_index])`.
+    So epoch e is the same data whatever the number of workers or the epochs
+    before it: a run resumed at epoch k passes `start_epoch=k` and sees what the
+    uninterrupted run saw.
 """
 
 import logging
@@ -19,6 +23,7 @@ import os
 import mindspore.dataset as ds
 import numpy as np
 
+from .dataset import EpochKeySampler
 from .mixup import MixupCutmix
 from .transforms import UnreadableImageError, create_transforms
 
@@ -26,37 +31,35 @@ _logger = logging.getLogger(__name__)
 AUGMENT_STREAM, MIX_STREAM = 0, 1
 
 
-class SkippedImages:
-    """Running count of unreadable images replaced by another sample (main process).
+class BatchSource:
+    """Random-access source: key `epoch * num_batches + b` -> batch b of that epoch.
 
-    Shared, not copied, by the pipeline copies that MindSpore makes per iterator.
+    Returns (images float32 [B, C, H, W], labels int32 [B] or float32 [B, classes],
+    skipped int32): an image that cannot be read or decoded is skipped with a
+    warning naming the file and the next file of the dataset is used in its
+    place, so every rank still yields full batches; "skipped" counts them.
     """
 
-    def __init__(self):
-        self.count = 0
-
-    def __deepcopy__(self, memo):
-        return self
-
-
-class AugmentedSource:
-    """Random-access source: key -> (image float32 CHW, label int32, key int64, skipped int32).
-
-    An image that cannot be read or decoded is skipped with a warning naming the
-    file, and the next sample of the dataset is used in its place, so every rank
-    still yields the same number of rows; "skipped" counts the files passed over.
-    """
-
-    def __init__(self, image_source, transform, seed):
+    def __init__(self, image_source, order, transform, batch_size, drop_remainder, mix, seed):
         self.image_source = image_source
+        self.order = order
         self.transform = transform
+        self.batch_size = batch_size
+        self.mix = mix
         self.seed = seed
+        self.num_batches = len(order) // batch_size if drop_remainder else -(-len(order) // batch_size)
+        self.cached_epoch, self.cached_indices = None, None
 
     def __len__(self):
-        return len(self.image_source)
+        return self.num_batches
 
-    def __getitem__(self, key):
-        epoch, index = self.image_source.split_key(key)
+    def epoch_indices(self, epoch):
+        if epoch != self.cached_epoch:
+            self.cached_epoch, self.cached_indices = epoch, self.order.indices(epoch)
+        return self.cached_indices
+
+    def load(self, epoch, index):
+        """(image, label, files skipped) for sample `index` of `epoch`."""
         rng = np.random.default_rng([self.seed, AUGMENT_STREAM, epoch, index])
         size = len(self.image_source)
         for skipped in range(size):
@@ -66,27 +69,38 @@ class AugmentedSource:
             except (UnreadableImageError, OSError) as err:
                 _logger.warning("skipping unreadable image %s (%s)", self.image_source.paths[current], err)
                 continue
-            return image, self.image_source.labels[current], np.int64(key), np.int32(skipped)
+            return image, self.image_source.labels[current], skipped
         raise RuntimeError(f"none of the {size} images of the dataset could be decoded")
 
-
-class BatchCollator:
-    """per_batch_map: stacks a batch, reports skipped images, applies mixup/cutmix."""
-
-    def __init__(self, mix, seed, skipped_images):
-        self.mix = mix
-        self.seed = seed
-        self.skipped_images = skipped_images
-
-    def __call__(self, images, labels, keys, skipped, batch_info):
+    def __getitem__(self, key):
+        epoch, batch = divmod(int(key), self.num_batches)
+        indices = self.epoch_indices(epoch)[batch * self.batch_size : (batch + 1) * self.batch_size]
+        images, labels, skipped = zip(*(self.load(epoch, int(i)) for i in indices))
         labels = np.asarray(labels, np.int32)
-        newly_skipped = int(np.sum(skipped))
-        if newly_skipped:
-            self.skipped_images.count += newly_skipped
-            _logger.warning("%d unreadable image(s) skipped in this run so far", self.skipped_images.count)
         if self.mix is None:
-            return np.stack(images), labels
-        return self.mix(images, labels, np.random.default_rng([self.seed, MIX_STREAM, int(keys[0])]))
+            return np.stack(images), labels, np.int32(sum(skipped))
+        images, targets = self.mix(images, labels, np.random.default_rng([self.seed, MIX_STREAM, epoch, batch]))
+        return images, targets, np.int32(sum(skipped))
+
+
+class SkippedImages:
+    """Running count of unreadable images skipped; logs the total when it grows.
+
+    Runs in the main process on the "skipped" column; shared, not copied, by
+    the pipeline copies MindSpore makes per iterator.
+    """
+
+    def __init__(self):
+        self.count = 0
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __call__(self, skipped):
+        if skipped:
+            self.count += int(skipped)
+            _logger.warning("%d unreadable image(s) skipped in this run so far", self.count)
+        return skipped
 
 
 def create_loader(dataset, batch_size, drop_remainder=False, is_training=False, mixup=0.0, cutmix=0.0,
@@ -107,8 +121,8 @@ def create_loader(dataset, batch_size, drop_remainder=False, is_training=False, 
         num_classes: width of the soft targets.
         transform: `transform(encoded_bytes, rng) -> float32 [C, H, W]`, from
             `create_transforms` (default: its defaults for `is_training`).
-        num_parallel_workers: decode/augment worker processes (default:
-            min(8, CPU count)).
+        num_parallel_workers: worker processes building batches (default:
+            min(8, CPU count)); 1 runs in the main process.
         seed: seed of the augmentation and mixing draws.
         start_epoch: epoch number of the first pass (see the module docstring).
 
@@ -122,22 +136,18 @@ def create_loader(dataset, batch_size, drop_remainder=False, is_training=False, 
         raise TypeError("create_loader needs a dataset made by mindcv.data.create_dataset")
     if transform is None:
         transform = create_transforms("imagefolder", is_training)
-    workers = num_parallel_workers or min(8, os.cpu_count() or 1)
-    pipeline = ds.GeneratorDataset(
-        AugmentedSource(dataset.image_source, transform, seed),
-        column_names=["image", "label", "key", "skipped"],
-        sampler=dataset.epoch_sampler.starting_at(start_epoch),
-        num_parallel_workers=workers,
-        python_multiprocessing=workers > 1,
-    )
     mix = None
     if mixup > 0 or cutmix > 0:
         mix = MixupCutmix(mixup, cutmix, cutmix_prob, 0.5, label_smoothing, num_classes)
-    skipped_images = SkippedImages()
-    loader = pipeline.batch(
-        batch_size, drop_remainder=drop_remainder, per_batch_map=BatchCollator(mix, seed, skipped_images),
-        input_columns=["image", "label", "key", "skipped"], output_columns=["image", "label"],
+    source = BatchSource(dataset.image_source, dataset.epoch_order, transform, batch_size, drop_remainder, mix, seed)
+    workers = num_parallel_workers or min(8, os.cpu_count() or 1)
+    loader = ds.GeneratorDataset(
+        source, column_names=["image", "label", "skipped"],
+        sampler=EpochKeySampler(len(source), start_epoch=start_epoch),
+        num_parallel_workers=workers, python_multiprocessing=workers > 1,
     )
+    skipped_images = SkippedImages()
+    loader = loader.map(skipped_images, input_columns=["skipped"]).project(["image", "label"])
     loader.class_names = dataset.class_names
     loader.skipped_images = skipped_images
     return loader
