@@ -122,29 +122,33 @@ class TrainStep(nn.Cell):
 
         update_grads = grads
         update_overflow = overflow
-        is_update_step = True
+        is_update_step = ops.equal((self.current_iterator_step + 1) % self.accumulation_steps, 0)
         if self.accumulation_steps > 1:
             for accumulated, grad in zip(self.accumulated, grads):
                 ops.assign_add(accumulated, grad.astype(accumulated.dtype))
             update_grads = tuple(accumulated / self.accumulation_steps for accumulated in self.accumulated)
             # a non-finite micro-batch has made the sums non-finite: the whole window is dropped
             update_overflow = self._any_non_finite(loss, update_grads)
-            is_update_step = (self.current_iterator_step + 1) % self.accumulation_steps == 0
 
-        apply_update = is_update_step and not (self.drop_overflow_update and update_overflow)
+        apply_update = is_update_step
+        if self.drop_overflow_update:
+            apply_update = ops.logical_and(is_update_step, ops.logical_not(update_overflow))
         if apply_update:
             if self.clip_grad:
                 update_grads = ops.clip_by_global_norm(update_grads, self.clip_value)
             updated = self.optimizer(update_grads)
             if self.ema:
                 self._update_ema(updated)
-        elif is_update_step:
-            ops.assign_add(self.optimizer.global_step, Tensor([1], mstype.int32))  # dropped update, schedule moves on
-        if self.accumulation_steps > 1 and is_update_step:
-            for accumulated in self.accumulated:
-                ops.assign(accumulated, ops.zeros_like(accumulated))
-        if self.dynamic_loss_scale and is_update_step:
-            self._update_loss_scale(update_overflow)
+        else:
+            # a dropped update still moves the lr schedule on; mid-window calls add 0
+            ops.assign_add(self.optimizer.global_step, is_update_step.astype(mstype.int32).reshape((1,)))
+        if self.accumulation_steps > 1 or self.dynamic_loss_scale:
+            if is_update_step:
+                if self.accumulation_steps > 1:
+                    for accumulated in self.accumulated:
+                        ops.assign(accumulated, ops.zeros_like(accumulated))
+                if self.dynamic_loss_scale:
+                    self._update_loss_scale(update_overflow)
         ops.assign_add(self.current_iterator_step, Tensor(1, mstype.int32))
         return loss, overflow, scale
 
