@@ -196,9 +196,11 @@ class TrainStep(nn.Cell):
 
 def apply_amp(network: nn.Cell, amp_level: str = "O0") -> nn.Cell:
     """Mixed precision through `mindspore.amp.auto_mixed_precision` with float16:
-    O0 float32; O1 fp16 for whitelisted ops (conv, matmul, ...); O2 fp16 except BatchNorm and LayerNorm
-    (kept float32), output cast to float32; O3 everything fp16, output cast to float32.
-    Returns the network to use (it may be wrapped); parameter names are unchanged."""
+    O0 float32; O1 fp16 for whitelisted ops (conv, matmul, ...), fp32 for precision-sensitive ones, through
+    MindSpore's "auto" level (its "O1" rewrites the network's source and fails on ConvNeXt in MindSpore 2.10);
+    O2 fp16 except BatchNorm and LayerNorm cells (kept float32), output cast to float32; O3 everything fp16,
+    output cast to float32. All run on CPU. Returns the network to use (O2/O3 wrap it; parameter names and
+    float32 parameters are unchanged)."""
     if amp_level not in AMP_LEVELS:
         raise ValueError(f"amp_level must be one of {AMP_LEVELS}, got {amp_level!r}")
     return ms.amp.auto_mixed_precision(network, "auto" if amp_level == "O1" else amp_level)
