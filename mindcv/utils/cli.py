@@ -1,0 +1,97 @@
+"""What train.py, validate.py and the other scripts share: device set-up, data and model from a config,
+and turning a user's mistake into a one-line error instead of a traceback."""
+import functools
+import logging
+import os
+import sys
+from typing import Tuple
+
+import mindspore as ms
+
+from mindcv.data import create_dataset, create_loader, create_transforms
+from mindcv.models import create_model
+from mindcv.utils.config import ConfigError
+
+# Errors that mean "the input is wrong" (a missing folder, a bad key, a checkpoint of another model).
+USER_ERRORS = (ConfigError, FileNotFoundError, NotADirectoryError, ValueError, ImportError)
+
+
+def exit_on_user_error(main):
+    """Run `main`; a USER_ERRORS exception prints `error: <message>` and exits with status 2.
+    Set MINDCV_DEBUG=1 to see the traceback instead."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except USER_ERRORS as error:
+            if os.environ.get("MINDCV_DEBUG"):
+                raise
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper
+
+
+def setup_context(config) -> Tuple[int, int]:
+    """Execution mode, device and (with `distribute`) the data-parallel group. Returns (rank, group size)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ms.set_context(mode=config.mode)
+    if config.device_target != "auto":
+        ms.set_device(config.device_target) if hasattr(ms, "set_device") else ms.set_context(
+            device_target=config.device_target)
+    if not config.distribute:
+        return 0, 1
+    from mindspore.communication import get_group_size, get_rank, init
+    try:
+        init()
+    except RuntimeError as error:
+        raise ConfigError(f"distribute is True but no process group could be set up ({str(error).splitlines()[0]}); "
+                          "launch with msrun, or pass --distribute False") from None
+    rank, group_size = get_rank(), get_group_size()
+    ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
+                                 device_num=group_size)
+    return rank, group_size
+
+
+def require_data_dir(config) -> None:
+    if not config.data_dir:
+        raise ConfigError("data_dir is not set: pass --data_dir /path/to/dataset (the folder that holds "
+                          f"{config.train_split}/ and {config.val_split}/)")
+    if not os.path.isdir(config.data_dir):
+        raise FileNotFoundError(f"data_dir {config.data_dir} does not exist; pass --data_dir pointing at the "
+                                "dataset root")
+
+
+def build_loader(config, split: str, is_training: bool, rank: int = 0, group_size: int = 1, start_epoch: int = 0,
+                 num_classes: int = None):
+    """The batched pipeline of one split as the config describes it (training: augmentation, mixup/cutmix,
+    shuffling; evaluation: resize + centre crop, fixed order), sharded over `group_size` ranks."""
+    sharded = dict(num_shards=group_size, shard_id=rank) if group_size > 1 else {}
+    dataset = create_dataset(config.dataset, config.data_dir, split=split, shuffle=config.shuffle and is_training,
+                             num_samples=config.num_samples, download=config.dataset_download, seed=config.seed,
+                             **sharded)
+    optional = {k: getattr(config, k) for k in ("mean", "std") if getattr(config, k) is not None}
+    re_value = "random" if config.re_value == "random" else float(config.re_value)
+    transform = create_transforms(config.dataset, is_training, image_resize=config.image_resize,
+                                  scale=tuple(config.scale), ratio=tuple(config.ratio), hflip=config.hflip,
+                                  vflip=config.vflip, color_jitter=config.color_jitter,
+                                  interpolation=config.interpolation, auto_augment=config.auto_augment,
+                                  re_prob=config.re_prob, re_value=re_value, re_scale=tuple(config.re_scale),
+                                  re_ratio=tuple(config.re_ratio), re_max_attempts=config.re_max_attempts,
+                                  crop_pct=config.crop_pct, in_channels=config.in_channels, **optional)
+    mixing = dict(mixup=config.mixup, cutmix=config.cutmix, cutmix_prob=config.cutmix_prob,
+                  label_smoothing=config.label_smoothing) if is_training else {}
+    return create_loader(dataset, config.batch_size, drop_remainder=config.drop_remainder and is_training,
+                         is_training=is_training, num_classes=num_classes or len(dataset.class_names),
+                         transform=transform, num_parallel_workers=config.num_parallel_workers, seed=config.seed,
+                         start_epoch=start_epoch, **mixing)
+
+
+def build_model(config, num_classes: int, checkpoint_path: str = ""):
+    """`create_model` with the model keys of the config."""
+    custom = {k: tuple(getattr(config, k)) for k in ("depths", "dims") if getattr(config, k)}
+    return create_model(config.model, num_classes=num_classes, in_channels=config.in_channels,
+                        pretrained=config.pretrained, checkpoint_path=checkpoint_path,
+                        drop_path_rate=config.drop_path_rate, layer_scale_init_value=config.layer_scale_init_value,
+                        head_init_scale=config.head_init_scale, **custom)

@@ -1,0 +1,265 @@
+"""Train a classifier from a YAML recipe.
+
+    python train.py -c configs/convnext/convnext_tiny_ascend.yaml --data_dir /path/to/imagenet --distribute False
+    msrun --worker_num 8 --local_worker_num 8 python train.py -c configs/convnext/convnext_tiny_ascend.yaml
+
+The run folder (`ckpt_save_dir`) receives the resolved config (config.yaml), one JSON line of metrics per
+epoch (metrics.jsonl), their plot (metrics.png), the class names (class_names.txt), the newest
+`keep_checkpoint_max` checkpoints `{model}-{epoch}_{step}.ckpt` (resumable: weights, optimizer, loss scale,
+EMA, position) and `{model}_best.ckpt` (the weights with the best validation top-1).
+"""
+import glob
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import time
+
+import mindspore as ms
+import numpy as np
+from tqdm import tqdm
+
+from mindcv.loss import create_loss
+from mindcv.optim import create_optimizer
+from mindcv.scheduler import create_scheduler
+from mindcv.utils.checkpoint import save_checkpoint_atomic
+from mindcv.utils.cli import build_loader, build_model, exit_on_user_error, require_data_dir, setup_context
+from mindcv.utils.config import ConfigError, dump_config, parse_config
+from mindcv.utils.evaluate import evaluate
+from mindcv.utils.plot import plot_metrics
+from mindcv.utils.train_step import create_train_step
+
+_logger = logging.getLogger("train")
+# Position entries that a resumable checkpoint carries beside the Parameters of the train step.
+EPOCH_KEY, STEP_KEY = "epoch_num", "step_num"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or the gradients stopped being finite and drop_overflow_update is off."""
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) or SIGTERM asks the loop to stop after the current step, so the state it saves is whole."""
+
+    def __init__(self):
+        self.requested = False
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+
+class RunFolder:
+    """The files of one run: checkpoints (rotated), metrics and plot. Only rank 0 writes."""
+
+    def __init__(self, directory: str, model_name: str, keep_checkpoint_max: int, writer: bool):
+        self.directory = directory
+        self.model_name = model_name
+        self.keep = keep_checkpoint_max
+        self.writer = writer
+        if writer:
+            os.makedirs(directory, exist_ok=True)
+
+    def checkpoints(self):
+        """Resumable checkpoints of this model, oldest first."""
+        pattern = re.compile(re.escape(self.model_name) + r"-(\d+)_(\d+)\.ckpt$")
+        found = []
+        for path in glob.glob(os.path.join(self.directory, f"{self.model_name}-*_*.ckpt")):
+            match = pattern.search(os.path.basename(path))
+            if match:
+                found.append(((int(match[1]), int(match[2])), path))
+        return [path for _, path in sorted(found)]
+
+    def save_state(self, train_step, epoch: int, step: int, steps_done_in_epoch: int) -> str:
+        path = os.path.join(self.directory, f"{self.model_name}-{epoch}_{step}.ckpt")
+        if self.writer:
+            save_checkpoint_atomic(train_step, path, append_dict={EPOCH_KEY: epoch, STEP_KEY: steps_done_in_epoch})
+            for old in self.checkpoints()[:-self.keep] if self.keep > 0 else []:
+                os.remove(old)
+        return path
+
+    def save_best(self, network) -> None:
+        if self.writer:
+            weights = [{"name": p.name, "data": p.data} for p in network.get_parameters()]
+            save_checkpoint_atomic(weights, os.path.join(self.directory, f"{self.model_name}_best.ckpt"))
+
+    def append_metrics(self, record: dict) -> None:
+        if not self.writer:
+            return
+        path = os.path.join(self.directory, "metrics.jsonl")
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        with open(path) as f:
+            plot_metrics([json.loads(line) for line in f if line.strip()], os.path.join(self.directory, "metrics.png"))
+
+
+def find_resume_path(config, run: RunFolder) -> str:
+    if config.resume != "auto":
+        return config.resume
+    checkpoints = run.checkpoints()
+    if not checkpoints:
+        raise FileNotFoundError(f"--resume auto found no {config.model}-<epoch>_<step>.ckpt in {run.directory}")
+    return checkpoints[-1]
+
+
+def restore(train_step, path: str):
+    """Load a resumable checkpoint into the train step. Returns (epoch, steps done in that epoch)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"resume checkpoint not found: {path}")
+    state = ms.load_checkpoint(path)
+    if EPOCH_KEY not in state:
+        raise ValueError(f"{path} holds no training state (epoch, optimizer); to start from its weights use "
+                         "--ckpt_path instead of --resume")
+    names = {p.name for p in train_step.get_parameters()}
+    missing = sorted(names - set(state))
+    if missing:
+        raise ValueError(f"{path} does not fit this run (missing {len(missing)}: {', '.join(missing[:5])}); was it "
+                         "saved with another model, optimizer, ema or gradient_accumulation_steps?")
+    ms.load_param_into_net(train_step, {k: v for k, v in state.items() if k in names}, strict_load=True)
+    return int(state[EPOCH_KEY].asnumpy()), int(state[STEP_KEY].asnumpy())
+
+
+def mean_over_ranks(value: float, distribute: bool) -> float:
+    if not distribute:
+        return value
+    from mindspore.communication import get_group_size
+    total = ms.ops.AllReduce()(ms.Tensor([value], ms.float32)).asnumpy()[0]
+    return float(total) / get_group_size()
+
+
+@exit_on_user_error
+def main(argv=None) -> int:
+    config = parse_config(argv, description=__doc__.split("\n")[0])
+    rank, group_size = setup_context(config)
+    require_data_dir(config)
+    ms.set_seed(config.seed)
+    np.random.seed(config.seed)
+    if config.batch_size < 1 or config.epoch_size < 1:
+        raise ConfigError("batch_size and epoch_size must be at least 1")
+
+    train_loader = build_loader(config, config.train_split, True, rank, group_size)
+    class_names = train_loader.class_names
+    num_classes = config.num_classes or len(class_names)
+    if config.mixup or config.cutmix:  # soft targets need the class count up front
+        train_loader = build_loader(config, config.train_split, True, rank, group_size, num_classes=num_classes)
+    steps_per_epoch = train_loader.get_dataset_size()
+    if steps_per_epoch == 0:
+        raise ConfigError(f"batch_size {config.batch_size} is larger than this rank's share of the training set; "
+                          "lower batch_size or set drop_remainder False")
+    val_loader = None
+    if config.val_while_train:
+        val_loader = build_loader(config, config.val_split, False, rank, group_size, num_classes=num_classes)
+
+    network = build_model(config, num_classes, checkpoint_path=config.ckpt_path)
+    updates_per_epoch = max(steps_per_epoch // config.gradient_accumulation_steps, 1)
+    lr_per_step = create_scheduler(updates_per_epoch, scheduler=config.scheduler, lr=config.lr, min_lr=config.min_lr,
+                                   warmup_epochs=config.warmup_epochs, warmup_factor=config.warmup_factor,
+                                   decay_epochs=config.decay_epochs, decay_rate=config.decay_rate,
+                                   milestones=config.multi_step_decay_milestones, num_epochs=config.epoch_size,
+                                   lr_epoch_stair=config.lr_epoch_stair)
+    optimizer = create_optimizer(network, opt=config.opt, lr=lr_per_step, weight_decay=config.weight_decay,
+                                 momentum=config.momentum, nesterov=config.nesterov,
+                                 weight_decay_filter=config.weight_decay_filter, layer_decay=config.layer_decay,
+                                 eps=config.eps, betas=(config.momentum, config.beta2))
+    loss_fn = create_loss(config.loss, label_smoothing=config.label_smoothing)
+    train_step = create_train_step(network, loss_fn, optimizer, amp_level=config.amp_level,
+                                   loss_scale_type=config.loss_scale_type, loss_scale=config.loss_scale,
+                                   drop_overflow_update=config.drop_overflow_update, clip_grad=config.clip_grad,
+                                   clip_value=config.clip_value,
+                                   gradient_accumulation_steps=config.gradient_accumulation_steps, ema=config.ema,
+                                   ema_decay=config.ema_decay, distribute=config.distribute)
+
+    run = RunFolder(config.ckpt_save_dir, config.model, config.keep_checkpoint_max, writer=rank == 0)
+    start_epoch, skip_steps = 0, 0
+    if config.resume:
+        resume_path = find_resume_path(config, run)
+        start_epoch, skip_steps = restore(train_step, resume_path)
+        _logger.info("resumed from %s at epoch %d, step %d of the epoch", resume_path, start_epoch, skip_steps)
+    if rank == 0:
+        if not config.resume and os.path.exists(os.path.join(run.directory, "metrics.jsonl")):
+            os.remove(os.path.join(run.directory, "metrics.jsonl"))  # a fresh run starts a fresh record
+        dump_config(config, os.path.join(run.directory, "config.yaml"))
+        with open(os.path.join(run.directory, "class_names.txt"), "w") as f:
+            f.write("\n".join(class_names) + "\n")
+    _logger.info("%s: %d classes, %d steps per epoch of %d images on each of %d device(s)", config.model,
+                 num_classes, steps_per_epoch, config.batch_size, group_size)
+
+    stop = StopRequest()
+    best_top1 = max([r.get("val_top1", -1.0) for r in _read_metrics(run)] + [-1.0])
+    skipped_updates = 0
+    for epoch in range(start_epoch, config.epoch_size):
+        loader = build_loader(config, config.train_split, True, rank, group_size, start_epoch=epoch,
+                              num_classes=num_classes) if epoch > 0 or start_epoch > 0 else train_loader
+        epoch_start, losses, images_seen = time.time(), [], 0
+        bar = tqdm(total=steps_per_epoch, initial=skip_steps, desc=f"epoch {epoch + 1}/{config.epoch_size}",
+                   disable=rank != 0, dynamic_ncols=True)
+        iterator = loader.create_tuple_iterator(num_epochs=1)
+        for step_in_epoch, (images, labels) in enumerate(iterator):
+            if step_in_epoch < skip_steps:  # the resumed epoch: these batches were trained on before
+                continue
+            loss, overflow, _ = train_step(images, labels)
+            loss_value = float(loss.asnumpy())
+            if bool(overflow.asnumpy()):
+                if not config.drop_overflow_update:
+                    raise NonFiniteLossError(
+                        f"the loss or the gradients became non-finite at epoch {epoch + 1}, step {step_in_epoch + 1} "
+                        f"(loss {loss_value}); the last good checkpoint in {run.directory} is intact. Lower lr, "
+                        "enable clip_grad, or set drop_overflow_update True to skip such steps")
+                skipped_updates += 1
+            else:
+                losses.append(loss_value)
+            images_seen += images.shape[0]
+            global_step = epoch * steps_per_epoch + step_in_epoch
+            lr = lr_per_step[min(global_step // config.gradient_accumulation_steps, len(lr_per_step) - 1)]
+            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}",
+                            img_s=f"{images_seen * group_size / (time.time() - epoch_start):.1f}")
+            bar.update(1)
+            if stop.requested:
+                bar.close()
+                path = run.save_state(train_step, epoch, global_step + 1, step_in_epoch + 1)
+                print(f"interrupted: saved resumable state to {path}; continue with --resume {path}")
+                return 130
+        bar.close()
+        skip_steps = 0
+        record = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch,
+                  "train_loss": mean_over_ranks(float(np.mean(losses)) if losses else float("nan"), config.distribute),
+                  "lr": lr_per_step[min((epoch + 1) * updates_per_epoch - 1, len(lr_per_step) - 1)],
+                  "epoch_time_s": round(time.time() - epoch_start, 2),
+                  "images_per_s": round(images_seen * group_size / (time.time() - epoch_start), 2),
+                  "skipped_updates": skipped_updates, "skipped_images": loader.skipped_images.count}
+        is_best = False
+        if val_loader is not None and ((epoch + 1) % config.val_interval == 0 or epoch + 1 == config.epoch_size):
+            with train_step.ema_weights_swapped():
+                metrics = evaluate(train_step.network, val_loader, config.distribute)
+                record.update({f"val_{k}": v for k, v in metrics.items() if k != "num_samples"})
+                is_best = metrics["top1"] > best_top1
+                if is_best:
+                    best_top1 = metrics["top1"]
+                    run.save_best(train_step.network)
+        if (epoch + 1) % config.ckpt_save_interval == 0 or epoch + 1 == config.epoch_size:
+            run.save_state(train_step, epoch + 1, (epoch + 1) * steps_per_epoch, 0)
+        run.append_metrics(record)
+        if rank == 0:
+            print(json.dumps(record) + ("  (best)" if is_best else ""))
+    return 0
+
+
+def _read_metrics(run: RunFolder):
+    path = os.path.join(run.directory, "metrics.jsonl")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except NonFiniteLossError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(3)
