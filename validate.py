@@ -1,0 +1,41 @@
+"""Evaluate a checkpoint: top-1, top-5 and loss on the validation split.
+
+    python validate.py -c configs/convnext/convnext_tiny_ascend.yaml --data_dir /path/to/imagenet \
+        --ckpt_path convnext_tiny.ckpt [--json results.json]
+
+The checkpoint may be of any kind `create_model(checkpoint_path=...)` reads: ours or MindCV's `.ckpt`
+(training state included or not), timm / official `.safetensors`, official `.pth` (needs torch).
+"""
+import json
+import sys
+
+from mindcv.utils.cli import build_loader, build_model, exit_on_user_error, require_data_dir, setup_context
+from mindcv.utils.config import ConfigError, parse_config
+from mindcv.utils.evaluate import evaluate
+
+
+def _extra_arguments(parser):
+    parser.add_argument("--json", default="", help="also write the results to this JSON file")
+
+
+@exit_on_user_error
+def main(argv=None) -> int:
+    config = parse_config(argv, description=__doc__.split("\n")[0], extra=_extra_arguments)
+    rank, group_size = setup_context(config)
+    require_data_dir(config)
+    if not config.ckpt_path and not config.pretrained:
+        raise ConfigError("nothing to evaluate: pass --ckpt_path CHECKPOINT (or --pretrained True)")
+    loader = build_loader(config, config.val_split, False, rank, group_size, num_classes=config.num_classes)
+    network = build_model(config, config.num_classes or len(loader.class_names), checkpoint_path=config.ckpt_path)
+    metrics = evaluate(network, loader, config.distribute)
+    if rank == 0:
+        print(f"{config.model} on {config.data_dir}/{config.val_split} ({metrics['num_samples']} images): "
+              f"top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%  loss {metrics['loss']:.4f}")
+        if config.json:
+            with open(config.json, "w") as f:
+                json.dump(dict(metrics, model=config.model, ckpt_path=config.ckpt_path), f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
