@@ -1,0 +1,79 @@
+"""The configuration schema: recipes and the command line, unknown keys, types, the saved resolved config."""
+import glob
+import os
+
+import pytest
+
+from conftest import ROOT
+from mindcv.utils.config import OPTIONS, SCHEMA, ConfigError, dump_config, load_yaml, parse_config
+
+RECIPES = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True))
+
+
+def test_every_option_has_type_default_and_help():
+    assert len(OPTIONS) == len(SCHEMA)
+    for option in SCHEMA:
+        assert option.help and option.type in (bool, int, float, str, list)
+        if option.default is not None:
+            assert isinstance(option.default, option.type) or (option.type is float and isinstance(option.default, int))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=os.path.basename)
+def test_shipped_recipes_fit_the_schema(recipe):
+    values = load_yaml(recipe)
+    assert values["model"] and values["epoch_size"] >= 1
+
+
+def test_convnext_tiny_recipe_has_the_published_values():
+    tiny = load_yaml(os.path.join(ROOT, "configs", "convnext", "convnext_tiny_ascend.yaml"))
+    expected = dict(mode=0, distribute=True, num_parallel_workers=16, val_while_train=True, dataset="imagenet",
+                    batch_size=16, drop_remainder=True, image_resize=224, scale=[0.08, 1.0], ratio=[0.75, 1.333],
+                    hflip=0.5, interpolation="bicubic", auto_augment="randaug-m9-mstd0.5-inc1", re_prob=0.25,
+                    re_value="random", crop_pct=0.95, mixup=0.8, cutmix=1.0, num_classes=1000, epoch_size=450,
+                    drop_path_rate=0.1, dataset_sink_mode=True, amp_level="O2", loss="ce", label_smoothing=0.1,
+                    scheduler="cosine_decay", lr=0.002, min_lr=3e-7, warmup_epochs=20, warmup_factor=1.75e-5,
+                    decay_epochs=430, opt="adamw", weight_decay=0.05, loss_scale_type="dynamic",
+                    drop_overflow_update=True, keep_checkpoint_max=10, weight_decay_filter="norm_and_bias")
+    assert {k: tiny[k] for k in expected} == expected
+
+
+def test_command_line_overrides_the_recipe(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("lr: 0.5\nbatch_size: 8\ndistribute: True\nscale: [0.2, 1.0]\n")
+    config = parse_config(["-c", str(recipe), "--lr", "0.1", "--distribute", "False", "--scale", "0.3", "0.9"])
+    assert (config.lr, config.batch_size, config.distribute, config.scale) == (0.1, 8, False, [0.3, 0.9])
+    assert config.weight_decay == OPTIONS["weight_decay"].default
+
+
+def test_unknown_key_in_yaml_suggests_the_closest(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("batchsize: 8\n")
+    with pytest.raises(ConfigError, match="unknown config key 'batchsize' in .*r.yaml; did you mean 'batch_size'"):
+        parse_config(["-c", str(recipe)])
+
+
+def test_unknown_key_on_the_command_line_suggests_the_closest():
+    with pytest.raises(ConfigError, match="unknown config key 'drop_path' in the command line; did you mean "
+                                          "'drop_path_rate'"):
+        parse_config(["--drop_path", "0.1"])
+
+
+@pytest.mark.parametrize("argv,message", [(["--lr", "fast"], "lr: 'fast' is not a valid float"),
+                                          (["--mode", "3"], "mode: 3 is not one of 0, 1"),
+                                          (["--distribute", "maybe"], "distribute: 'maybe' is not a valid bool"),
+                                          (["--depths", "1", "1.5"], "depths: .* is not a valid list")])
+def test_values_of_the_wrong_type_are_rejected(argv, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(argv)
+
+
+def test_missing_recipe_file():
+    with pytest.raises(ConfigError, match="config file not found: nowhere.yaml"):
+        parse_config(["-c", "nowhere.yaml"])
+
+
+def test_resolved_config_reloads_to_the_same_values(tmp_path):
+    config = parse_config(["--lr", "0.3", "--depths", "1", "1", "2", "1", "--auto_augment", "randaug-m9-mstd0.5-inc1"])
+    dump_config(config, str(tmp_path / "config.yaml"))
+    again = parse_config(["-c", str(tmp_path / "config.yaml")])
+    assert {k: getattr(again, k) for k in OPTIONS} == {k: getattr(config, k) for k in OPTIONS}
