@@ -53,7 +53,8 @@ def graph_run():
 
 
 def assert_updates_match(before, after, rtol=1e-3):
-    expected_after = reference_state("convnext_mini.after3steps.timm.safetensors", {k: v.shape for k, v in after.items()})
+    shapes = {k: v.shape for k, v in after.items()}
+    expected_after = reference_state("convnext_mini.after3steps.timm.safetensors", shapes)
     for name in after:
         expected = expected_after[name].astype(np.float64) - before[name]
         ours = after[name].astype(np.float64) - before[name]

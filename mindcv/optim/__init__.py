@@ -1,10 +1,10 @@
 """Optimizers: `create_optimizer` builds AdamW / Adam / Lion / SGD with decay filters and layer-wise lr decay."""
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 from mindspore import nn
 
 from .optimizers import SGD, AdamW, LearningRate, Lion, StepwiseLR
-from .param_groups import WEIGHT_DECAY_FILTERS, convnext_layer_ids, layer_decay_scales, weight_decay_mask
+from .param_groups import convnext_layer_ids, layer_decay_scales, weight_decay_mask
 
 __all__ = ["SGD", "AdamW", "Lion", "StepwiseLR", "convnext_layer_ids", "create_optimizer", "layer_decay_scales",
            "weight_decay_mask"]

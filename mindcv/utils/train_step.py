@@ -13,7 +13,7 @@ State for exact resume, all Parameters, so `mindspore.save_checkpoint(train_step
 - `ema.<param>`: EMA of every network parameter (ema=True).
 """
 import contextlib
-from typing import Optional, Tuple
+from typing import Tuple
 
 import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
@@ -170,7 +170,8 @@ class TrainStep(nn.Cell):
     def _update_loss_scale(self, overflow: Tensor):
         step = self.current_iterator_step
         scale = self.loss_scale
-        grow = ops.logical_and(ops.logical_not(overflow), step - self.last_overflow_iterator_step >= self.loss_scale_window)
+        calls_since_change = step - self.last_overflow_iterator_step
+        grow = ops.logical_and(ops.logical_not(overflow), calls_since_change >= self.loss_scale_window)
         shrunk = ops.maximum(scale / self.loss_scale_factor, 1.0)
         new_scale = ops.select(overflow, shrunk, ops.select(grow, scale * self.loss_scale_factor, scale))
         ops.assign(self.loss_scale, new_scale)
