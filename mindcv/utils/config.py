@@ -23,10 +23,11 @@ class Option:
     help: str
     choices: Optional[Sequence] = None
     optional: bool = False  # None is an accepted value
+    item: type = float  # element type of a list option
 
 
-def _opt(name, type_, default, help_, choices=None):
-    return Option(name, type_, default, help_, choices, optional=default is None)
+def _opt(name, type_, default, help_, choices=None, item=float):
+    return Option(name, type_, default, help_, choices, optional=default is None, item=item)
 
 
 SCHEMA: List[Option] = [
@@ -75,6 +76,9 @@ SCHEMA: List[Option] = [
     _opt("in_channels", int, 3, "input image channels"),
     _opt("pretrained", bool, False, "start from the published weights of the model"),
     _opt("ckpt_path", str, "", "weights to start from (train) or to evaluate (validate): .ckpt, .safetensors, .pth"),
+    _opt("depths", list, None, "override the model's blocks per stage (4 integers), e.g. for a small demo model",
+         item=int),
+    _opt("dims", list, None, "override the model's channels per stage (4 integers)", item=int),
     _opt("drop_path_rate", float, 0.0, "stochastic depth rate of the last block"),
     _opt("layer_scale_init_value", float, 1e-6, "initial layer-scale gamma (ConvNeXt v1); 0 disables"),
     _opt("head_init_scale", float, 1.0, "scale of the initial classifier weights"),
@@ -111,14 +115,15 @@ SCHEMA: List[Option] = [
     _opt("gradient_accumulation_steps", int, 1, "accumulate gradients over this many steps per update"),
     # learning-rate schedule
     _opt("scheduler", str, "cosine_decay", "learning-rate schedule",
-         ("constant", "cosine_decay", "step_decay", "multi_step_decay", "warmup_cosine")),
+         ("constant", "cosine_decay", "step_decay", "multi_step_decay")),
     _opt("lr", float, 0.001, "peak learning rate, for the global batch"),
     _opt("min_lr", float, 1e-6, "final learning rate of cosine decay"),
     _opt("warmup_epochs", int, 3, "linear warm-up epochs"),
     _opt("warmup_factor", float, 0.0, "warm-up starts at warmup_factor x lr"),
     _opt("decay_epochs", int, 10, "epochs of decay after warm-up"),
     _opt("decay_rate", float, 0.9, "multiplier of step decays"),
-    _opt("multi_step_decay_milestones", list, [30, 60, 90], "epochs at which multi_step_decay multiplies by decay_rate"),
+    _opt("multi_step_decay_milestones", list, [30, 60, 90], "epochs at which multi_step_decay multiplies by decay_rate",
+         item=int),
     _opt("lr_epoch_stair", bool, False, "change the learning rate once per epoch instead of every step"),
 ]
 OPTIONS: Dict[str, Option] = {o.name: o for o in SCHEMA}
@@ -146,7 +151,9 @@ def coerce(option: Option, value):
             result = _parse_bool(value)
         elif option.type is list:
             items = value if isinstance(value, (list, tuple)) else str(value).replace(",", " ").split()
-            result = [float(v) for v in items]
+            result = [option.item(float(v)) if option.item is int else float(v) for v in items]
+            if option.item is int and any(float(v) != int(float(v)) for v in items):
+                raise ValueError("not integers")
         elif option.type is int and isinstance(value, float) and not value.is_integer():
             raise ValueError("not an integer")
         else:
