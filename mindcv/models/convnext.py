@@ -9,7 +9,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, Zero, initializer
 
-from .layers import GRN, DropPath, LayerNorm2d
+from .layers import GRN, DepthwiseConv2d, DropPath, LayerNorm2d, PatchifyConv2d
 from .registry import register_model
 
 MINDCV_URL = "https://download.mindspore.cn/toolkits/mindcv/convnext/"
@@ -42,7 +42,7 @@ class Block(nn.Cell):
 
     def __init__(self, dim: int, drop_path: float = 0.0, layer_scale_init_value: float = 1e-6, use_grn: bool = False):
         super().__init__()
-        self.dwconv = nn.Conv2d(dim, dim, 7, pad_mode="pad", padding=3, group=dim, has_bias=True)
+        self.dwconv = DepthwiseConv2d(dim, 7)
         self.norm = nn.LayerNorm((dim,), epsilon=1e-6)
         self.pwconv1 = nn.Dense(dim, 4 * dim)
         self.act = nn.GELU(approximate=False)
@@ -92,11 +92,10 @@ class ConvNeXt(nn.Cell):
         self.depths = tuple(depths)
         self.use_grn = use_grn
         drop_rates = np.linspace(0, drop_path_rate, sum(depths)).tolist()
-        layers = [nn.SequentialCell(nn.Conv2d(in_channels, dims[0], 4, stride=4, has_bias=True), LayerNorm2d(dims[0]))]
+        layers = [nn.SequentialCell(PatchifyConv2d(in_channels, dims[0], 4), LayerNorm2d(dims[0]))]
         for i, depth in enumerate(depths):
             if i > 0:
-                layers.append(nn.SequentialCell(LayerNorm2d(dims[i - 1]),
-                                                nn.Conv2d(dims[i - 1], dims[i], 2, stride=2, has_bias=True)))
+                layers.append(nn.SequentialCell(LayerNorm2d(dims[i - 1]), PatchifyConv2d(dims[i - 1], dims[i], 2)))
             rates, drop_rates = drop_rates[:depth], drop_rates[depth:]
             layers.append(nn.SequentialCell([Block(dims[i], r, layer_scale_init_value, use_grn) for r in rates]))
         self.feature = nn.SequentialCell(layers)  # stem, stage 0, downsample 1, stage 1, ...

@@ -1,6 +1,9 @@
 """Building blocks shared by the model families."""
+import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import initializer
+
+from ..ops.depthwise_conv import depthwise_conv_op, fast_depthwise_available
 
 
 class DropPath(nn.Cell):
@@ -48,3 +51,45 @@ class GRN(nn.Cell):
         spatial_norm = ops.sqrt(ops.sum(x * x, dim=(1, 2), keepdim=True))
         relative = spatial_norm / (ops.mean(spatial_norm, axis=-1, keep_dims=True) + self.eps)
         return self.gamma * (x * relative) + self.beta + x
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """`nn.Conv2d(dim, dim, kernel_size, pad_mode="pad", padding=kernel_size // 2, group=dim, has_bias=True)`
+    with the same parameters (`weight` [dim, 1, k, k], `bias` [dim]) and results, that runs mindcv.ops' fast
+    C++ kernels on the CPU back end for float32 (MindSpore's CPU kernel is ~50x slower there) and the stock
+    operator everywhere else. `uses_fast_kernel` says which one this layer chose when it was built."""
+
+    def __init__(self, dim: int, kernel_size: int = 7):
+        super().__init__(dim, dim, kernel_size, pad_mode="pad", padding=kernel_size // 2, group=dim, has_bias=True)
+        self.uses_fast_kernel = fast_depthwise_available(dim, kernel_size)
+        self.fast_op = depthwise_conv_op() if self.uses_fast_kernel else None
+
+    def construct(self, x: Tensor) -> Tensor:
+        # dtypes are compile-time constants in graph mode, so this branch costs nothing at run time;
+        # mixed precision (float16) takes the stock path.
+        if self.uses_fast_kernel and x.dtype == ms.float32 and self.weight.dtype == ms.float32:
+            return self.fast_op(x, self.weight, self.bias)
+        return self.bias_add(self.conv2d(x, self.weight), self.bias)
+
+
+class PatchifyConv2d(nn.Conv2d):
+    """`nn.Conv2d(in_channels, out_channels, kernel_size, stride=kernel_size, has_bias=True)` (the ConvNeXt stem
+    and downsampling layers), same parameters and results. The patches do not overlap, so on the CPU back end
+    it runs as a reshape into patches and one MatMul: MindSpore's CPU Conv2D and its input gradient take
+    seconds for these shapes (5-7 s each for the ConvNeXt-T downsampling layers at batch 16), the MatMul
+    tens of milliseconds. Inputs whose sides are not multiples of `kernel_size` (where "same" padding
+    would pad) and other back ends use the stock operator."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int):
+        super().__init__(in_channels, out_channels, kernel_size, stride=kernel_size, has_bias=True)
+        self.uses_matmul = ms.get_context("device_target") == "CPU"
+        self.matmul = ops.MatMul(transpose_b=True)
+
+    def construct(self, x: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        k = self.kernel_size[0]
+        if not self.uses_matmul or h % k != 0 or w % k != 0:
+            return self.bias_add(self.conv2d(x, self.weight), self.bias)
+        patches = x.reshape(n, c, h // k, k, w // k, k).transpose(0, 2, 4, 1, 3, 5).reshape(-1, c * k * k)
+        y = self.bias_add(self.matmul(patches, self.weight.reshape(self.out_channels, -1)), self.bias)
+        return y.reshape(n, h // k, w // k, self.out_channels).transpose(0, 3, 1, 2)

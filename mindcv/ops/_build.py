@@ -1,0 +1,54 @@
+"""Compile-at-first-use of the C++ kernels in this package into a cached shared library."""
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import warnings
+from typing import Optional
+
+_SOURCE_DIR = os.path.dirname(os.path.abspath(__file__))
+# -O3 auto-vectorises the kernels; instruction sets are chosen at load time by the target_clones
+# attributes in the sources, so no -march flag is needed and the library runs on any x86-64 CPU.
+CXX_FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp"]
+_built = {}
+
+
+def cache_dir() -> str:
+    """Where compiled libraries live: $MINDCV_OPS_CACHE, default ~/.cache/mindcv/ops."""
+    return os.path.expanduser(os.environ.get("MINDCV_OPS_CACHE", "~/.cache/mindcv/ops"))
+
+
+def build(source_name: str) -> Optional[str]:
+    """Path of the shared library compiled from `source_name` (a file in mindcv/ops), or None with a
+    warning (once per source) when it cannot be built. The library's name carries a hash of the source and
+    the flags, so an edited kernel is rebuilt; concurrent builders each write a private file and rename it."""
+    if source_name in _built:
+        return _built[source_name]
+    source = os.path.join(_SOURCE_DIR, source_name)
+    compiler = os.environ.get("CXX", "g++")
+    library = None
+    try:
+        with open(source, "rb") as handle:
+            digest = hashlib.sha256(handle.read() + " ".join(CXX_FLAGS).encode()).hexdigest()[:16]
+        library = os.path.join(cache_dir(), f"{os.path.splitext(source_name)[0]}-{digest}.so")
+        if not os.path.isfile(library):
+            if shutil.which(compiler) is None:
+                raise RuntimeError(f"no C++ compiler ({compiler}) on PATH")
+            os.makedirs(cache_dir(), exist_ok=True)
+            handle, partial = tempfile.mkstemp(suffix=".so", dir=cache_dir())
+            os.close(handle)
+            try:
+                subprocess.run([compiler, *CXX_FLAGS, "-o", partial, source], check=True, capture_output=True,
+                               text=True)
+                os.replace(partial, library)
+            finally:
+                if os.path.exists(partial):
+                    os.remove(partial)
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as error:
+        detail = getattr(error, "stderr", "") or error
+        warnings.warn(f"mindcv.ops: cannot build {source_name} ({detail}); using MindSpore's stock operators, "
+                      "which are much slower on CPU")
+        library = None
+    _built[source_name] = library
+    return library

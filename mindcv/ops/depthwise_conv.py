@@ -1,0 +1,62 @@
+"""Fast depthwise KxK convolution (K in 3, 5, 7; stride 1; padding K // 2; float32; NCHW) on MindSpore's CPU
+back end: C++ kernels for the forward pass, the input gradient and the weight and bias gradients, run
+through `ops.Custom(func_type="aot")` with a custom bprop. Numerically the same operator as
+`nn.Conv2d(C, C, K, pad_mode="pad", padding=K // 2, group=C, has_bias=True)` (up to float rounding order)."""
+from typing import Optional
+
+import mindspore as ms
+from mindspore import Tensor, ops
+
+from ._build import build
+
+SOURCE = "depthwise_conv_cpu.cc"
+SUPPORTED_KERNEL_SIZES = (3, 5, 7)
+_op = None
+
+
+def _same_as_first(*args):
+    return args[0]
+
+
+def _make_op() -> Optional[ops.Custom]:
+    library = build(SOURCE)
+    if library is None:
+        return None
+    input_grad = ops.Custom(f"{library}:DepthwiseConvInputGrad", out_shape=_same_as_first, out_dtype=_same_as_first,
+                            func_type="aot")
+    weight_grad = ops.Custom(f"{library}:DepthwiseConvWeightGrad",
+                             out_shape=lambda dy, x, w: (w, (w[0],)), out_dtype=lambda dy, x, w: (w, w),
+                             func_type="aot")
+
+    def bprop(x, weight, bias, out, dout):
+        dweight, dbias = weight_grad(dout, x, weight)
+        return input_grad(dout, weight), dweight, dbias
+
+    return ops.Custom(f"{library}:DepthwiseConvForward", out_shape=_same_as_first, out_dtype=_same_as_first,
+                      func_type="aot", bprop=bprop)
+
+
+def depthwise_conv_op() -> Optional[ops.Custom]:
+    """The fast operator `op(x [N, C, H, W], weight [C, 1, K, K], bias [C]) -> [N, C, H, W]`, built once per
+    process; None when the kernels cannot be compiled (a warning says why)."""
+    global _op
+    if _op is None:
+        _op = _make_op() or False
+    return _op or None
+
+
+def fast_depthwise_available(channels: int, kernel_size: int, stride: int = 1, padding: int = -1,
+                             dtype=ms.float32) -> bool:
+    """Whether the fast operator handles this convolution here: CPU back end, float32, stride 1,
+    padding `kernel_size // 2` (-1 means that), a supported kernel size and a compilable kernel.
+    `channels` is accepted for symmetry with nn.Conv2d; any count works."""
+    if ms.get_context("device_target") != "CPU" or dtype != ms.float32 or stride != 1:
+        return False
+    if kernel_size not in SUPPORTED_KERNEL_SIZES or padding not in (-1, kernel_size // 2) or channels < 1:
+        return False
+    return depthwise_conv_op() is not None
+
+
+def depthwise_conv(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """Depthwise convolution with the fast CPU operator (call `fast_depthwise_available` first)."""
+    return depthwise_conv_op()(x, weight, bias)
