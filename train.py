@@ -9,6 +9,7 @@ epoch (metrics.jsonl), their plot (metrics.png), the class names (class_names.tx
 EMA, position) and `{model}_best.ckpt` (the weights with the best validation top-1).
 """
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -115,7 +116,9 @@ def restore(train_step, path: str):
     if EPOCH_KEY not in state:
         raise ValueError(f"{path} holds no training state (epoch, optimizer); to start from its weights use "
                          "--ckpt_path instead of --resume")
-    names = {p.name for p in train_step.get_parameters()}
+    # The learning-rate table comes from the config, so a resumed run may change epoch_size or the schedule;
+    # global_step, restored below, is its position.
+    names = {p.name for p in train_step.get_parameters() if p.name != "learning_rate"}
     missing = sorted(names - set(state))
     if missing:
         raise ValueError(f"{path} does not fit this run (missing {len(missing)}: {', '.join(missing[:5])}); was it "
@@ -246,6 +249,9 @@ def main(argv=None) -> int:
         run.append_metrics(record)
         if rank == 0:
             print(json.dumps(record) + ("  (best)" if is_best else ""))
+    if config.distribute:  # lets a reader of the worker logs check that all ranks hold the same weights
+        digest = hashlib.sha256(b"".join(p.asnumpy().tobytes() for p in network.get_parameters())).hexdigest()
+        _logger.info("rank %d final weights sha256 %s", rank, digest)
     return 0
 
 

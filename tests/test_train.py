@@ -1,0 +1,136 @@
+"""train.py and validate.py end to end on a slice of the shipped mnist5k, with a tiny ConvNeXt."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import mindspore as ms
+import numpy as np
+import pytest
+
+from conftest import DEMO_DATA, ROOT
+
+TINY = ["--model", "convnext_atto", "--depths", "1", "1", "1", "1", "--dims", "16", "32", "64", "128",
+        "--image_resize", "32", "--num_parallel_workers", "1", "--data_dir", DEMO_DATA, "--mode", "0"]
+# No randomness left but the seeded shuffle: exact crops, no flips, no drop path.
+DETERMINISTIC = ["--scale", "1", "1", "--ratio", "1", "1", "--hflip", "0", "--drop_path_rate", "0",
+                 "--crop_pct", "1", "--scheduler", "constant", "--lr", "0.002", "--weight_decay", "0.05",
+                 "--weight_decay_filter", "norm_and_bias", "--label_smoothing", "0.1"]
+
+
+def run(script, *args, timeout=600, check_rc=0):
+    result = subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    if check_rc is not None:
+        assert result.returncode == check_rc, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def weights(path):
+    return {k: v.asnumpy() for k, v in ms.load_checkpoint(path).items()}
+
+
+def records(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """Two epochs of 64 images: checkpoints, metrics, plot and best weights."""
+    run_dir = str(tmp_path_factory.mktemp("run"))
+    result = run("train.py", *TINY, "--num_samples", "64", "--batch_size", "16", "--epoch_size", "2",
+                 "--keep_checkpoint_max", "1", "--ckpt_save_dir", run_dir, "--warmup_epochs", "0")
+    return run_dir, result
+
+
+def test_run_folder_holds_config_metrics_plot_and_checkpoints(trained_run):
+    run_dir, result = trained_run
+    assert sorted(os.listdir(run_dir)) == ["class_names.txt", "config.yaml", "convnext_atto-2_8.ckpt",
+                                           "convnext_atto_best.ckpt", "metrics.jsonl", "metrics.png"]
+    lines = records(run_dir)
+    assert [r["epoch"] for r in lines] == [1, 2]
+    assert {"train_loss", "lr", "val_top1", "val_top5", "val_loss", "images_per_s"} <= set(lines[0])
+    assert open(os.path.join(run_dir, "class_names.txt")).read().split() == [str(i) for i in range(10)]
+    with open(os.path.join(run_dir, "metrics.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "loss=" in result.stderr and "lr=" in result.stderr and "img_s=" in result.stderr  # the progress bar
+
+
+def test_validate_reproduces_the_best_accuracy(trained_run, tmp_path):
+    run_dir, _ = trained_run
+    best = max(records(run_dir), key=lambda r: r["val_top1"])
+    output = tmp_path / "val.json"
+    result = run("validate.py", *TINY, "--num_samples", "64", "--batch_size", "16", "--ckpt_path",
+                 os.path.join(run_dir, "convnext_atto_best.ckpt"), "--json", str(output))
+    assert f"top-1 {best['val_top1']:.2f}%" in result.stdout
+    assert json.loads(output.read_text())["top1"] == pytest.approx(best["val_top1"])
+    # the resumable checkpoint (weights + optimizer state) is accepted too
+    run("validate.py", *TINY, "--num_samples", "64", "--ckpt_path", os.path.join(run_dir, "convnext_atto-2_8.ckpt"))
+
+
+@pytest.mark.parametrize("script,args,message", [
+    ("train.py", ["--data_dir", ""], "error: data_dir is not set: pass --data_dir"),
+    ("train.py", ["--data_dir", "/no/such/folder"], "error: data_dir /no/such/folder does not exist"),
+    ("train.py", ["--epochs", "3"], "error: unknown config key 'epochs' in the command line; did you mean"),
+    ("validate.py", ["--ckpt_path", os.path.join(ROOT, "..", "shared", "fixtures", "convnext_reference",
+                                                 "convnextv2_mini.timm.safetensors")],
+     "error: .*does not fit this model; .*unexpected"),
+    ("validate.py", [], "error: nothing to evaluate: pass --ckpt_path"),
+])
+def test_user_mistakes_give_one_line_errors(script, args, message):
+    result = run(script, *TINY, *args, check_rc=2, timeout=120)
+    assert "Traceback" not in result.stderr
+    assert re.search(message, result.stderr.strip().splitlines()[-1])
+
+
+def test_non_finite_loss_stops_training_or_skips_the_step(tmp_path):
+    """After a good epoch, a learning rate of 1e35 blows the weights up and the loss stops being finite."""
+    common = [*TINY, *DETERMINISTIC, "--num_samples", "48", "--batch_size", "16", "--val_while_train", "False",
+              "--ckpt_save_dir", str(tmp_path)]
+    run("train.py", *common, "--epoch_size", "1")
+    good = tmp_path / "convnext_atto-1_3.ckpt"
+    before = good.read_bytes()
+    stopped = run("train.py", *common, "--epoch_size", "2", "--resume", "auto", "--lr", "1e35", check_rc=3)
+    assert "became non-finite at epoch 2" in stopped.stderr and "Traceback" not in stopped.stderr
+    assert good.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == [good.name]
+    run("train.py", *common, "--epoch_size", "2", "--resume", str(good), "--lr", "1e35",
+        "--drop_overflow_update", "True")
+    assert records(str(tmp_path))[-1]["skipped_updates"] >= 1
+
+
+def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
+    common = [*TINY, *DETERMINISTIC, "--num_samples", "48", "--batch_size", "16", "--val_while_train", "False"]
+    run("train.py", *common, "--epoch_size", "3", "--ckpt_save_dir", str(tmp_path / "straight"))
+    run("train.py", *common, "--epoch_size", "1", "--ckpt_save_dir", str(tmp_path / "resumed"))
+    run("train.py", *common, "--epoch_size", "3", "--ckpt_save_dir", str(tmp_path / "resumed"), "--resume", "auto")
+    straight = weights(str(tmp_path / "straight" / "convnext_atto-3_9.ckpt"))
+    resumed = weights(str(tmp_path / "resumed" / "convnext_atto-3_9.ckpt"))
+    assert straight.keys() == resumed.keys()
+    assert max(float(np.abs(straight[k] - resumed[k]).max()) for k in straight) <= 1e-5
+    assert [r["epoch"] for r in records(str(tmp_path / "resumed"))] == [1, 2, 3]
+
+
+def test_ctrl_c_saves_a_resumable_state(tmp_path):
+    run_dir = tmp_path / "interrupted"
+    args = [*TINY, *DETERMINISTIC, "--num_samples", "320", "--batch_size", "16", "--epoch_size", "1",
+            "--val_while_train", "False", "--ckpt_save_dir", str(run_dir)]
+    process = subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    seen = ""
+    while time.time() < deadline and "loss=" not in seen:  # wait for the first finished step
+        seen += process.stderr.read(1)
+    process.send_signal(signal.SIGINT)
+    stdout, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, stdout
+    saved = [name for name in os.listdir(run_dir) if name.endswith(".ckpt")]
+    assert len(saved) == 1 and "interrupted: saved resumable state" in stdout
+    state = ms.load_checkpoint(str(run_dir / saved[0]))
+    steps_done = int(state["step_num"].asnumpy())
+    assert 1 <= steps_done < 20 and int(state["epoch_num"].asnumpy()) == 0
+    run("train.py", *args, "--resume", str(run_dir / saved[0]))
+    assert os.path.exists(run_dir / "convnext_atto-1_20.ckpt")
