@@ -9,7 +9,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, Zero, initializer
 
-from .layers import GRN, DepthwiseConv2d, DropPath, LayerNorm2d, PatchifyConv2d
+from .layers import GELU, GRN, DepthwiseConv2d, DropPath, LayerNorm2d, PatchifyConv2d
 from .registry import register_model
 
 MINDCV_URL = "https://download.mindspore.cn/toolkits/mindcv/convnext/"
@@ -45,7 +45,7 @@ class Block(nn.Cell):
         self.dwconv = DepthwiseConv2d(dim, 7)
         self.norm = nn.LayerNorm((dim,), epsilon=1e-6)
         self.pwconv1 = nn.Dense(dim, 4 * dim)
-        self.act = nn.GELU(approximate=False)
+        self.act = GELU()
         self.grn = GRN(4 * dim) if use_grn else None
         self.pwconv2 = nn.Dense(4 * dim, dim)
         self.gamma_ = None

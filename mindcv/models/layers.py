@@ -4,6 +4,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import initializer
 
 from ..ops.depthwise_conv import depthwise_conv_op, fast_depthwise_available
+from ..ops.gelu import gelu_op
 
 
 class DropPath(nn.Cell):
@@ -93,3 +94,19 @@ class PatchifyConv2d(nn.Conv2d):
         patches = x.reshape(n, c, h // k, k, w // k, k).transpose(0, 2, 4, 1, 3, 5).reshape(-1, c * k * k)
         y = self.bias_add(self.matmul(patches, self.weight.reshape(self.out_channels, -1)), self.bias)
         return y.reshape(n, h // k, w // k, self.out_channels).transpose(0, 3, 1, 2)
+
+
+class GELU(nn.Cell):
+    """Exact (erf) GELU, `x * (1 + erf(x / sqrt 2)) / 2`, as nn.GELU(approximate=False). On the CPU back end
+    float32 runs through mindcv.ops' one-pass kernels (MindSpore's CPU GELU and its gradient are chains of
+    elementwise kernels, several times slower); elsewhere, and for float16, the stock operator runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.fast_op = gelu_op()
+        self.uses_fast_kernel = self.fast_op is not None
+
+    def construct(self, x: Tensor) -> Tensor:
+        if self.uses_fast_kernel and x.dtype == ms.float32:
+            return self.fast_op(x)
+        return ops.gelu(x, approximate="none")

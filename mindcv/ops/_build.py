@@ -10,7 +10,9 @@ from typing import Optional
 _SOURCE_DIR = os.path.dirname(os.path.abspath(__file__))
 # -O3 auto-vectorises the kernels; instruction sets are chosen at load time by the target_clones
 # attributes in the sources, so no -march flag is needed and the library runs on any x86-64 CPU.
-CXX_FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp"]
+# -Wno-psabi: the kernels' vector types never cross a call boundary, see simd.h.
+CXX_FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-Wno-psabi"]
+_HEADERS = ("simd.h",)
 _built = {}
 
 
@@ -22,16 +24,18 @@ def cache_dir() -> str:
 def build(source_name: str) -> Optional[str]:
     """Path of the shared library compiled from `source_name` (a file in mindcv/ops), or None with a
     warning (once per source) when it cannot be built. The library's name carries a hash of the source and
-    the flags, so an edited kernel is rebuilt; concurrent builders each write a private file and rename it."""
+    the shared headers and the flags, so an edited kernel is rebuilt; concurrent builders each write a private file and rename it."""
     if source_name in _built:
         return _built[source_name]
     source = os.path.join(_SOURCE_DIR, source_name)
     compiler = os.environ.get("CXX", "g++")
     library = None
     try:
-        with open(source, "rb") as handle:
-            digest = hashlib.sha256(handle.read() + " ".join(CXX_FLAGS).encode()).hexdigest()[:16]
-        library = os.path.join(cache_dir(), f"{os.path.splitext(source_name)[0]}-{digest}.so")
+        digest = hashlib.sha256(" ".join(CXX_FLAGS).encode())
+        for name in (source_name,) + _HEADERS:
+            with open(os.path.join(_SOURCE_DIR, name), "rb") as handle:
+                digest.update(handle.read())
+        library = os.path.join(cache_dir(), f"{os.path.splitext(source_name)[0]}-{digest.hexdigest()[:16]}.so")
         if not os.path.isfile(library):
             if shutil.which(compiler) is None:
                 raise RuntimeError(f"no C++ compiler ({compiler}) on PATH")

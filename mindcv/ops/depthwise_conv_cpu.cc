@@ -1,7 +1,7 @@
 // Depthwise KxK convolution (stride 1, padding K/2, NCHW, float32) for MindSpore's CPU back end,
 // called through ops.Custom(func_type="aot"). MindSpore's stock CPU kernel for this case runs at
-// under 1 GFLOP/s; these kernels keep a 16-wide block of output (or of weight-gradient partial sums)
-// in registers across all K*K taps so the compiler emits one vector FMA per tap.
+// under 1 GFLOP/s; these kernels keep blocks of output (or of weight-gradient partial sums) in vector
+// registers across all K*K taps, one vector FMA per tap, and split the planes over OpenMP threads.
 //
 // Every entry point has MindSpore's AOT signature:
 //   int f(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream, void *extra)
@@ -13,7 +13,11 @@
 #include <cstring>
 #include <vector>
 
+#include "simd.h"
+
 namespace {
+
+using namespace mindcv_ops;
 
 constexpr int kMaxLanes = 16;  // floats per AVX-512 register, the widest vector the kernels use
 constexpr int kRows = 4;       // output rows computed together by ConvPlane
@@ -24,27 +28,6 @@ inline int64_t RoundUp(int64_t value, int64_t multiple) { return (value + multip
 void PadPlane(const float *src, int64_t h, int64_t w, int64_t pad, int64_t row_stride, float *dst) {
   std::fill(dst, dst + (h + 2 * pad) * row_stride, 0.0f);
   for (int64_t i = 0; i < h; ++i) std::memcpy(dst + (i + pad) * row_stride + pad, src + i * w, w * sizeof(float));
-}
-
-// The plane kernels are written once over an L-float vector type and instantiated three times inside
-// functions compiled for AVX-512 (L = 16), AVX2 + FMA (L = 8) and baseline SSE2 (L = 4); the matching
-// one is picked at run time, so the library needs no -march flag. A vector wider than the target's
-// registers would be split by GCC very inefficiently, hence one width per instruction set.
-// The vector types never cross a call boundary (everything below is inlined), so the ABI note that
-// GCC emits for them does not apply.
-#pragma GCC diagnostic ignored "-Wpsabi"
-template <int L>
-struct VecOf {
-  typedef float type __attribute__((vector_size(L * sizeof(float))));
-};
-template <int L>
-using Vec = typename VecOf<L>::type;
-
-template <int L>
-__attribute__((always_inline)) inline Vec<L> Load(const float *p) {
-  Vec<L> v;
-  std::memcpy(&v, p, sizeof(v));  // an unaligned vector load
-  return v;
 }
 
 // out[i][j] = bias + sum_{a,b} taps[a*K+b] * padded[i+a][j+b] for an h x w output plane.
@@ -106,15 +89,15 @@ __attribute__((always_inline)) inline void WeightGradPlane(const float *dy_padde
   }
 }
 
-// One entry per instruction set: x86-64-v4 is AVX-512 (F, BW, DQ, VL), x86-64-v3 is AVX2 + FMA.
+// One entry per instruction set (see simd.h).
 template <int K>
-__attribute__((target("arch=x86-64-v4"))) void ConvPlaneAvx512(const float *padded, int64_t row_stride,
+MINDCV_AVX512 void ConvPlaneAvx512(const float *padded, int64_t row_stride,
                                                                  const float *taps, float bias, int64_t h,
                                                                  int64_t w, float *out) {
   ConvPlane<K, 16>(padded, row_stride, taps, bias, h, w, out);
 }
 template <int K>
-__attribute__((target("arch=x86-64-v3"))) void ConvPlaneAvx2(const float *padded, int64_t row_stride,
+MINDCV_AVX2 void ConvPlaneAvx2(const float *padded, int64_t row_stride,
                                                                const float *taps, float bias, int64_t h, int64_t w,
                                                                float *out) {
   ConvPlane<K, 8>(padded, row_stride, taps, bias, h, w, out);
@@ -125,13 +108,13 @@ void ConvPlaneBase(const float *padded, int64_t row_stride, const float *taps, f
   ConvPlane<K, 4>(padded, row_stride, taps, bias, h, w, out);
 }
 template <int K>
-__attribute__((target("arch=x86-64-v4"))) void WeightGradPlaneAvx512(const float *dy_padded, const float *padded,
+MINDCV_AVX512 void WeightGradPlaneAvx512(const float *dy_padded, const float *padded,
                                                                        int64_t row_stride, int64_t h, int64_t w,
                                                                        float *grad) {
   WeightGradPlane<K, 16>(dy_padded, padded, row_stride, h, w, grad);
 }
 template <int K>
-__attribute__((target("arch=x86-64-v3"))) void WeightGradPlaneAvx2(const float *dy_padded, const float *padded,
+MINDCV_AVX2 void WeightGradPlaneAvx2(const float *dy_padded, const float *padded,
                                                                      int64_t row_stride, int64_t h, int64_t w,
                                                                      float *grad) {
   WeightGradPlane<K, 8>(dy_padded, padded, row_stride, h, w, grad);
@@ -140,17 +123,6 @@ template <int K>
 void WeightGradPlaneBase(const float *dy_padded, const float *padded, int64_t row_stride, int64_t h, int64_t w,
                          float *grad) {
   WeightGradPlane<K, 4>(dy_padded, padded, row_stride, h, w, grad);
-}
-
-enum class Isa { kBase, kAvx2, kAvx512 };
-
-Isa DetectIsa() {
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
-    return Isa::kAvx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
-  return Isa::kBase;
 }
 
 const Isa kIsa = DetectIsa();

@@ -1,0 +1,125 @@
+"""The CPU fast paths (mindcv.ops kernels and the MatMul form of the patchify convolutions) against MindSpore's
+stock operators: forward and gradients, odd sizes, batch 1, several channel counts; and that ConvNeXt uses
+them on CPU. Tiny inputs, PyNative mode, no timing."""
+import warnings
+
+import numpy as np
+import mindspore as ms
+import pytest
+from mindspore import nn, ops
+
+from mindcv.models import create_model
+from mindcv.models.layers import GELU, DepthwiseConv2d, PatchifyConv2d
+from mindcv.ops import _build, depthwise_conv_op
+from mindcv.ops.gelu import gelu_op
+
+from conftest import MINI
+
+RTOL = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def pynative():
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+def _assert_close(actual, expected):
+    """Equal to 1e-5 relative, elementwise or to the tensor's largest magnitude: sums of dozens of products
+    cancel to near zero in places, where only the summation order separates the two operators."""
+    expected = expected.asnumpy()
+    np.testing.assert_allclose(actual.asnumpy(), expected, rtol=RTOL, atol=RTOL * np.abs(expected).max())
+
+
+def _value_and_grads(fn, inputs, dy):
+    """fn(*inputs) and the gradients of sum(fn(*inputs) * dy) with respect to every input."""
+    return ms.value_and_grad(lambda *args: (fn(*args) * dy).sum(), grad_position=tuple(range(len(inputs))))(*inputs)
+
+
+@pytest.mark.parametrize("shape,kernel", [((1, 3, 5, 7), 7), ((2, 8, 9, 11), 7), ((1, 17, 13, 6), 7),
+                                          ((2, 32, 7, 20), 7), ((1, 5, 4, 19), 3), ((2, 4, 6, 3), 5)])
+def test_depthwise_conv_matches_stock(shape, kernel):
+    rng = np.random.default_rng(sum(shape) + kernel)
+    n, c, h, w = shape
+    x = ms.Tensor(rng.standard_normal(shape).astype(np.float32))
+    weight = ms.Tensor(rng.standard_normal((c, 1, kernel, kernel)).astype(np.float32))
+    bias = ms.Tensor(rng.standard_normal(c).astype(np.float32))
+    dy = ms.Tensor(rng.standard_normal(shape).astype(np.float32))
+
+    def stock(x, weight, bias):
+        return ops.conv2d(x, weight, bias, stride=1, pad_mode="pad", padding=kernel // 2, groups=c)
+
+    (_, fast_grads), (_, stock_grads) = (_value_and_grads(fn, (x, weight, bias), dy)
+                                         for fn in (depthwise_conv_op(), stock))
+    _assert_close(depthwise_conv_op()(x, weight, bias), stock(x, weight, bias))
+    for fast_grad, stock_grad in zip(fast_grads, stock_grads):  # input, weight and bias gradients
+        _assert_close(fast_grad, stock_grad)
+
+
+def test_depthwise_conv_layer_keeps_conv2d_parameters():
+    layer = DepthwiseConv2d(6, 7)
+    assert isinstance(layer, nn.Conv2d) and layer.uses_fast_kernel
+    assert layer.weight.shape == (6, 1, 7, 7) and layer.bias.shape == (6,)
+    x = ms.Tensor(np.random.default_rng(0).standard_normal((1, 6, 9, 9)).astype(np.float32))
+    stock = ops.conv2d(x, layer.weight, layer.bias, pad_mode="pad", padding=3, groups=6)
+    _assert_close(layer(x), stock)
+
+
+def test_gelu_matches_stock():
+    rng = np.random.default_rng(1)
+    values = np.concatenate([np.linspace(-10, 10, 401), rng.standard_normal(98) * 3, [0.0, 30.0]])
+    x = ms.Tensor(values.astype(np.float32).reshape(3, 167))
+    dy = ms.Tensor(rng.standard_normal(x.shape).astype(np.float32))
+    dx, dx_ref = (ms.grad(lambda v, fn=fn: (fn(v) * dy).sum())(x)
+                  for fn in (gelu_op(), lambda v: ops.gelu(v, approximate="none")))
+    _assert_close(gelu_op()(x), ops.gelu(x, approximate="none"))
+    _assert_close(dx, dx_ref)
+    assert GELU().uses_fast_kernel
+
+
+@pytest.mark.parametrize("in_channels,out_channels,kernel,side", [(3, 8, 4, 12), (5, 7, 2, 6)])
+def test_patchify_conv_matches_stock(in_channels, out_channels, kernel, side):
+    rng = np.random.default_rng(kernel)
+    layer = PatchifyConv2d(in_channels, out_channels, kernel)
+    layer.bias.set_data(ms.Tensor(rng.standard_normal(out_channels).astype(np.float32)))
+    x = ms.Tensor(rng.standard_normal((2, in_channels, side, side)).astype(np.float32))
+    dy = ms.Tensor(rng.standard_normal((2, out_channels, side // kernel, side // kernel)).astype(np.float32))
+
+    def stock(x, weight, bias):
+        return ops.conv2d(x, weight, bias, stride=kernel)
+
+    def fast(x, weight, bias):
+        return layer(x)
+
+    assert layer.uses_matmul
+    _assert_close(layer(x), stock(x, layer.weight, layer.bias))
+    _, (dx, *_) = _value_and_grads(fast, (x, layer.weight, layer.bias), dy)
+    _, (dx_ref, *_) = _value_and_grads(stock, (x, layer.weight, layer.bias), dy)
+    _assert_close(dx, dx_ref)
+    # Parameter gradients of the layer, through its own parameters.
+    grads = ms.grad(lambda v: (layer(v) * dy).sum(), grad_position=None, weights=layer.trainable_params())(x)
+    stock_grads = ms.grad(lambda w, b: (stock(x, w, b) * dy).sum(), grad_position=(0, 1))(layer.weight, layer.bias)
+    for grad, stock_grad in zip(grads, stock_grads):
+        _assert_close(grad, stock_grad)
+
+
+def test_convnext_uses_fast_paths_on_cpu():
+    net = create_model("convnext_atto", **MINI)
+    cells = dict(net.cells_and_names())
+    blocks = [cell for name, cell in cells.items() if name.endswith("dwconv")]
+    assert len(blocks) == sum(MINI["depths"])
+    assert all(isinstance(b, DepthwiseConv2d) and b.uses_fast_kernel for b in blocks)
+    assert all(cell.uses_fast_kernel for name, cell in cells.items() if name.endswith(".act"))
+    patchify = [cell for cell in cells.values() if isinstance(cell, PatchifyConv2d)]
+    assert len(patchify) == 4 and all(cell.uses_matmul for cell in patchify)
+    params = {p.name: p.shape for p in net.get_parameters()}
+    assert params["feature.1.0.dwconv.weight"] == (16, 1, 7, 7) and params["feature.1.0.dwconv.bias"] == (16,)
+
+
+def test_build_falls_back_with_a_warning_without_compiler(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINDCV_OPS_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", "no-such-compiler-mindcv")
+    monkeypatch.setattr(_build, "_built", {})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _build.build("gelu_cpu.cc") is None
+    assert any("stock operators" in str(w.message) for w in caught)
