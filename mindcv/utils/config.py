@@ -241,3 +241,17 @@ def dump_config(config: argparse.Namespace, path: str) -> None:
     data = {k: v for k, v in vars(config).items() if k in OPTIONS}
     with open(path, "w") as f:
         yaml.safe_dump(data, f, sort_keys=False)
+
+
+def schema_table() -> str:
+    """Every key as a Markdown table (key, type, default, help): `python -m mindcv.utils.config`."""
+    rows = ["| key | type | default | what it does |", "|---|---|---|---|"]
+    for option in SCHEMA:
+        kind = f"list of {option.item.__name__}" if option.type is list else option.type.__name__
+        choices = f" ({' / '.join(map(str, option.choices))})" if option.choices else ""
+        rows.append(f"| `{option.name}` | {kind} | `{option.default}` | {option.help}{choices} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(schema_table())
