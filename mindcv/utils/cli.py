@@ -10,6 +10,7 @@ import mindspore as ms
 
 from mindcv.data import create_dataset, create_loader, create_transforms
 from mindcv.models import create_model
+from mindcv.models.weights import read_state, to_mindcv_names
 from mindcv.utils.config import ConfigError
 
 # Errors that mean "the input is wrong" (a missing folder, a bad key, a checkpoint of another model).
@@ -63,6 +64,21 @@ def require_data_dir(config) -> None:
                                 "dataset root")
 
 
+def build_transform(config, is_training: bool):
+    """The per-image transform of the config: `transform(encoded_bytes, rng) -> float32 [C, H, W]`
+    (training: random resized crop and augmentation; evaluation: resize to image_resize / crop_pct,
+    centre crop image_resize pixels, normalize with mean/std, ImageNet's when unset)."""
+    optional = {k: getattr(config, k) for k in ("mean", "std") if getattr(config, k) is not None}
+    re_value = "random" if config.re_value == "random" else float(config.re_value)
+    return create_transforms(config.dataset, is_training, image_resize=config.image_resize,
+                             scale=tuple(config.scale), ratio=tuple(config.ratio), hflip=config.hflip,
+                             vflip=config.vflip, color_jitter=config.color_jitter,
+                             interpolation=config.interpolation, auto_augment=config.auto_augment,
+                             re_prob=config.re_prob, re_value=re_value, re_scale=tuple(config.re_scale),
+                             re_ratio=tuple(config.re_ratio), re_max_attempts=config.re_max_attempts,
+                             crop_pct=config.crop_pct, in_channels=config.in_channels, **optional)
+
+
 def build_loader(config, split: str, is_training: bool, rank: int = 0, group_size: int = 1, start_epoch: int = 0,
                  num_classes: int = None):
     """The batched pipeline of one split as the config describes it (training: augmentation, mixup/cutmix,
@@ -71,20 +87,12 @@ def build_loader(config, split: str, is_training: bool, rank: int = 0, group_siz
     dataset = create_dataset(config.dataset, config.data_dir, split=split, shuffle=config.shuffle and is_training,
                              num_samples=config.num_samples, download=config.dataset_download, seed=config.seed,
                              **sharded)
-    optional = {k: getattr(config, k) for k in ("mean", "std") if getattr(config, k) is not None}
-    re_value = "random" if config.re_value == "random" else float(config.re_value)
-    transform = create_transforms(config.dataset, is_training, image_resize=config.image_resize,
-                                  scale=tuple(config.scale), ratio=tuple(config.ratio), hflip=config.hflip,
-                                  vflip=config.vflip, color_jitter=config.color_jitter,
-                                  interpolation=config.interpolation, auto_augment=config.auto_augment,
-                                  re_prob=config.re_prob, re_value=re_value, re_scale=tuple(config.re_scale),
-                                  re_ratio=tuple(config.re_ratio), re_max_attempts=config.re_max_attempts,
-                                  crop_pct=config.crop_pct, in_channels=config.in_channels, **optional)
     mixing = dict(mixup=config.mixup, cutmix=config.cutmix, cutmix_prob=config.cutmix_prob,
                   label_smoothing=config.label_smoothing) if is_training else {}
     return create_loader(dataset, config.batch_size, drop_remainder=config.drop_remainder and is_training,
                          is_training=is_training, num_classes=num_classes or len(dataset.class_names),
-                         transform=transform, num_parallel_workers=config.num_parallel_workers, seed=config.seed,
+                         transform=build_transform(config, is_training),
+                         num_parallel_workers=config.num_parallel_workers, seed=config.seed,
                          start_epoch=start_epoch, **mixing)
 
 
@@ -95,3 +103,31 @@ def build_model(config, num_classes: int, checkpoint_path: str = ""):
                         pretrained=config.pretrained, checkpoint_path=checkpoint_path,
                         drop_path_rate=config.drop_path_rate, layer_scale_init_value=config.layer_scale_init_value,
                         head_init_scale=config.head_init_scale, **custom)
+
+
+def build_eval_model(config):
+    """The model of the config holding the weights of `config.ckpt_path`, in inference mode.
+
+    The classifier has as many outputs as the checkpoint's (`config.num_classes`, when set, must agree):
+    unlike fine-tuning, prediction and export must not run with a freshly initialised classifier.
+    Raises ConfigError without ckpt_path, ValueError for a checkpoint without a classifier or of another model."""
+    if not config.ckpt_path:
+        raise ConfigError("no weights: pass --ckpt_path CHECKPOINT (.ckpt, .safetensors or .pth)")
+    state, _ = to_mindcv_names(read_state(config.ckpt_path))
+    if "classifier.weight" not in state:
+        raise ValueError(f"{config.ckpt_path} holds no classifier (a backbone-only checkpoint?); "
+                         "fine-tune it first with train.py --ckpt_path")
+    num_classes = int(state["classifier.weight"].shape[0])
+    if config.num_classes and config.num_classes != num_classes:
+        raise ValueError(f"num_classes is {config.num_classes} but the classifier in {config.ckpt_path} has "
+                         f"{num_classes} outputs")
+    try:
+        network = build_model(config, num_classes, checkpoint_path=config.ckpt_path)
+    except ValueError as error:
+        # the usual cause: the model keys (depths, dims, ...) of the run were not passed
+        recipe = os.path.join(os.path.dirname(config.ckpt_path), "config.yaml")
+        if not getattr(config, "config", "") and os.path.isfile(recipe):
+            raise ValueError(f"{error} The run folder has its recipe: pass -c {recipe}") from None
+        raise
+    network.set_train(False)
+    return network
