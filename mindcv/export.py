@@ -1,0 +1,107 @@
+"""Export a checkpoint to MindIR (MindSpore Lite, serving) or ONNX.
+
+    python -m mindcv.export --model convnext_tiny --ckpt_path convnext_tiny_best.ckpt --format MINDIR
+    python -m mindcv.export -c runs/my_run/config.yaml --ckpt_path runs/my_run/convnext_tiny_best.ckpt \
+        --format MINDIR --image_size 224 --batch_size 1 --output convnext_tiny.mindir
+
+The exported graph takes one float32 input [batch_size, in_channels, image_size, image_size], images
+already transformed as for evaluation (resized, centre-cropped, normalized with mean/std), and returns the
+logits [batch_size, num_classes]; apply softmax for probabilities. Both sizes are fixed at export.
+
+Options beside the recipe keys (-c RECIPE and --model, --depths, --dims, --in_channels, ... as in train.py):
+    --format       MINDIR (default) or ONNX.
+    --image_size   input height and width, pixels (default: the recipe's image_resize, 224 without one).
+    --batch_size   input batch (default 1 here, whatever the recipe's training batch).
+    --num_classes  classifier outputs (default: the checkpoint's; must agree with it when given).
+    --output       file to write (default ./<model>.mindir or ./<model>.onnx); the extension is added
+                   when missing.
+ONNX is written where MindSpore can express every operator of the network in ONNX; when it cannot, the
+command says which operator is missing and exits with status 1. With MindSpore 2.10 this is the case for
+ConvNeXt: its exact GELU is computed with Erf, for which MindSpore's ONNX exporter has no converter.
+The exported graph always uses MindSpore's stock operators, never the CPU kernels of `mindcv.ops`.
+"""
+import os
+import sys
+
+import mindspore as ms
+import numpy as np
+
+from mindcv.utils.cli import build_eval_model, exit_on_user_error, setup_context
+from mindcv.utils.config import ConfigError, parse_config
+
+EXTENSIONS = {"MINDIR": ".mindir", "ONNX": ".onnx"}
+
+
+class ExportNotSupportedError(RuntimeError):
+    """MindSpore cannot write this network in the requested format."""
+
+
+def _extra_arguments(parser):
+    parser.add_argument("--format", default="MINDIR", type=str.upper, choices=sorted(EXTENSIONS),
+                        help="file format")
+    parser.add_argument("--image_size", type=int, default=None,
+                        help="input height and width, pixels (default: image_resize)")
+    parser.add_argument("--output", default="", help="output file (default: ./<model>.<format>)")
+    # The training batch of a recipe is not the batch of a deployed model: export one image unless told.
+    parser.set_defaults(batch_size=1)
+    parser._option_string_actions["--batch_size"].help = "input batch of the exported graph (default: 1)"
+
+
+def use_stock_operators(network) -> None:
+    """Make every layer that can run a fast CPU kernel of `mindcv.ops` use the stock MindSpore operator:
+    such a kernel is an `ops.Custom` that points at a shared library built on this machine, which MindSpore
+    Lite, serving and ONNX cannot run. Results are the same up to float rounding order."""
+    for _, cell in network.cells_and_names():
+        if getattr(cell, "uses_fast_kernel", False):
+            cell.uses_fast_kernel = False
+
+
+def export_model(network, file_format: str, output: str, batch_size: int, in_channels: int,
+                 image_size: int) -> str:
+    """Write `network` (in eval mode, stock operators only) as `file_format` ("MINDIR" or "ONNX") with a
+    float32 input [batch_size, in_channels, image_size, image_size] (pixels). Returns the path written,
+    `output` with the format's extension added when missing. Raises ExportNotSupportedError when MindSpore
+    cannot express the network in that format."""
+    path = output if output.lower().endswith(EXTENSIONS[file_format]) else output + EXTENSIONS[file_format]
+    if os.path.dirname(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    use_stock_operators(network)
+    dummy = ms.Tensor(np.zeros((batch_size, in_channels, image_size, image_size), np.float32))
+    if file_format == "MINDIR":
+        # MindSpore appends the extension itself
+        ms.export(network, dummy, file_name=path[:-len(EXTENSIONS["MINDIR"])], file_format="MINDIR")
+        return path
+    from mindspore import onnx
+    try:
+        onnx.export(network, dummy, file_name=path)
+    except RuntimeError as error:
+        reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise ExportNotSupportedError(f"MindSpore {ms.__version__} cannot export {type(network).__name__} to "
+                                      f"ONNX: {reason} Export MINDIR instead.") from None
+    if not os.path.isfile(path):
+        raise ExportNotSupportedError(f"MindSpore reported no error but wrote no ONNX file at {path}")
+    return path
+
+
+@exit_on_user_error
+def main(argv=None) -> int:
+    config = parse_config(argv, description=__doc__.split("\n")[0], extra=_extra_arguments)
+    image_size = config.image_size or config.image_resize
+    if image_size < 32 or config.batch_size < 1:
+        raise ConfigError(f"image_size must be at least 32 pixels (the network downsamples 32x) and batch_size "
+                          f"at least 1; got {image_size} and {config.batch_size}")
+    setup_context(config)
+    network = build_eval_model(config)
+    output = config.output or f"{config.model}{EXTENSIONS[config.format]}"
+    try:
+        path = export_model(network, config.format, output, config.batch_size, config.in_channels, image_size)
+    except ExportNotSupportedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}: input float32 [{config.batch_size}, {config.in_channels}, {image_size}, {image_size}], "
+          f"output logits [{config.batch_size}, {network.num_classes}]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
