@@ -22,31 +22,30 @@ _NON_MODEL_KEYS = {"global_step", "learning_rate", "beta1_power", "beta2_power",
                    "step_num", "current_iterator_step", "last_overflow_iterator_step", "loss_scale",
                    "current_epoch", "cur_step_num", "cur_epoch_num", "batch_num"}
 
-# (pattern, replacement) rules mapping foreign names onto ours, applied in order, first match wins.
-_TIMM_RULES = [
-    (r"^stem\.0\.", "feature.0.0."),
-    (r"^stem\.1\.weight$", "feature.0.1.gamma"),
-    (r"^stem\.1\.bias$", "feature.0.1.beta"),
-    (r"^stages\.(\d)\.downsample\.0\.weight$", lambda m: f"feature.{2 * int(m[1])}.0.gamma"),
-    (r"^stages\.(\d)\.downsample\.0\.bias$", lambda m: f"feature.{2 * int(m[1])}.0.beta"),
-    (r"^stages\.(\d)\.downsample\.1\.", lambda m: f"feature.{2 * int(m[1])}.1."),
-    (r"^stages\.(\d)\.blocks\.(\d+)\.(.*)$", lambda m: f"feature.{2 * int(m[1]) + 1}.{m[2]}.{_block_tail(m[3])}"),
-    (r"^head\.norm\.weight$", "norm.gamma"),
-    (r"^head\.norm\.bias$", "norm.beta"),
-    (r"^head\.fc\.", "classifier."),
-]
-_OFFICIAL_RULES = [
-    (r"^downsample_layers\.0\.0\.", "feature.0.0."),
-    (r"^downsample_layers\.0\.1\.weight$", "feature.0.1.gamma"),
-    (r"^downsample_layers\.0\.1\.bias$", "feature.0.1.beta"),
-    (r"^downsample_layers\.(\d)\.0\.weight$", lambda m: f"feature.{2 * int(m[1])}.0.gamma"),
-    (r"^downsample_layers\.(\d)\.0\.bias$", lambda m: f"feature.{2 * int(m[1])}.0.beta"),
-    (r"^downsample_layers\.(\d)\.1\.", lambda m: f"feature.{2 * int(m[1])}.1."),
-    (r"^stages\.(\d)\.(\d+)\.(.*)$", lambda m: f"feature.{2 * int(m[1]) + 1}.{m[2]}.{_block_tail(m[3])}"),
-    (r"^norm\.weight$", "norm.gamma"),
-    (r"^norm\.bias$", "norm.beta"),
-    (r"^head\.", "classifier."),
-]
+# Where each part of the network lives in a foreign naming; `(\d)` captures the stage, `(\d+)` the block.
+_NAMINGS = {
+    "timm": dict(stem=r"stem\.", downsample=r"stages\.(\d)\.downsample\.", block=r"stages\.(\d)\.blocks\.(\d+)\.",
+                 head_norm=r"head\.norm\.", head_fc=r"head\.fc\."),
+    "official": dict(stem=r"downsample_layers\.0\.", downsample=r"downsample_layers\.(\d)\.",
+                     block=r"stages\.(\d)\.(\d+)\.", head_norm=r"norm\.", head_fc=r"head\."),
+}
+_NORM_TAILS = {"weight": "gamma", "bias": "beta"}
+
+
+def _rules(stem, downsample, block, head_norm, head_fc):
+    """(pattern, name builder) pairs, first match wins. Stem: conv then LayerNorm; downsampling layers:
+    LayerNorm then conv; our feature.{2i} holds downsampling layer i, feature.{2i+1} stage i."""
+    return [
+        (rf"^{stem}0\.(.+)$", lambda m: f"feature.0.0.{m[1]}"),
+        (rf"^{stem}1\.(weight|bias)$", lambda m: f"feature.0.1.{_NORM_TAILS[m[1]]}"),
+        (rf"^{downsample}0\.(weight|bias)$", lambda m: f"feature.{2 * int(m[1])}.0.{_NORM_TAILS[m[2]]}"),
+        (rf"^{downsample}1\.(.+)$", lambda m: f"feature.{2 * int(m[1])}.1.{m[2]}"),
+        (rf"^{block}(.+)$", lambda m: f"feature.{2 * int(m[1]) + 1}.{m[2]}.{_BLOCK_TAILS.get(m[3], m[3])}"),
+        (rf"^{head_norm}(weight|bias)$", lambda m: f"norm.{_NORM_TAILS[m[1]]}"),
+        (rf"^{head_fc}(.+)$", lambda m: f"classifier.{m[1]}"),
+    ]
+
+
 # Inside a block: timm names on the left, official names map through the same table.
 _BLOCK_TAILS = {
     "conv_dw.weight": "dwconv.weight", "conv_dw.bias": "dwconv.bias",
@@ -56,10 +55,6 @@ _BLOCK_TAILS = {
     "mlp.grn.weight": "grn.gamma", "mlp.grn.bias": "grn.beta",
     "gamma": "gamma_",
 }
-
-
-def _block_tail(tail: str) -> str:
-    return _BLOCK_TAILS.get(tail, tail)
 
 
 def detect_naming(names) -> str:
@@ -77,11 +72,10 @@ def detect_naming(names) -> str:
 
 
 def _apply_rules(name: str, rules) -> str:
-    for pattern, replacement in rules:
+    for pattern, build in rules:
         match = re.match(pattern, name)
         if match:
-            prefix = replacement(match) if callable(replacement) else replacement
-            return prefix + name[match.end():]
+            return build(match)
     return name
 
 
@@ -90,7 +84,7 @@ def to_mindcv_names(state: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray]
     naming = detect_naming(state)
     if naming == "mindcv":
         return dict(state), [(k, k) for k in state]
-    rules = _TIMM_RULES if naming == "timm" else _OFFICIAL_RULES
+    rules = _rules(**_NAMINGS[naming])
     renamed, mapping = {}, []
     for name, value in state.items():
         new = _apply_rules(name, rules)
