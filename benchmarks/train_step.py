@@ -32,14 +32,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--mode", type=int, default=0, help="0: graph mode, 1: PyNative. Default 0.")
     parser.add_argument("--amp_level", default="O0", help="mindspore.amp level O0/O1/O2/O3. Default O0 (fp32).")
     parser.add_argument("--steps", type=int, default=5, help="timed steps (after warm-up) per phase. Default 5.")
+    parser.add_argument("--step_impl", choices=("mindcv", "stock"), default="mindcv",
+                        help="training step: mindcv's create_train_step/create_optimizer/create_loss (as train.py), "
+                             "or MindSpore's nn.TrainOneStepCell + nn.AdamWeightDecay + nn.CrossEntropyLoss, "
+                             "which compiles faster. Default mindcv.")
     parser.add_argument("--skip_train", action="store_true", help="measure inference only.")
     parser.add_argument("--skip_infer", action="store_true", help="measure training only.")
     return parser.parse_args(argv)
 
 
-def build_train_step(net: nn.Cell, amp_level: str) -> nn.Cell:
+def build_train_step(net: nn.Cell, amp_level: str, step_impl: str) -> nn.Cell:
     """Forward, cross-entropy loss, backward and AdamW update (lr 1e-3, weight decay 0.05) in one cell,
-    built with the same factories as train.py."""
+    built with the same factories as train.py, or from MindSpore's stock cells (`step_impl` "stock")."""
+    if step_impl == "stock":
+        if amp_level != "O0":
+            net = ms.amp.auto_mixed_precision(net, amp_level)
+        optimizer = nn.AdamWeightDecay(net.trainable_params(), learning_rate=1e-3, weight_decay=0.05)
+        return nn.TrainOneStepCell(nn.WithLossCell(net, nn.CrossEntropyLoss()), optimizer)
     optimizer = create_optimizer(net, "adamw", lr=1e-3, weight_decay=0.05)
     return create_train_step(net, create_loss("ce"), optimizer, amp_level=amp_level)
 
@@ -64,10 +73,10 @@ def main(argv=None) -> dict:
     labels = ms.Tensor(np.random.randint(0, args.num_classes, args.batch_size).astype(np.int32))
     net = create_model(args.model, num_classes=args.num_classes)
     print(f"{args.model}: batch {args.batch_size}, {args.image_size}x{args.image_size}, mode {args.mode}, "
-          f"amp {args.amp_level}, {args.steps} timed steps, MindSpore {ms.__version__}")
+          f"amp {args.amp_level}, {args.step_impl} step, {args.steps} timed steps, MindSpore {ms.__version__}")
     result = {}
     if not args.skip_train:
-        step = build_train_step(net, args.amp_level)
+        step = build_train_step(net, args.amp_level, args.step_impl)
         step.set_train(True)
         first, times = timed(lambda: step(images, labels), args.steps)
         result["compile_s"] = first
