@@ -9,7 +9,8 @@ The checkpoint may be of any kind `create_model(checkpoint_path=...)` reads: our
 import json
 import sys
 
-from mindcv.utils.cli import build_loader, build_model, exit_on_user_error, require_data_dir, setup_context
+from mindcv.utils.cli import (build_eval_model, build_loader, build_model, exit_on_user_error, require_data_dir,
+                              setup_context)
 from mindcv.utils.config import ConfigError, parse_config
 from mindcv.utils.evaluate import evaluate
 
@@ -26,7 +27,14 @@ def main(argv=None) -> int:
     if not config.ckpt_path and not config.pretrained:
         raise ConfigError("nothing to evaluate: pass --ckpt_path CHECKPOINT (or --pretrained True)")
     loader = build_loader(config, config.val_split, False, rank, group_size, num_classes=config.num_classes)
-    network = build_model(config, config.num_classes or len(loader.class_names), checkpoint_path=config.ckpt_path)
+    if config.ckpt_path:  # the classifier must be the checkpoint's: a fresh one would score by chance
+        network = build_eval_model(config)
+    else:
+        network = build_model(config, config.num_classes or len(loader.class_names))
+    outputs = network.classifier.weight.shape[0]
+    if outputs != len(loader.class_names):
+        raise ValueError(f"the model has {outputs} outputs but {config.data_dir}/{config.val_split} has "
+                         f"{len(loader.class_names)} class folders; is this checkpoint for another dataset?")
     metrics = evaluate(network, loader, config.distribute)
     if rank == 0:
         print(f"{config.model} on {config.data_dir}/{config.val_split} ({metrics['num_samples']} images): "

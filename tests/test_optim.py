@@ -153,11 +153,11 @@ def test_layer_decay_scales_the_lr():
     model = create_model("convnext_atto", num_classes=10, depths=(1, 1, 4, 1), dims=(8, 8, 8, 8))
     optimizer = create_optimizer(model, "adamw", lr=0.1, layer_decay=0.5)
     scales = dict(zip([p.name for p in optimizer.parameters], optimizer.lr_scales))
-    # stage 2 has 4 blocks -> 2 groups: ids stem 0, stage0 1, stage1 2, stage2 3-4, stage3 5, head 6
+    # official ids whatever the depth: stem 0, stage0 1, stage1 2, stage2 3-4 (4 blocks), stage3 12, head 13
     assert scales["classifier.weight"] == 1.0
     assert scales["feature.7.0.dwconv.weight"] == 0.5
-    assert scales["feature.5.3.dwconv.weight"] == 0.25 and scales["feature.5.0.dwconv.weight"] == 0.125
-    assert scales["feature.0.0.weight"] == 0.5 ** 6
+    assert scales["feature.5.3.dwconv.weight"] == 0.5 ** 9 and scales["feature.5.0.dwconv.weight"] == 0.5 ** 10
+    assert scales["feature.0.0.weight"] == 0.5 ** 13
     with pytest.raises(ValueError, match="ConvNeXt"):
         create_optimizer([Parameter(Tensor(np.zeros(2, np.float32)), name="encoder.w")], layer_decay=0.8)
 

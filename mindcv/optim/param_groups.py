@@ -1,5 +1,4 @@
 """Which parameters get weight decay, and layer-wise learning-rate scales for fine-tuning."""
-import math
 import re
 from typing import Dict, List, Sequence, Tuple
 
@@ -36,24 +35,22 @@ def _is_grn(name: str) -> bool:
 
 # Our ConvNeXt names: feature.0 = stem, feature.{2s+1}.{b} = block b of stage s, feature.{2s} (s >= 1) =
 # downsampling layer in front of stage s; norm.* and classifier.* form the head.
-_FEATURE = re.compile(r"^feature\.(\d+)\.(\d+)\.")
 BLOCKS_PER_GROUP_IN_STAGE_2 = 3
+LAST_STAGE_ID = 12  # the official code's fixed id of stage 3
 
 
 def convnext_layer_ids(names: Sequence[str]) -> Tuple[Dict[str, int], int]:
     """Stage-wise layer id of every ConvNeXt parameter, for layer-wise lr decay; returns (ids by name, head id).
 
-    The assignment follows the official ConvNeXt fine-tuning scheme, generalised to any depth:
-    stem -> 0; stage 0 -> 1; stage 1 (with its downsampling layer) -> 2; stage 2's downsampling layer -> 3 and its
-    block b -> 3 + b // 3 (blocks grouped by three); stage 3 (with its downsampling layer) -> 3 + G, where G is the
-    number of stage-2 groups; head (final norm and classifier) -> 4 + G. For depths (3, 3, 27, 3) this gives the
-    official ids: stage 2 spans 3..11, stage 3 is 12, the head 13.
+    The official ConvNeXt fine-tuning scheme, whatever the depths, so that a recipe's layer_decay means what it
+    means in the official code: stem -> 0; stage 0 -> 1; stage 1 (with its downsampling layer) -> 2; stage 2's
+    downsampling layer -> 3 and its block b -> 3 + b // 3 (blocks grouped by three); stage 3 (with its
+    downsampling layer) -> 12; head (final norm and classifier) -> 13. With 9 blocks in stage 2 (tiny) its ids
+    stop at 5 and stage 3 still gets 12, as in the official code.
 
     Raises ValueError for a name outside that layout (another architecture).
     """
-    stage2_blocks = {int(m[2]) for m in map(_FEATURE.match, names) if m and int(m[1]) == 5}
-    groups = math.ceil((max(stage2_blocks) + 1) / BLOCKS_PER_GROUP_IN_STAGE_2) if stage2_blocks else 1
-    head_id = 4 + groups
+    head_id = LAST_STAGE_ID + 1
     ids = {}
     for name in names:
         index = name.split(".")
@@ -72,7 +69,7 @@ def convnext_layer_ids(names: Sequence[str]) -> Tuple[Dict[str, int], int]:
         elif stage == 2:
             ids[name] = 3 + (int(index[2]) // BLOCKS_PER_GROUP_IN_STAGE_2 if layer == 5 else 0)
         else:
-            ids[name] = 3 + groups
+            ids[name] = LAST_STAGE_ID
     return ids, head_id
 
 
