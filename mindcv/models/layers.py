@@ -62,7 +62,7 @@ class DepthwiseConv2d(nn.Conv2d):
 
     def __init__(self, dim: int, kernel_size: int = 7):
         super().__init__(dim, dim, kernel_size, pad_mode="pad", padding=kernel_size // 2, group=dim, has_bias=True)
-        self.uses_fast_kernel = fast_depthwise_available(dim, kernel_size)
+        self.uses_fast_kernel = fast_depthwise_available(kernel_size)
         self.fast_op = depthwise_conv_op() if self.uses_fast_kernel else None
 
     def construct(self, x: Tensor) -> Tensor:

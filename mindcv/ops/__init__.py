@@ -1,5 +1,6 @@
 """Fast CPU kernels for operators whose stock MindSpore CPU implementation is slow, compiled from the C++
 sources in this package at first use (cached under ~/.cache/mindcv/ops, or $MINDCV_OPS_CACHE)."""
-from .depthwise_conv import depthwise_conv, depthwise_conv_op, fast_depthwise_available
+from .depthwise_conv import depthwise_conv_op, fast_depthwise_available
+from .gelu import gelu_op
 
-__all__ = ["depthwise_conv", "depthwise_conv_op", "fast_depthwise_available"]
+__all__ = ["depthwise_conv_op", "fast_depthwise_available", "gelu_op"]

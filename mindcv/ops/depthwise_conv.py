@@ -5,7 +5,7 @@ through `ops.Custom(func_type="aot")` with a custom bprop. Numerically the same 
 from typing import Optional
 
 import mindspore as ms
-from mindspore import Tensor, ops
+from mindspore import ops
 
 from ._build import build
 
@@ -45,18 +45,9 @@ def depthwise_conv_op() -> Optional[ops.Custom]:
     return _op or None
 
 
-def fast_depthwise_available(channels: int, kernel_size: int, stride: int = 1, padding: int = -1,
-                             dtype=ms.float32) -> bool:
-    """Whether the fast operator handles this convolution here: CPU back end, float32, stride 1,
-    padding `kernel_size // 2` (-1 means that), a supported kernel size and a compilable kernel.
-    `channels` is accepted for symmetry with nn.Conv2d; any count works."""
-    if ms.get_context("device_target") != "CPU" or dtype != ms.float32 or stride != 1:
-        return False
-    if kernel_size not in SUPPORTED_KERNEL_SIZES or padding not in (-1, kernel_size // 2) or channels < 1:
+def fast_depthwise_available(kernel_size: int) -> bool:
+    """Whether the fast operator serves a stride-1, padding `kernel_size // 2` depthwise convolution here:
+    CPU back end, a supported kernel size and a compilable kernel (the caller checks for float32)."""
+    if ms.get_context("device_target") != "CPU" or kernel_size not in SUPPORTED_KERNEL_SIZES:
         return False
     return depthwise_conv_op() is not None
-
-
-def depthwise_conv(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """Depthwise convolution with the fast CPU operator (call `fast_depthwise_available` first)."""
-    return depthwise_conv_op()(x, weight, bias)
