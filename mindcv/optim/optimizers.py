@@ -36,6 +36,58 @@ class StepwiseLR(LearningRateSchedule):
         return ops.gather(self.learning_rate, index, 0)
 
 
+# The per-parameter updates are mapped over the parameter list with HyperMap, not unrolled in a Python loop:
+# parameters of one shape then share one compiled subgraph, which compiles several times faster.
+_adamw_update = ops.MultitypeFuncGraph("adamw_update")
+_lion_update = ops.MultitypeFuncGraph("lion_update")
+_sgd_update = ops.MultitypeFuncGraph("sgd_update")
+
+
+@_adamw_update.register("Bool", "Number", "Number", "Number", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
+                        "Tensor", "Tensor", "Tensor", "Tensor")
+def _adamw_one(decoupled, beta1, beta2, eps, lr, bias_correction1, bias_correction2_sqrt, weight_decay, lr_scale,
+               param, m, v, grad):
+    param_lr = lr * lr_scale
+    value = param.astype(mstype.float32)
+    grad = grad.astype(mstype.float32)
+    if decoupled:
+        value = value * (1.0 - param_lr * weight_decay)
+    else:
+        grad = grad + weight_decay * value
+    new_m = beta1 * m + (1.0 - beta1) * grad
+    new_v = beta2 * v + (1.0 - beta2) * grad * grad
+    denom = ops.sqrt(new_v) / bias_correction2_sqrt + eps
+    value = value - (param_lr / bias_correction1) * new_m / denom
+    ops.assign(m, new_m)
+    ops.assign(v, new_v)
+    ops.assign(param, value.astype(param.dtype))
+    return True
+
+
+@_lion_update.register("Number", "Number", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor")
+def _lion_one(beta1, beta2, lr, weight_decay, lr_scale, param, m, grad):
+    param_lr = lr * lr_scale
+    value = param.astype(mstype.float32)
+    grad = grad.astype(mstype.float32)
+    value = value * (1.0 - param_lr * weight_decay)
+    value = value - param_lr * ops.sign(beta1 * m + (1.0 - beta1) * grad)
+    ops.assign(m, beta2 * m + (1.0 - beta2) * grad)
+    ops.assign(param, value.astype(param.dtype))
+    return True
+
+
+@_sgd_update.register("Number", "Bool", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor")
+def _sgd_one(momentum, nesterov, lr, weight_decay, lr_scale, param, buf, grad):
+    value = param.astype(mstype.float32)
+    grad = grad.astype(mstype.float32) + weight_decay * value
+    if momentum > 0.0:
+        new_buf = momentum * buf + grad
+        ops.assign(buf, new_buf)
+        grad = grad + momentum * new_buf if nesterov else new_buf
+    ops.assign(param, (value - lr * lr_scale * grad).astype(param.dtype))
+    return True
+
+
 class _PerParameterOptimizer(nn.Optimizer):
     """Common part: per-parameter weight decay and lr multipliers, lr lookup, step counting.
 
@@ -57,6 +109,10 @@ class _PerParameterOptimizer(nn.Optimizer):
             raise ValueError("weight_decays and lr_scales need one value per parameter")
         self.weight_decays = tuple(float(w) for w in weight_decays)
         self.lr_scales = tuple(float(s) for s in lr_scales)
+        # a decay of 0 multiplies by exactly 1.0: the same result as skipping it
+        self.weight_decay_tensors = tuple(Tensor(w, mstype.float32) for w in self.weight_decays)
+        self.lr_scale_tensors = tuple(Tensor(s, mstype.float32) for s in self.lr_scales)
+        self.map = ops.HyperMap()
 
     def _next_lr(self) -> Tensor:
         """The learning rate of this update; advances `global_step`."""
@@ -92,26 +148,10 @@ class AdamW(_PerParameterOptimizer):
         beta2_power = self.beta2_power * self.beta2
         ops.assign(self.beta1_power, beta1_power)
         ops.assign(self.beta2_power, beta2_power)
-        bias_correction1 = 1.0 - beta1_power
-        bias_correction2_sqrt = ops.sqrt(1.0 - beta2_power)
-        for param, m, v, grad, weight_decay, lr_scale in zip(self.parameters, self.moments1, self.moments2,
-                                                             gradients, self.weight_decays, self.lr_scales):
-            param_lr = lr * lr_scale
-            value = param.astype(mstype.float32)
-            grad = grad.astype(mstype.float32)
-            if weight_decay > 0.0:
-                if self.decoupled:
-                    value = value * (1.0 - param_lr * weight_decay)
-                else:
-                    grad = grad + weight_decay * value
-            new_m = self.beta1 * m + (1.0 - self.beta1) * grad
-            new_v = self.beta2 * v + (1.0 - self.beta2) * grad * grad
-            denom = ops.sqrt(new_v) / bias_correction2_sqrt + self.eps
-            value = value - (param_lr / bias_correction1) * new_m / denom
-            ops.assign(m, new_m)
-            ops.assign(v, new_v)
-            ops.assign(param, value.astype(param.dtype))
-        return True
+        update = ops.partial(_adamw_update, self.decoupled, self.beta1, self.beta2, self.eps, lr, 1.0 - beta1_power,
+                             ops.sqrt(1.0 - beta2_power))
+        return self.map(update, self.weight_decay_tensors, self.lr_scale_tensors, self.parameters, self.moments1,
+                        self.moments2, gradients)
 
 
 class Lion(_PerParameterOptimizer):
@@ -125,18 +165,9 @@ class Lion(_PerParameterOptimizer):
 
     def construct(self, gradients):
         gradients = self.scale_grad(gradients)
-        lr = self._next_lr()
-        for param, m, grad, weight_decay, lr_scale in zip(self.parameters, self.moments, gradients,
-                                                          self.weight_decays, self.lr_scales):
-            param_lr = lr * lr_scale
-            value = param.astype(mstype.float32)
-            grad = grad.astype(mstype.float32)
-            if weight_decay > 0.0:
-                value = value * (1.0 - param_lr * weight_decay)
-            value = value - param_lr * ops.sign(self.beta1 * m + (1.0 - self.beta1) * grad)
-            ops.assign(m, self.beta2 * m + (1.0 - self.beta2) * grad)
-            ops.assign(param, value.astype(param.dtype))
-        return True
+        update = ops.partial(_lion_update, self.beta1, self.beta2, self._next_lr())
+        return self.map(update, self.weight_decay_tensors, self.lr_scale_tensors, self.parameters, self.moments,
+                        gradients)
 
 
 class SGD(_PerParameterOptimizer):
@@ -154,17 +185,7 @@ class SGD(_PerParameterOptimizer):
 
     def construct(self, gradients):
         gradients = self.scale_grad(gradients)
-        lr = self._next_lr()
-        moments = self.moments if self.momentum > 0.0 else gradients  # placeholder zip partner without momentum
-        for param, buf, grad, weight_decay, lr_scale in zip(self.parameters, moments, gradients,
-                                                            self.weight_decays, self.lr_scales):
-            value = param.astype(mstype.float32)
-            grad = grad.astype(mstype.float32)
-            if weight_decay > 0.0:
-                grad = grad + weight_decay * value
-            if self.momentum > 0.0:
-                new_buf = self.momentum * buf + grad
-                ops.assign(buf, new_buf)
-                grad = grad + self.momentum * new_buf if self.nesterov else new_buf
-            ops.assign(param, (value - lr * lr_scale * grad).astype(param.dtype))
-        return True
+        moments = self.moments if self.momentum > 0.0 else gradients  # placeholder map partner without momentum
+        update = ops.partial(_sgd_update, self.momentum, self.nesterov, self._next_lr())
+        return self.map(update, self.weight_decay_tensors, self.lr_scale_tensors, self.parameters, moments,
+                        gradients)

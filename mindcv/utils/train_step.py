@@ -20,6 +20,19 @@ from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 from mindspore import dtype as mstype
 
 AMP_LEVELS = ("O0", "O1", "O2", "O3")
+
+_unscale = ops.MultitypeFuncGraph("unscale")
+_has_non_finite = ops.MultitypeFuncGraph("has_non_finite")
+
+
+@_unscale.register("Tensor", "Tensor")
+def _unscale_one(scale, grad):
+    return grad / scale.astype(grad.dtype)
+
+
+@_has_non_finite.register("Tensor")
+def _has_non_finite_one(grad):
+    return ops.logical_not(ops.isfinite(grad).all())
 LOSS_SCALE_TYPES = ("fixed", "dynamic", "auto")
 
 
@@ -85,6 +98,7 @@ class TrainStep(nn.Cell):
         self.optimizer = optimizer
         self.weights = optimizer.parameters
         self.grad_fn = ops.GradOperation(get_by_list=True, sens_param=True)
+        self.map = ops.HyperMap()
         self.dynamic_loss_scale = loss_scale_type == "dynamic"
         self.loss_scale_factor = float(loss_scale_factor)
         self.loss_scale_window = int(loss_scale_window)
@@ -117,12 +131,16 @@ class TrainStep(nn.Cell):
         grads = self.grad_fn(self.net_with_loss, self.weights)(images, labels, sens)
         if self.distribute:
             grads = self.grad_reducer(grads)
-        grads = tuple(grad / scale.astype(grad.dtype) for grad in grads)
+        grads = self.map(ops.partial(_unscale, scale), grads)
         overflow = self._any_non_finite(loss, grads)
 
         update_grads = grads
         update_overflow = overflow
-        is_update_step = ops.equal((self.current_iterator_step + 1) % self.accumulation_steps, 0)
+        # Without accumulation every call updates: a Python constant keeps the graph free of control flow,
+        # which compiles several times faster than a tensor-valued branch around the optimizer.
+        is_update_step = True
+        if self.accumulation_steps > 1:
+            is_update_step = ops.equal((self.current_iterator_step + 1) % self.accumulation_steps, 0)
         if self.accumulation_steps > 1:
             for accumulated, grad in zip(self.accumulated, grads):
                 ops.assign_add(accumulated, grad.astype(accumulated.dtype))
@@ -132,7 +150,7 @@ class TrainStep(nn.Cell):
 
         apply_update = is_update_step
         if self.drop_overflow_update:
-            apply_update = ops.logical_and(is_update_step, ops.logical_not(update_overflow))
+            apply_update = ops.logical_and(ops.logical_not(update_overflow), is_update_step)
         if apply_update:
             if self.clip_grad:
                 update_grads = ops.clip_by_global_norm(update_grads, self.clip_value)
@@ -141,7 +159,7 @@ class TrainStep(nn.Cell):
                 self._update_ema(updated)
         else:
             # a dropped update still moves the lr schedule on; mid-window calls add 0
-            ops.assign_add(self.optimizer.global_step, is_update_step.astype(mstype.int32).reshape((1,)))
+            ops.assign_add(self.optimizer.global_step, ops.cast(is_update_step, mstype.int32).reshape((1,)))
         if self.accumulation_steps > 1 or self.dynamic_loss_scale:
             if is_update_step:
                 if self.accumulation_steps > 1:
@@ -153,10 +171,9 @@ class TrainStep(nn.Cell):
         return loss, overflow, scale
 
     def _any_non_finite(self, loss: Tensor, grads) -> Tensor:
-        finite = ops.isfinite(loss).all()
-        for grad in grads:
-            finite = ops.logical_and(finite, ops.isfinite(grad).all())
-        non_finite = ops.logical_not(finite)
+        # one flag per gradient, mapped rather than unrolled so that the graph compiles quickly
+        non_finite = ops.logical_or(ops.logical_not(ops.isfinite(loss).all()),
+                                    ops.stack(self.map(_has_non_finite, grads)).any())
         if self.distribute:
             non_finite = self.all_reduce_sum(non_finite.astype(mstype.float32)) > 0
         return non_finite
