@@ -26,6 +26,7 @@ import sys
 import mindspore as ms
 import numpy as np
 
+from mindcv.ops import fast_cpu_ops
 from mindcv.utils.cli import build_eval_model, exit_on_user_error, setup_context
 from mindcv.utils.config import ConfigError, parse_config
 
@@ -42,30 +43,17 @@ def _extra_arguments(parser):
     parser.add_argument("--image_size", type=int, default=None,
                         help="input height and width, pixels (default: image_resize)")
     parser.add_argument("--output", default="", help="output file (default: ./<model>.<format>)")
-    # The training batch of a recipe is not the batch of a deployed model: export one image unless told.
-    parser.set_defaults(batch_size=1)
-    parser._option_string_actions["--batch_size"].help = "input batch of the exported graph (default: 1)"
-
-
-def use_stock_operators(network) -> None:
-    """Make every layer that can run a fast CPU kernel of `mindcv.ops` use the stock MindSpore operator:
-    such a kernel is an `ops.Custom` that points at a shared library built on this machine, which MindSpore
-    Lite, serving and ONNX cannot run. Results are the same up to float rounding order."""
-    for _, cell in network.cells_and_names():
-        if getattr(cell, "uses_fast_kernel", False):
-            cell.uses_fast_kernel = False
 
 
 def export_model(network, file_format: str, output: str, batch_size: int, in_channels: int,
                  image_size: int) -> str:
-    """Write `network` (in eval mode, stock operators only) as `file_format` ("MINDIR" or "ONNX") with a
+    """Write `network` (in eval mode, built with the fast CPU kernels switched off) as `file_format` ("MINDIR" or "ONNX") with a
     float32 input [batch_size, in_channels, image_size, image_size] (pixels). Returns the path written,
     `output` with the format's extension added when missing. Raises ExportNotSupportedError when MindSpore
     cannot express the network in that format."""
     path = output if output.lower().endswith(EXTENSIONS[file_format]) else output + EXTENSIONS[file_format]
     if os.path.dirname(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
-    use_stock_operators(network)
     dummy = ms.Tensor(np.zeros((batch_size, in_channels, image_size, image_size), np.float32))
     if file_format == "MINDIR":
         # MindSpore appends the extension itself
@@ -86,12 +74,17 @@ def export_model(network, file_format: str, output: str, batch_size: int, in_cha
 @exit_on_user_error
 def main(argv=None) -> int:
     config = parse_config(argv, description=__doc__.split("\n")[0], extra=_extra_arguments)
+    # The training batch of a recipe is not the batch of a deployed model: export one image unless told.
+    if "--batch_size" not in (sys.argv[1:] if argv is None else argv):
+        config.batch_size = 1
     image_size = config.image_size or config.image_resize
     if image_size < 32 or config.batch_size < 1:
         raise ConfigError(f"image_size must be at least 32 pixels (the network downsamples 32x) and batch_size "
                           f"at least 1; got {image_size} and {config.batch_size}")
     setup_context(config)
-    network = build_eval_model(config)
+    # MindSpore Lite, serving and ONNX cannot run mindcv's CPU kernels (ops.Custom over a local library)
+    with fast_cpu_ops(False):
+        network = build_eval_model(config)
     output = config.output or f"{config.model}{EXTENSIONS[config.format]}"
     try:
         path = export_model(network, config.format, output, config.batch_size, config.in_channels, image_size)

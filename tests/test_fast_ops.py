@@ -10,7 +10,7 @@ from mindspore import nn, ops
 
 from mindcv.models import create_model
 from mindcv.models.layers import GELU, DepthwiseConv2d, PatchifyConv2d
-from mindcv.ops import _build, depthwise_conv_op
+from mindcv.ops import _build, depthwise_conv_op, fast_cpu_ops
 from mindcv.ops.gelu import gelu_op
 
 from conftest import MINI
@@ -113,6 +113,15 @@ def test_convnext_uses_fast_paths_on_cpu():
     assert len(patchify) == 4 and all(cell.uses_matmul for cell in patchify)
     params = {p.name: p.shape for p in net.get_parameters()}
     assert params["feature.1.0.dwconv.weight"] == (16, 1, 7, 7) and params["feature.1.0.dwconv.bias"] == (16,)
+
+
+def test_switch_builds_models_with_stock_operators_inside_the_block():
+    with fast_cpu_ops(False):
+        stock = dict(create_model("convnext_atto", **MINI).cells_and_names())
+    assert not any(getattr(cell, "uses_fast_kernel", False) or getattr(cell, "uses_matmul", False)
+                   for cell in stock.values())
+    fast = dict(create_model("convnext_atto", **MINI).cells_and_names())
+    assert all(cell.uses_matmul for cell in fast.values() if isinstance(cell, PatchifyConv2d))
 
 
 def test_build_falls_back_with_a_warning_without_compiler(tmp_path, monkeypatch):

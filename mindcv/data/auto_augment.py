@@ -18,7 +18,6 @@ whole pixels (rounded), as torchvision does.
 
 import math
 
-import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
 MAX_LEVEL = 10.0

@@ -1,7 +1,7 @@
 """Models: the registry, `create_model`, the ConvNeXt family and weight loading."""
 import os
 
-from . import convnext
+from . import convnext  # noqa: F401  (registers the ConvNeXt constructors)
 from .convnext import ConvNeXt
 from .registry import is_model, list_models, model_entrypoint, register_model
 from .weights import load_weights

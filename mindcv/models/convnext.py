@@ -3,7 +3,7 @@
 Parameter names follow MindCV's published checkpoints (`feature.1.0.dwconv.weight`, ...), so those
 files load strictly; `mindcv.models.weights` maps timm and official names onto them.
 """
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Sequence
 
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops

@@ -5,6 +5,7 @@ from mindspore.common.initializer import initializer
 
 from ..ops.depthwise_conv import depthwise_conv_op, fast_depthwise_available
 from ..ops.gelu import gelu_op
+from ..ops.switch import fast_cpu_ops_enabled
 
 
 class DropPath(nn.Cell):
@@ -83,7 +84,7 @@ class PatchifyConv2d(nn.Conv2d):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int):
         super().__init__(in_channels, out_channels, kernel_size, stride=kernel_size, has_bias=True)
-        self.uses_matmul = ms.get_context("device_target") == "CPU"
+        self.uses_matmul = fast_cpu_ops_enabled()
         self.matmul = ops.MatMul(transpose_b=True)
 
     def construct(self, x: Tensor) -> Tensor:

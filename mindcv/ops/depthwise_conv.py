@@ -4,10 +4,10 @@ through `ops.Custom(func_type="aot")` with a custom bprop. Numerically the same 
 `nn.Conv2d(C, C, K, pad_mode="pad", padding=K // 2, group=C, has_bias=True)` (up to float rounding order)."""
 from typing import Optional
 
-import mindspore as ms
 from mindspore import ops
 
 from ._build import build
+from .switch import fast_cpu_ops_enabled
 
 SOURCE = "depthwise_conv_cpu.cc"
 SUPPORTED_KERNEL_SIZES = (3, 5, 7)
@@ -47,7 +47,8 @@ def depthwise_conv_op() -> Optional[ops.Custom]:
 
 def fast_depthwise_available(kernel_size: int) -> bool:
     """Whether the fast operator serves a stride-1, padding `kernel_size // 2` depthwise convolution here:
-    CPU back end, a supported kernel size and a compilable kernel (the caller checks for float32)."""
-    if ms.get_context("device_target") != "CPU" or kernel_size not in SUPPORTED_KERNEL_SIZES:
+    CPU back end with the fast kernels switched on, a supported kernel size and a compilable kernel (the caller
+    checks for float32)."""
+    if not fast_cpu_ops_enabled() or kernel_size not in SUPPORTED_KERNEL_SIZES:
         return False
     return depthwise_conv_op() is not None

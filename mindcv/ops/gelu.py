@@ -3,10 +3,10 @@ run through `ops.Custom(func_type="aot")` with a custom bprop. Matches `ops.gelu
 to float rounding (absolute error < 4e-7 against a float64 reference)."""
 from typing import Optional
 
-import mindspore as ms
 from mindspore import ops
 
 from ._build import build
+from .switch import fast_cpu_ops_enabled
 
 SOURCE = "gelu_cpu.cc"
 _op = None
@@ -32,9 +32,10 @@ def _make_op() -> Optional[ops.Custom]:
 
 def gelu_op() -> Optional[ops.Custom]:
     """The fast operator `op(x) -> gelu(x)` (any shape, float32), built once per process; None on back ends
-    other than CPU or when the kernel cannot be compiled (a warning says why)."""
+    other than CPU, with the fast kernels switched off, or when the kernel cannot be compiled (a warning says
+    why)."""
     global _op
-    if ms.get_context("device_target") != "CPU":
+    if not fast_cpu_ops_enabled():
         return None
     if _op is None:
         _op = _make_op() or False
