@@ -127,6 +127,21 @@ def restore(train_step, path: str):
     return int(state[EPOCH_KEY].asnumpy()), int(state[STEP_KEY].asnumpy())
 
 
+def host_steps(train_step, loader):
+    """Train on each batch of one pass over `loader`, fed from the host; yields (loss, overflow, batch size)."""
+    for images, labels in loader.create_tuple_iterator(num_epochs=1):
+        loss, overflow, _ = train_step(images, labels)
+        yield loss, overflow, images.shape[0]
+
+
+def sink_steps(sink_step, num_steps: int, batch_size: int):
+    """`num_steps` steps of a `mindspore.data_sink` function (the batches come from the device queue, whole:
+    training drops the remainder); yields (loss, overflow, batch size)."""
+    for _ in range(num_steps):
+        loss, overflow, _ = sink_step()
+        yield loss, overflow, batch_size
+
+
 def mean_over_ranks(value: float, distribute: bool) -> float:
     if not distribute:
         return value
@@ -195,17 +210,28 @@ def main(argv=None) -> int:
     stop = StopRequest()
     best_top1 = max([r.get("val_top1", -1.0) for r in _read_metrics(run)] + [-1.0])
     skipped_updates = 0
+    # MindSpore sinks data into a device queue on Ascend and GPU only; the CPU is fed from the host.
+    sink = config.dataset_sink_mode and ms.get_context("device_target") != "CPU"
+    if config.dataset_sink_mode and not sink:
+        _logger.info("dataset_sink_mode: the CPU back end has no device queue; batches are fed from the host")
+    if sink and not config.drop_remainder:
+        raise ConfigError("dataset_sink_mode needs drop_remainder True: a device queue takes batches of one shape")
+    sink_step = None
     for epoch in range(start_epoch, config.epoch_size):
-        loader = build_loader(config, config.train_split, True, rank, group_size, start_epoch=epoch,
-                              num_classes=num_classes) if epoch > 0 or start_epoch > 0 else train_loader
+        if sink_step is None:
+            loader = build_loader(config, config.train_split, True, rank, group_size, start_epoch=epoch,
+                                  num_classes=num_classes) if epoch > 0 or start_epoch > 0 else train_loader
+            if sink and skip_steps == 0:
+                # one sink over one pipeline for all remaining epochs: its successive passes are the next epochs
+                sink_step = ms.data_sink(train_step, loader, sink_size=1)
         epoch_start, losses, images_seen = time.time(), [], 0
         bar = tqdm(total=steps_per_epoch, initial=skip_steps, desc=f"epoch {epoch + 1}/{config.epoch_size}",
                    disable=rank != 0, dynamic_ncols=True)
-        iterator = loader.create_tuple_iterator(num_epochs=1)
-        for step_in_epoch, (images, labels) in enumerate(iterator):
+        steps = sink_steps(sink_step, steps_per_epoch, config.batch_size) if sink_step is not None \
+            else host_steps(train_step, loader)
+        for step_in_epoch, (loss, overflow, batch) in enumerate(steps):
             if step_in_epoch < skip_steps:  # the resumed epoch: these batches were trained on before
                 continue
-            loss, overflow, _ = train_step(images, labels)
             loss_value = float(loss.asnumpy())
             if bool(overflow.asnumpy()):
                 if not config.drop_overflow_update:
@@ -216,11 +242,11 @@ def main(argv=None) -> int:
                 skipped_updates += 1
             else:
                 losses.append(loss_value)
-            images_seen += images.shape[0]
+            images_seen += batch * group_size
             global_step = epoch * steps_per_epoch + step_in_epoch
             lr = lr_per_step[min(global_step // config.gradient_accumulation_steps, len(lr_per_step) - 1)]
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}",
-                            img_s=f"{images_seen * group_size / (time.time() - epoch_start):.1f}")
+                            img_s=f"{images_seen / (time.time() - epoch_start):.1f}")
             bar.update(1)
             if stop.requested:
                 bar.close()
@@ -233,7 +259,7 @@ def main(argv=None) -> int:
                   "train_loss": mean_over_ranks(float(np.mean(losses)) if losses else float("nan"), config.distribute),
                   "lr": lr_per_step[min((epoch + 1) * updates_per_epoch - 1, len(lr_per_step) - 1)],
                   "epoch_time_s": round(time.time() - epoch_start, 2),
-                  "images_per_s": round(images_seen * group_size / (time.time() - epoch_start), 2),
+                  "images_per_s": round(images_seen / (time.time() - epoch_start), 2),
                   "skipped_updates": skipped_updates, "skipped_images": loader.skipped_images.count}
         is_best = False
         if val_loader is not None and ((epoch + 1) % config.val_interval == 0 or epoch + 1 == config.epoch_size):

@@ -57,6 +57,7 @@ def test_run_folder_holds_config_metrics_plot_and_checkpoints(trained_run):
     with open(os.path.join(run_dir, "metrics.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert "loss=" in result.stderr and "lr=" in result.stderr and "img_s=" in result.stderr  # the progress bar
+    assert "the CPU back end has no device queue; batches are fed from the host" in result.stderr
 
 
 def test_validate_reproduces_the_best_accuracy(trained_run, tmp_path):
