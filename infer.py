@@ -114,6 +114,7 @@ def main(argv=None) -> int:
     if config.batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {config.batch_size}")
     paths = find_images(config.inputs)
+    config.distribute = False  # a run folder's config.yaml of an msrun run says True; prediction is one process
     setup_context(config)
     network = build_eval_model(config)
     num_classes = network.num_classes

@@ -89,14 +89,30 @@ class RunFolder:
             weights = [{"name": p.name, "data": p.data} for p in network.get_parameters()]
             save_checkpoint_atomic(weights, os.path.join(self.directory, f"{self.model_name}_best.ckpt"))
 
+    @property
+    def metrics_path(self) -> str:
+        return os.path.join(self.directory, "metrics.jsonl")
+
+    def read_metrics(self):
+        if not os.path.isfile(self.metrics_path):
+            return []
+        with open(self.metrics_path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def keep_metrics_until(self, epoch: int) -> list:
+        """Drop the records after `epoch` (a fresh run: all of them; a resumed one: those it will redo)."""
+        records = [r for r in self.read_metrics() if r["epoch"] <= epoch]
+        if self.writer:
+            with open(self.metrics_path, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in records)
+        return records
+
     def append_metrics(self, record: dict) -> None:
         if not self.writer:
             return
-        path = os.path.join(self.directory, "metrics.jsonl")
-        with open(path, "a") as f:
+        with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
-        with open(path) as f:
-            plot_metrics([json.loads(line) for line in f if line.strip()], os.path.join(self.directory, "metrics.png"))
+        plot_metrics(self.read_metrics(), os.path.join(self.directory, "metrics.png"))
 
 
 def find_resume_path(config, run: RunFolder) -> str:
@@ -112,7 +128,10 @@ def restore(train_step, path: str):
     """Load a resumable checkpoint into the train step. Returns (epoch, steps done in that epoch)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"resume checkpoint not found: {path}")
-    state = ms.load_checkpoint(path)
+    try:
+        state = ms.load_checkpoint(path)
+    except (ValueError, RuntimeError) as error:
+        raise ValueError(f"cannot read {path} as a MindSpore checkpoint: {str(error).splitlines()[0]}") from None
     if EPOCH_KEY not in state:
         raise ValueError(f"{path} holds no training state (epoch, optimizer); to start from its weights use "
                          "--ckpt_path instead of --resume")
@@ -127,11 +146,13 @@ def restore(train_step, path: str):
     return int(state[EPOCH_KEY].asnumpy()), int(state[STEP_KEY].asnumpy())
 
 
-def host_steps(train_step, loader):
-    """Train on each batch of one pass over `loader`, fed from the host; yields (loss, overflow, batch size)."""
-    for images, labels in loader.create_tuple_iterator(num_epochs=1):
-        loss, overflow, _ = train_step(images, labels)
-        yield loss, overflow, images.shape[0]
+def host_steps(train_step, loader, skip: int = 0):
+    """Train on each batch of one pass over `loader` but the first `skip` (a resumed epoch's batches that were
+    trained on before), fed from the host; yields (loss, overflow, batch size)."""
+    for index, (images, labels) in enumerate(loader.create_tuple_iterator(num_epochs=1)):
+        if index >= skip:
+            loss, overflow, _ = train_step(images, labels)
+            yield loss, overflow, images.shape[0]
 
 
 def sink_steps(sink_step, num_steps: int, batch_size: int):
@@ -157,8 +178,15 @@ def main(argv=None) -> int:
     require_data_dir(config)
     ms.set_seed(config.seed)
     np.random.seed(config.seed)
-    if config.batch_size < 1 or config.epoch_size < 1:
-        raise ConfigError("batch_size and epoch_size must be at least 1")
+    for key in ("batch_size", "epoch_size", "val_interval", "ckpt_save_interval", "gradient_accumulation_steps"):
+        if getattr(config, key) < 1:
+            raise ConfigError(f"{key} must be at least 1, got {getattr(config, key)}")
+    dynamic_scaling = config.loss_scale_type == "dynamic" or (config.loss_scale_type == "auto" and
+                                                               config.amp_level != "O0")
+    if dynamic_scaling and not config.drop_overflow_update:
+        # overflows are how dynamic scaling finds its scale: such steps are skipped, not fatal
+        _logger.info("dynamic loss scaling: steps whose gradients overflow are skipped (drop_overflow_update True)")
+        config.drop_overflow_update = True
 
     train_loader = build_loader(config, config.train_split, True, rank, group_size)
     class_names = train_loader.class_names
@@ -169,12 +197,16 @@ def main(argv=None) -> int:
     if steps_per_epoch == 0:
         raise ConfigError(f"batch_size {config.batch_size} is larger than this rank's share of the training set; "
                           "lower batch_size or set drop_remainder False")
+    if steps_per_epoch % config.gradient_accumulation_steps:
+        # accumulation windows must not straddle epochs, or the per-epoch lr table would run out early
+        raise ConfigError(f"gradient_accumulation_steps {config.gradient_accumulation_steps} does not divide the "
+                          f"{steps_per_epoch} steps of an epoch; choose a divisor, or change batch_size/num_samples")
     val_loader = None
     if config.val_while_train:
         val_loader = build_loader(config, config.val_split, False, rank, group_size, num_classes=num_classes)
 
     network = build_model(config, num_classes, checkpoint_path=config.ckpt_path)
-    updates_per_epoch = max(steps_per_epoch // config.gradient_accumulation_steps, 1)
+    updates_per_epoch = steps_per_epoch // config.gradient_accumulation_steps
     lr_per_step = create_scheduler(updates_per_epoch, scheduler=config.scheduler, lr=config.lr, min_lr=config.min_lr,
                                    warmup_epochs=config.warmup_epochs, warmup_factor=config.warmup_factor,
                                    decay_epochs=config.decay_epochs, decay_rate=config.decay_rate,
@@ -183,7 +215,8 @@ def main(argv=None) -> int:
     optimizer = create_optimizer(network, opt=config.opt, lr=lr_per_step, weight_decay=config.weight_decay,
                                  momentum=config.momentum, nesterov=config.nesterov,
                                  weight_decay_filter=config.weight_decay_filter, layer_decay=config.layer_decay,
-                                 eps=config.eps, betas=(config.momentum, config.beta2))
+                                 eps=config.eps,
+                                 betas=None if config.beta2 is None else (config.momentum, config.beta2))
     loss_fn = create_loss(config.loss, label_smoothing=config.label_smoothing)
     train_step = create_train_step(network, loss_fn, optimizer, amp_level=config.amp_level,
                                    loss_scale_type=config.loss_scale_type, loss_scale=config.loss_scale,
@@ -194,13 +227,15 @@ def main(argv=None) -> int:
 
     run = RunFolder(config.ckpt_save_dir, config.model, config.keep_checkpoint_max, writer=rank == 0)
     start_epoch, skip_steps = 0, 0
+    if not config.resume and run.checkpoints():
+        raise ConfigError(f"{run.directory} holds checkpoints of an earlier run: pass --resume auto to continue it, "
+                          "or another --ckpt_save_dir")
     if config.resume:
         resume_path = find_resume_path(config, run)
         start_epoch, skip_steps = restore(train_step, resume_path)
         _logger.info("resumed from %s at epoch %d, step %d of the epoch", resume_path, start_epoch, skip_steps)
+    best_top1 = max([r.get("val_top1", -1.0) for r in run.keep_metrics_until(start_epoch)] + [-1.0])
     if rank == 0:
-        if not config.resume and os.path.exists(os.path.join(run.directory, "metrics.jsonl")):
-            os.remove(os.path.join(run.directory, "metrics.jsonl"))  # a fresh run starts a fresh record
         dump_config(config, os.path.join(run.directory, "config.yaml"))
         with open(os.path.join(run.directory, "class_names.txt"), "w") as f:
             f.write("\n".join(class_names) + "\n")
@@ -208,7 +243,6 @@ def main(argv=None) -> int:
                  num_classes, steps_per_epoch, config.batch_size, group_size)
 
     stop = StopRequest()
-    best_top1 = max([r.get("val_top1", -1.0) for r in _read_metrics(run)] + [-1.0])
     skipped_updates = 0
     # MindSpore sinks data into a device queue on Ascend and GPU only; the CPU is fed from the host.
     sink = config.dataset_sink_mode and ms.get_context("device_target") != "CPU"
@@ -228,10 +262,8 @@ def main(argv=None) -> int:
         bar = tqdm(total=steps_per_epoch, initial=skip_steps, desc=f"epoch {epoch + 1}/{config.epoch_size}",
                    disable=rank != 0, dynamic_ncols=True)
         steps = sink_steps(sink_step, steps_per_epoch, config.batch_size) if sink_step is not None \
-            else host_steps(train_step, loader)
-        for step_in_epoch, (loss, overflow, batch) in enumerate(steps):
-            if step_in_epoch < skip_steps:  # the resumed epoch: these batches were trained on before
-                continue
+            else host_steps(train_step, loader, skip_steps)
+        for step_in_epoch, (loss, overflow, batch) in enumerate(steps, start=skip_steps):
             loss_value = float(loss.asnumpy())
             if bool(overflow.asnumpy()):
                 if not config.drop_overflow_update:
@@ -248,10 +280,12 @@ def main(argv=None) -> int:
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}",
                             img_s=f"{images_seen / (time.time() - epoch_start):.1f}")
             bar.update(1)
-            if stop.requested:
+            # every rank must stop at the same step, or the others wait forever in the next all-reduce
+            if mean_over_ranks(float(stop.requested), config.distribute) > 0:
                 bar.close()
                 path = run.save_state(train_step, epoch, global_step + 1, step_in_epoch + 1)
-                print(f"interrupted: saved resumable state to {path}; continue with --resume {path}")
+                if rank == 0:
+                    print(f"interrupted: saved resumable state to {path}; continue with --resume {path}")
                 return 130
         bar.close()
         skip_steps = 0
@@ -279,14 +313,6 @@ def main(argv=None) -> int:
         digest = hashlib.sha256(b"".join(p.asnumpy().tobytes() for p in network.get_parameters())).hexdigest()
         _logger.info("rank %d final weights sha256 %s", rank, digest)
     return 0
-
-
-def _read_metrics(run: RunFolder):
-    path = os.path.join(run.directory, "metrics.jsonl")
-    if not os.path.isfile(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from mindspore import Tensor
 from mindcv.models import create_model, is_model
 from mindcv.models.weights import match_state, read_state, to_mindcv_names
 from mindcv.utils.checkpoint import save_checkpoint_atomic
+from mindcv.utils.cli import exit_on_user_error
 
 
 def convert(src: str, dst: str, model_name: str, num_classes: int = None, quiet: bool = False, **model_kwargs) -> None:
@@ -30,6 +31,7 @@ def convert(src: str, dst: str, model_name: str, num_classes: int = None, quiet:
     print(f"wrote {dst}: {len(fitted)} tensors for {model_name} with {num_classes} classes")
 
 
+@exit_on_user_error
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mindcv.convert", description=__doc__.split("\n")[1])
     parser.add_argument("src", help="source weights: .safetensors, .pth or .ckpt")
@@ -42,12 +44,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not is_model(args.model):
         parser.error(f"unknown model '{args.model}'; see mindcv.models.list_models()")
-    try:
-        custom = {k: tuple(v) for k, v in (("depths", args.depths), ("dims", args.dims)) if v}
-        convert(args.src, args.dst, args.model, args.num_classes, args.quiet, **custom)
-    except (FileNotFoundError, ValueError, ImportError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    custom = {k: tuple(v) for k, v in (("depths", args.depths), ("dims", args.dims)) if v}
+    convert(args.src, args.dst, args.model, args.num_classes, args.quiet, **custom)
     return 0
 
 

@@ -51,7 +51,9 @@ def export_model(network, file_format: str, output: str, batch_size: int, in_cha
     float32 input [batch_size, in_channels, image_size, image_size] (pixels). Returns the path written,
     `output` with the format's extension added when missing. Raises ExportNotSupportedError when MindSpore
     cannot express the network in that format."""
-    path = output if output.lower().endswith(EXTENSIONS[file_format]) else output + EXTENSIONS[file_format]
+    extension = EXTENSIONS[file_format]
+    # MindSpore writes the lower-case extension whatever the name says
+    path = output[:-len(extension)] + extension if output.lower().endswith(extension) else output + extension
     if os.path.dirname(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
     dummy = ms.Tensor(np.zeros((batch_size, in_channels, image_size, image_size), np.float32))
@@ -75,12 +77,14 @@ def export_model(network, file_format: str, output: str, batch_size: int, in_cha
 def main(argv=None) -> int:
     config = parse_config(argv, description=__doc__.split("\n")[0], extra=_extra_arguments)
     # The training batch of a recipe is not the batch of a deployed model: export one image unless told.
-    if "--batch_size" not in (sys.argv[1:] if argv is None else argv):
+    given = sys.argv[1:] if argv is None else argv
+    if not any(arg == "--batch_size" or arg.startswith("--batch_size=") for arg in given):
         config.batch_size = 1
     image_size = config.image_size or config.image_resize
     if image_size < 32 or config.batch_size < 1:
         raise ConfigError(f"image_size must be at least 32 pixels (the network downsamples 32x) and batch_size "
                           f"at least 1; got {image_size} and {config.batch_size}")
+    config.distribute = False  # a run folder's config.yaml of an msrun run says True; export is one process
     setup_context(config)
     # MindSpore Lite, serving and ONNX cannot run mindcv's CPU kernels (ops.Custom over a local library)
     with fast_cpu_ops(False):

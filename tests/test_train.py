@@ -113,14 +113,18 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
     assert straight.keys() == resumed.keys()
     assert max(float(np.abs(straight[k] - resumed[k]).max()) for k in straight) <= 1e-5
     assert [r["epoch"] for r in records(str(tmp_path / "resumed"))] == [1, 2, 3]
+    # resuming from an older checkpoint drops the records of the epochs it redoes
+    run("train.py", *common, "--epoch_size", "3", "--ckpt_save_dir", str(tmp_path / "resumed"), "--resume",
+        str(tmp_path / "resumed" / "convnext_atto-2_6.ckpt"))
+    assert [r["epoch"] for r in records(str(tmp_path / "resumed"))] == [1, 2, 3]
 
 
-def test_ctrl_c_saves_a_resumable_state(tmp_path):
+def test_ctrl_c_saves_a_resumable_state_that_resumes_exactly(tmp_path):
     run_dir = tmp_path / "interrupted"
     args = [*TINY, *DETERMINISTIC, "--num_samples", "320", "--batch_size", "16", "--epoch_size", "1",
-            "--val_while_train", "False", "--ckpt_save_dir", str(run_dir)]
-    process = subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+            "--val_while_train", "False"]
+    process = subprocess.Popen([sys.executable, "train.py", *args, "--ckpt_save_dir", str(run_dir)], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     seen = ""
     while time.time() < deadline and "loss=" not in seen:  # wait for the first finished step
@@ -133,5 +137,17 @@ def test_ctrl_c_saves_a_resumable_state(tmp_path):
     state = ms.load_checkpoint(str(run_dir / saved[0]))
     steps_done = int(state["step_num"].asnumpy())
     assert 1 <= steps_done < 20 and int(state["epoch_num"].asnumpy()) == 0
-    run("train.py", *args, "--resume", str(run_dir / saved[0]))
-    assert os.path.exists(run_dir / "convnext_atto-1_20.ckpt")
+    run("train.py", *args, "--ckpt_save_dir", str(run_dir), "--resume", str(run_dir / saved[0]))
+    # the resumed epoch trains only the batches the interrupted run had not reached
+    run("train.py", *args, "--ckpt_save_dir", str(tmp_path / "straight"))
+    resumed = weights(str(run_dir / "convnext_atto-1_20.ckpt"))
+    straight = weights(str(tmp_path / "straight" / "convnext_atto-1_20.ckpt"))
+    assert int(resumed["global_step"][0]) == int(straight["global_step"][0]) == 20
+    assert max(float(np.abs(straight[k] - resumed[k]).max()) for k in straight) <= 1e-5
+
+
+def test_a_fresh_run_does_not_overwrite_an_earlier_one(trained_run):
+    run_dir, _ = trained_run
+    result = run("train.py", *TINY, "--num_samples", "64", "--ckpt_save_dir", run_dir, check_rc=2, timeout=120)
+    assert f"{run_dir} holds checkpoints of an earlier run: pass --resume auto" in result.stderr
+    assert "Traceback" not in result.stderr

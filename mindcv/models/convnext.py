@@ -75,7 +75,7 @@ class ConvNeXt(nn.Cell):
         dims: channels per stage (4 values). Default (96, 192, 384, 768).
         drop_path_rate: stochastic depth rate of the last block; rates rise linearly from 0 over all blocks.
         layer_scale_init_value: initial layer-scale gamma; 0 disables layer scale (V2). Default 1e-6.
-        head_init_scale: factor applied to the initial classifier weights and bias. Default 1.0.
+        head_init_scale: factor applied to the initial classifier weights (the bias starts at zero). Default 1.0.
         use_grn: Global Response Normalization after the GELU (ConvNeXt V2). Default False.
         features_only: build a backbone without the head; `construct` returns the stage outputs
             selected by `out_indices` (strides 4, 8, 16, 32). Default False.

@@ -6,7 +6,7 @@ from typing import Optional
 
 from mindspore import ops
 
-from ._build import build
+from ._build import build, same_as_first
 from .switch import fast_cpu_ops_enabled
 
 SOURCE = "depthwise_conv_cpu.cc"
@@ -14,15 +14,11 @@ SUPPORTED_KERNEL_SIZES = (3, 5, 7)
 _op = None
 
 
-def _same_as_first(*args):
-    return args[0]
-
-
 def _make_op() -> Optional[ops.Custom]:
     library = build(SOURCE)
     if library is None:
         return None
-    input_grad = ops.Custom(f"{library}:DepthwiseConvInputGrad", out_shape=_same_as_first, out_dtype=_same_as_first,
+    input_grad = ops.Custom(f"{library}:DepthwiseConvInputGrad", out_shape=same_as_first, out_dtype=same_as_first,
                             func_type="aot")
     weight_grad = ops.Custom(f"{library}:DepthwiseConvWeightGrad",
                              out_shape=lambda dy, x, w: (w, (w[0],)), out_dtype=lambda dy, x, w: (w, w),
@@ -32,7 +28,7 @@ def _make_op() -> Optional[ops.Custom]:
         dweight, dbias = weight_grad(dout, x, weight)
         return input_grad(dout, weight), dweight, dbias
 
-    return ops.Custom(f"{library}:DepthwiseConvForward", out_shape=_same_as_first, out_dtype=_same_as_first,
+    return ops.Custom(f"{library}:DepthwiseConvForward", out_shape=same_as_first, out_dtype=same_as_first,
                       func_type="aot", bprop=bprop)
 
 

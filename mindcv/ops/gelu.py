@@ -5,28 +5,24 @@ from typing import Optional
 
 from mindspore import ops
 
-from ._build import build
+from ._build import build, same_as_first
 from .switch import fast_cpu_ops_enabled
 
 SOURCE = "gelu_cpu.cc"
 _op = None
 
 
-def _same_as_first(*args):
-    return args[0]
-
-
 def _make_op() -> Optional[ops.Custom]:
     library = build(SOURCE)
     if library is None:
         return None
-    backward = ops.Custom(f"{library}:GeluBackward", out_shape=_same_as_first, out_dtype=_same_as_first,
+    backward = ops.Custom(f"{library}:GeluBackward", out_shape=same_as_first, out_dtype=same_as_first,
                           func_type="aot")
 
     def bprop(x, out, dout):
         return (backward(dout, x),)
 
-    return ops.Custom(f"{library}:GeluForward", out_shape=_same_as_first, out_dtype=_same_as_first, func_type="aot",
+    return ops.Custom(f"{library}:GeluForward", out_shape=same_as_first, out_dtype=same_as_first, func_type="aot",
                       bprop=bprop)
 
 

@@ -99,6 +99,8 @@ def build_loader(config, split: str, is_training: bool, rank: int = 0, group_siz
 def build_model(config, num_classes: int, checkpoint_path: str = ""):
     """`create_model` with the model keys of the config."""
     custom = {k: tuple(getattr(config, k)) for k in ("depths", "dims") if getattr(config, k)}
+    if any(len(v) != 4 for v in custom.values()):
+        raise ConfigError("depths and dims take 4 integers each, one per stage")
     return create_model(config.model, num_classes=num_classes, in_channels=config.in_channels,
                         pretrained=config.pretrained, checkpoint_path=checkpoint_path,
                         drop_path_rate=config.drop_path_rate, layer_scale_init_value=config.layer_scale_init_value,

@@ -38,7 +38,6 @@ SCHEMA: List[Option] = [
     _opt("seed", int, 42, "seed of weights initialisation, data order and augmentation"),
     _opt("val_while_train", bool, True, "validate during training"),
     _opt("val_interval", int, 1, "validate every this many epochs"),
-    _opt("log_interval", int, 100, "steps between log lines when there is no progress bar"),
     # dataset
     _opt("dataset", str, "imagefolder", "dataset kind: imagenet or imagefolder (root/<split>/<class>/<image>)"),
     _opt("data_dir", str, "", "dataset root holding the train and val split folders"),
@@ -99,7 +98,8 @@ SCHEMA: List[Option] = [
     # optimizer
     _opt("opt", str, "adamw", "optimizer", ("adamw", "adam", "sgd", "momentum", "lion")),
     _opt("momentum", float, 0.9, "momentum (sgd/momentum); beta1 of adam/adamw/lion"),
-    _opt("beta2", float, 0.999, "beta2 of adam/adamw/lion"),
+    _opt("beta2", float, None, "beta2 of adam/adamw/lion, with momentum as beta1 (default: 0.999 for "
+         "adam/adamw, 0.99 for lion, and beta1 0.9)"),
     _opt("eps", float, 1e-8, "epsilon of adam/adamw"),
     _opt("nesterov", bool, False, "Nesterov momentum (sgd/momentum)"),
     _opt("weight_decay", float, 1e-4, "weight decay"),
