@@ -82,6 +82,14 @@ def test_shards_disjoint_covering_equal_length(size, shards):
     assert len(everything) - size == (-size) % shards < shards  # only the padding repeats samples
 
 
+@pytest.mark.parametrize("size,shards", [(10, 3), (9, 3), (2, 4)])
+def test_unpadded_shards_hold_every_sample_once(size, shards):
+    parts = [EpochOrder(size, num_shards=shards, shard_id=r, seed=7, pad_shards=False) for r in range(shards)]
+    everything = np.concatenate([p.indices(2) for p in parts])
+    assert sorted(everything.tolist()) == list(range(size))
+    assert [len(p) for p in parts] == [len(p.indices(2)) for p in parts]
+
+
 def test_epoch_order_depends_on_seed_and_epoch_only():
     sampler = EpochOrder(100, seed=3)
     assert np.array_equal(sampler.indices(4), EpochOrder(100, seed=3).indices(4))

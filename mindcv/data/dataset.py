@@ -90,11 +90,13 @@ class EpochOrder:
 
     Epoch e visits `default_rng([seed, e]).permutation(num_images)` (or 0..n-1
     without shuffle), truncated to `num_samples`, padded to a multiple of
-    `num_shards` by repeating its head; rank `shard_id` takes positions
-    `shard_id, shard_id + N, ...`.
+    `num_shards` by repeating its head (unless `pad_shards` is False: then the
+    first ranks get one sample more, as evaluation wants every sample exactly
+    once); rank `shard_id` takes positions `shard_id, shard_id + N, ...`.
     """
 
-    def __init__(self, num_images, shuffle=True, num_samples=None, num_shards=None, shard_id=None, seed=0):
+    def __init__(self, num_images, shuffle=True, num_samples=None, num_shards=None, shard_id=None, seed=0,
+                 pad_shards=True):
         if (num_shards is None) != (shard_id is None):
             raise ValueError("num_shards and shard_id must be given together")
         self.num_shards = num_shards or 1
@@ -105,10 +107,13 @@ class EpochOrder:
         self.epoch_samples = min(num_samples, num_images) if num_samples else num_images
         self.shuffle = shuffle
         self.seed = seed
+        self.pad_shards = pad_shards
 
     def __len__(self):
         """Samples per epoch on this rank."""
-        return -(-self.epoch_samples // self.num_shards)
+        if self.pad_shards:
+            return -(-self.epoch_samples // self.num_shards)
+        return len(range(self.shard_id, self.epoch_samples, self.num_shards))
 
     def indices(self, epoch):
         if self.shuffle:
@@ -116,8 +121,9 @@ class EpochOrder:
         else:
             order = np.arange(self.num_images)
         order = order[: self.epoch_samples]
-        padded = np.resize(order, len(self) * self.num_shards)  # np.resize repeats the head
-        return padded[self.shard_id :: self.num_shards]
+        if self.pad_shards:
+            order = np.resize(order, len(self) * self.num_shards)  # np.resize repeats the head
+        return order[self.shard_id :: self.num_shards]
 
 
 class EpochKeySampler(ds.Sampler):
@@ -146,7 +152,7 @@ class EpochKeySampler(ds.Sampler):
 
 
 def create_dataset(name, root, split="train", shuffle=True, num_samples=None, num_shards=None, shard_id=None,
-                   num_parallel_workers=None, download=False, seed=0):
+                   num_parallel_workers=None, download=False, seed=0, pad_shards=True):
     """Build the raw dataset of `root/split/<class>/<image>` files.
 
     Args:
@@ -162,6 +168,10 @@ def create_dataset(name, root, split="train", shuffle=True, num_samples=None, nu
             directly (default 1); `create_loader` has its own setting.
         download: only False is possible; these datasets cannot be downloaded.
         seed: seed of the sample order.
+        pad_shards: pad every shard to ceil(samples / num_shards) samples by
+            repeating a few, so all ranks take the same number of steps
+            (training). False: each sample exactly once, shards differ by at
+            most one sample (evaluation, whose counts are summed over ranks).
 
     Returns:
         GeneratorDataset with columns ("image": encoded bytes, uint8 [n]; "label":
@@ -178,7 +188,7 @@ def create_dataset(name, root, split="train", shuffle=True, num_samples=None, nu
         )
     samples = scan_image_folder(root, split)
     source = ImageFolderSource(samples, get_class_names(root, split))
-    order = EpochOrder(len(source), shuffle, num_samples, num_shards, shard_id, seed)
+    order = EpochOrder(len(source), shuffle, num_samples, num_shards, shard_id, seed, pad_shards)
     dataset = ds.GeneratorDataset(source, column_names=["image", "label"],
                                   sampler=EpochKeySampler(len(source), order),
                                   num_parallel_workers=num_parallel_workers or 1, python_multiprocessing=False)

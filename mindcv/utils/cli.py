@@ -86,7 +86,7 @@ def build_loader(config, split: str, is_training: bool, rank: int = 0, group_siz
     sharded = dict(num_shards=group_size, shard_id=rank) if group_size > 1 else {}
     dataset = create_dataset(config.dataset, config.data_dir, split=split, shuffle=config.shuffle and is_training,
                              num_samples=config.num_samples, download=config.dataset_download, seed=config.seed,
-                             **sharded)
+                             pad_shards=is_training, **sharded)
     mixing = dict(mixup=config.mixup, cutmix=config.cutmix, cutmix_prob=config.cutmix_prob,
                   label_smoothing=config.label_smoothing) if is_training else {}
     return create_loader(dataset, config.batch_size, drop_remainder=config.drop_remainder and is_training,
