@@ -54,6 +54,12 @@ def _signed(value, negate):
     return -value if negate else value
 
 
+def _increasing_enhance(enhancer):
+    """(apply, level) of an "increasing" ImageEnhance op: factor 1 +- 0.9 * m / 10."""
+    return (lambda img, f, _, __: enhancer(img).enhance(f),
+            lambda m, neg: 1.0 + _signed(m / MAX_LEVEL * 0.9, neg))
+
+
 # name -> (op(img, arg, fill, interpolation), level_to_arg(magnitude, negate))
 OPS = {
     "AutoContrast": (lambda img, _, __, ___: ImageOps.autocontrast(img), lambda m, neg: None),
@@ -95,22 +101,10 @@ OPS = {
         lambda m, neg: m / MAX_LEVEL * 1.8 + 0.1,
     ),
     # enhance factor 1 +- 0.9 * m / 10 (1.0 = unchanged at m=0)
-    "ColorIncreasing": (
-        lambda img, f, _, __: ImageEnhance.Color(img).enhance(f),
-        lambda m, neg: 1.0 + _signed(m / MAX_LEVEL * 0.9, neg),
-    ),
-    "ContrastIncreasing": (
-        lambda img, f, _, __: ImageEnhance.Contrast(img).enhance(f),
-        lambda m, neg: 1.0 + _signed(m / MAX_LEVEL * 0.9, neg),
-    ),
-    "BrightnessIncreasing": (
-        lambda img, f, _, __: ImageEnhance.Brightness(img).enhance(f),
-        lambda m, neg: 1.0 + _signed(m / MAX_LEVEL * 0.9, neg),
-    ),
-    "SharpnessIncreasing": (
-        lambda img, f, _, __: ImageEnhance.Sharpness(img).enhance(f),
-        lambda m, neg: 1.0 + _signed(m / MAX_LEVEL * 0.9, neg),
-    ),
+    "ColorIncreasing": _increasing_enhance(ImageEnhance.Color),
+    "ContrastIncreasing": _increasing_enhance(ImageEnhance.Contrast),
+    "BrightnessIncreasing": _increasing_enhance(ImageEnhance.Brightness),
+    "SharpnessIncreasing": _increasing_enhance(ImageEnhance.Sharpness),
     # output pixel (x, y) samples input (x + shear * y, y)
     "ShearX": (
         lambda img, s, fill, interp: _affine(img, (1, s, 0, 0, 1, 0), fill, interp),
