@@ -188,6 +188,11 @@ def main(argv=None) -> int:
         _logger.info("dynamic loss scaling: steps whose gradients overflow are skipped (drop_overflow_update True)")
         config.drop_overflow_update = True
 
+    run = RunFolder(config.ckpt_save_dir, config.model, config.keep_checkpoint_max, writer=rank == 0)
+    if not config.resume and run.checkpoints():
+        raise ConfigError(f"{run.directory} holds checkpoints of an earlier run: pass --resume auto to continue it, "
+                          "or another --ckpt_save_dir")
+
     train_loader = build_loader(config, config.train_split, True, rank, group_size)
     class_names = train_loader.class_names
     num_classes = config.num_classes or len(class_names)
@@ -225,11 +230,7 @@ def main(argv=None) -> int:
                                    gradient_accumulation_steps=config.gradient_accumulation_steps, ema=config.ema,
                                    ema_decay=config.ema_decay, distribute=config.distribute)
 
-    run = RunFolder(config.ckpt_save_dir, config.model, config.keep_checkpoint_max, writer=rank == 0)
     start_epoch, skip_steps = 0, 0
-    if not config.resume and run.checkpoints():
-        raise ConfigError(f"{run.directory} holds checkpoints of an earlier run: pass --resume auto to continue it, "
-                          "or another --ckpt_save_dir")
     if config.resume:
         resume_path = find_resume_path(config, run)
         start_epoch, skip_steps = restore(train_step, resume_path)
