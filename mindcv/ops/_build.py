@@ -1,4 +1,5 @@
 """Compile-at-first-use of the C++ kernels in this package into a cached shared library."""
+import functools
 import hashlib
 import os
 import shutil
@@ -14,6 +15,26 @@ _SOURCE_DIR = os.path.dirname(os.path.abspath(__file__))
 CXX_FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-Wno-psabi"]
 _HEADERS = ("simd.h",)
 _built = {}
+
+
+def op_from_library(source_name: str):
+    """Decorator for `make(library_path) -> ops.Custom`: the decorated function takes no arguments, builds the
+    operator from the compiled `source_name` on its first call and returns that same operator afterwards;
+    None, every time, where the library cannot be built (`build` warns once)."""
+
+    def decorate(make):
+        built = []
+
+        @functools.wraps(make)
+        def get():
+            if not built:
+                library = build(source_name)
+                built.append(make(library) if library is not None else None)
+            return built[0]
+
+        return get
+
+    return decorate
 
 
 def same_as_first(*args):

@@ -2,22 +2,19 @@
 back end: C++ kernels for the forward pass, the input gradient and the weight and bias gradients, run
 through `ops.Custom(func_type="aot")` with a custom bprop. Numerically the same operator as
 `nn.Conv2d(C, C, K, pad_mode="pad", padding=K // 2, group=C, has_bias=True)` (up to float rounding order)."""
-from typing import Optional
-
 from mindspore import ops
 
-from ._build import build, same_as_first
+from ._build import op_from_library, same_as_first
 from .switch import fast_cpu_ops_enabled
 
 SOURCE = "depthwise_conv_cpu.cc"
 SUPPORTED_KERNEL_SIZES = (3, 5, 7)
-_op = None
 
 
-def _make_op() -> Optional[ops.Custom]:
-    library = build(SOURCE)
-    if library is None:
-        return None
+@op_from_library(SOURCE)
+def depthwise_conv_op(library: str) -> ops.Custom:
+    """The fast operator `op(x [N, C, H, W], weight [C, 1, K, K], bias [C]) -> [N, C, H, W]`, built once per
+    process; None when the kernels cannot be compiled (a warning says why)."""
     input_grad = ops.Custom(f"{library}:DepthwiseConvInputGrad", out_shape=same_as_first, out_dtype=same_as_first,
                             func_type="aot")
     weight_grad = ops.Custom(f"{library}:DepthwiseConvWeightGrad",
@@ -30,15 +27,6 @@ def _make_op() -> Optional[ops.Custom]:
 
     return ops.Custom(f"{library}:DepthwiseConvForward", out_shape=same_as_first, out_dtype=same_as_first,
                       func_type="aot", bprop=bprop)
-
-
-def depthwise_conv_op() -> Optional[ops.Custom]:
-    """The fast operator `op(x [N, C, H, W], weight [C, 1, K, K], bias [C]) -> [N, C, H, W]`, built once per
-    process; None when the kernels cannot be compiled (a warning says why)."""
-    global _op
-    if _op is None:
-        _op = _make_op() or False
-    return _op or None
 
 
 def fast_depthwise_available(kernel_size: int) -> bool:

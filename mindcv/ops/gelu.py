@@ -5,17 +5,14 @@ from typing import Optional
 
 from mindspore import ops
 
-from ._build import build, same_as_first
+from ._build import op_from_library, same_as_first
 from .switch import fast_cpu_ops_enabled
 
 SOURCE = "gelu_cpu.cc"
-_op = None
 
 
-def _make_op() -> Optional[ops.Custom]:
-    library = build(SOURCE)
-    if library is None:
-        return None
+@op_from_library(SOURCE)
+def _gelu_op(library: str) -> ops.Custom:
     backward = ops.Custom(f"{library}:GeluBackward", out_shape=same_as_first, out_dtype=same_as_first,
                           func_type="aot")
 
@@ -30,9 +27,4 @@ def gelu_op() -> Optional[ops.Custom]:
     """The fast operator `op(x) -> gelu(x)` (any shape, float32), built once per process; None on back ends
     other than CPU, with the fast kernels switched off, or when the kernel cannot be compiled (a warning says
     why)."""
-    global _op
-    if not fast_cpu_ops_enabled():
-        return None
-    if _op is None:
-        _op = _make_op() or False
-    return _op or None
+    return _gelu_op() if fast_cpu_ops_enabled() else None
