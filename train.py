@@ -22,6 +22,7 @@ import mindspore as ms
 import numpy as np
 from tqdm import tqdm
 
+from mindcv.data import get_class_names
 from mindcv.loss import create_loss
 from mindcv.optim import create_optimizer
 from mindcv.scheduler import create_scheduler
@@ -193,11 +194,9 @@ def main(argv=None) -> int:
         raise ConfigError(f"{run.directory} holds checkpoints of an earlier run: pass --resume auto to continue it, "
                           "or another --ckpt_save_dir")
 
-    train_loader = build_loader(config, config.train_split, True, rank, group_size)
-    class_names = train_loader.class_names
+    class_names = get_class_names(config.data_dir, config.train_split)
     num_classes = config.num_classes or len(class_names)
-    if config.mixup or config.cutmix:  # soft targets need the class count up front
-        train_loader = build_loader(config, config.train_split, True, rank, group_size, num_classes=num_classes)
+    train_loader = build_loader(config, config.train_split, True, rank, group_size, num_classes=num_classes)
     steps_per_epoch = train_loader.get_dataset_size()
     if steps_per_epoch == 0:
         raise ConfigError(f"batch_size {config.batch_size} is larger than this rank's share of the training set; "
