@@ -27,6 +27,7 @@ from mindcv.data import UnreadableImageError, get_class_names
 from mindcv.data.dataset import IMAGE_EXTENSIONS
 from mindcv.utils.cli import build_eval_model, build_transform, exit_on_user_error, setup_context
 from mindcv.utils.config import ConfigError, parse_config
+from mindcv.utils.evaluate import log_softmax
 
 
 def _extra_arguments(parser):
@@ -75,11 +76,6 @@ def resolve_class_names(config, num_classes: int):
     return names, source
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
 def predict(network, transform, paths, batch_size: int):
     """Yield (path, probabilities float64 [num_classes]) or (path, error message) for unreadable files.
     Batches are padded to `batch_size` so that graph mode compiles one input shape only."""
@@ -87,7 +83,7 @@ def predict(network, transform, paths, batch_size: int):
 
     def run():
         images = np.stack(batch + [np.zeros_like(batch[0])] * (batch_size - len(batch)))
-        probabilities = _softmax(network(ms.Tensor(images)).asnumpy().astype(np.float64))
+        probabilities = np.exp(log_softmax(network(ms.Tensor(images)).asnumpy().astype(np.float64)))
         return list(zip(batch_paths, probabilities[:len(batch)]))
 
     for path in paths:

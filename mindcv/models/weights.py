@@ -173,8 +173,13 @@ def load_weights(model: nn.Cell, path: str) -> List[Tuple[str, str]]:
     """Load the weights in `path` (any supported origin) into `model`, strictly but for a mismatched
     classifier. Returns the (source name, our name) mapping that was applied."""
     renamed, mapping = to_mindcv_names(read_state(path))
-    fitted = match_state(model, renamed, source=path)
+    load_state(model, renamed, source=path)
+    return mapping
+
+
+def load_state(model: nn.Cell, state: Dict[str, np.ndarray], source: str = "checkpoint") -> None:
+    """Load a state dict already in our naming into `model`, fitted by `match_state` (same rules, same errors)."""
+    fitted = match_state(model, state, source=source)
     for param in model.get_parameters():
         if param.name in fitted:
             param.set_data(Tensor(fitted[param.name], param.dtype))
-    return mapping

@@ -10,7 +10,7 @@ import mindspore as ms
 
 from mindcv.data import create_dataset, create_loader, create_transforms
 from mindcv.models import create_model
-from mindcv.models.weights import read_state, to_mindcv_names
+from mindcv.models.weights import load_state, read_state, to_mindcv_names
 from mindcv.utils.config import ConfigError
 
 # Errors that mean "the input is wrong" (a missing folder, a bad key, a checkpoint of another model).
@@ -123,8 +123,9 @@ def build_eval_model(config):
     if config.num_classes and config.num_classes != num_classes:
         raise ValueError(f"num_classes is {config.num_classes} but the classifier in {config.ckpt_path} has "
                          f"{num_classes} outputs")
+    network = build_model(config, num_classes)
     try:
-        network = build_model(config, num_classes, checkpoint_path=config.ckpt_path)
+        load_state(network, state, source=config.ckpt_path)  # the file is read once, above
     except ValueError as error:
         # the usual cause: the model keys (depths, dims, ...) of the run were not passed
         recipe = os.path.join(os.path.dirname(config.ckpt_path), "config.yaml")

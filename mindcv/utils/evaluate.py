@@ -6,7 +6,8 @@ from mindspore import Tensor, nn, ops
 from mindspore import dtype as mstype
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log softmax of [N, C] logits, computed stably."""
     shifted = logits - logits.max(axis=1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
@@ -16,7 +17,7 @@ def batch_counts(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     logits = logits.astype(np.float64)
     ranked = np.argsort(-logits, axis=1)[:, :5]
     hits = ranked == labels[:, None]
-    loss = -_log_softmax(logits)[np.arange(len(labels)), labels].sum()
+    loss = -log_softmax(logits)[np.arange(len(labels)), labels].sum()
     return np.array([hits[:, 0].sum(), hits.any(axis=1).sum(), loss, len(labels)], np.float64)
 
 
