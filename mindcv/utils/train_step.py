@@ -33,6 +33,27 @@ def _unscale_one(scale, grad):
 @_has_non_finite.register("Tensor")
 def _has_non_finite_one(grad):
     return ops.logical_not(ops.isfinite(grad).all())
+
+
+_accumulate = ops.MultitypeFuncGraph("accumulate")
+_reset = ops.MultitypeFuncGraph("reset")
+_ema_step = ops.MultitypeFuncGraph("ema_step")
+
+
+@_accumulate.register("Tensor", "Tensor")
+def _accumulate_one(accumulated, grad):
+    return ops.assign_add(accumulated, grad.astype(accumulated.dtype))
+
+
+@_reset.register("Tensor")
+def _reset_one(accumulated):
+    return ops.assign(accumulated, ops.zeros_like(accumulated))
+
+
+@_ema_step.register("Number", "Tuple", "Tensor", "Tensor")
+def _ema_step_one(decay, after, ema_weight, source):
+    source = ops.depend(source, after)  # the weights after the update
+    return ops.assign(ema_weight, decay * ema_weight + (1.0 - decay) * source.astype(ema_weight.dtype))
 LOSS_SCALE_TYPES = ("fixed", "dynamic", "auto")
 
 
@@ -142,9 +163,9 @@ class TrainStep(nn.Cell):
         if self.accumulation_steps > 1:
             is_update_step = ops.equal((self.current_iterator_step + 1) % self.accumulation_steps, 0)
         if self.accumulation_steps > 1:
-            for accumulated, grad in zip(self.accumulated, grads):
-                ops.assign_add(accumulated, grad.astype(accumulated.dtype))
-            update_grads = tuple(accumulated / self.accumulation_steps for accumulated in self.accumulated)
+            self.map(_accumulate, self.accumulated, grads)
+            update_grads = self.map(ops.partial(_unscale, Tensor(self.accumulation_steps, mstype.float32)),
+                                    self.accumulated)
             # a non-finite micro-batch has made the sums non-finite: the whole window is dropped
             update_overflow = self._any_non_finite(loss, update_grads)
 
@@ -163,8 +184,7 @@ class TrainStep(nn.Cell):
         if self.accumulation_steps > 1 or self.dynamic_loss_scale:
             if is_update_step:
                 if self.accumulation_steps > 1:
-                    for accumulated in self.accumulated:
-                        ops.assign(accumulated, ops.zeros_like(accumulated))
+                    self.map(_reset, self.accumulated)
                 if self.dynamic_loss_scale:
                     self._update_loss_scale(update_overflow)
         ops.assign_add(self.current_iterator_step, Tensor(1, mstype.int32))
@@ -179,10 +199,7 @@ class TrainStep(nn.Cell):
         return non_finite
 
     def _update_ema(self, after):
-        decay = self.ema_decay
-        for ema_weight, source in zip(self.ema_weights, self.ema_sources):
-            source = ops.depend(source, after)
-            ops.assign(ema_weight, decay * ema_weight + (1.0 - decay) * source.astype(ema_weight.dtype))
+        self.map(ops.partial(_ema_step, self.ema_decay, after), self.ema_weights, self.ema_sources)
 
     def _update_loss_scale(self, overflow: Tensor):
         step = self.current_iterator_step
