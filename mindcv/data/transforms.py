@@ -1,12 +1,13 @@
 """Per-image transforms: encoded bytes -> normalized float32 CHW array.
 
-A transform is called as `transform(data, rng)`: `data` the encoded file (bytes
+A transform is called as `transform(data, rng, out=None)`: `data` the encoded file (bytes
 or uint8 array), `rng` a `numpy.random.Generator` that supplies every random
 draw (the loader keys it by (seed, epoch, sample), which makes augmentation
-reproducible). Decoding, cropping and resizing are fused: the crop box is
-computed from the image header, the JPEG is decoded at 1/2, 1/4 or 1/8 size
-(DCT scaling, `Image.draft`) when the crop is still at least the output size
-there, and one `Image.resize(box=...)` produces the output.
+reproducible). Decoding, cropping, resizing and the horizontal flip are fused:
+the crop box is computed from the image header, the JPEG is decoded at 1/2, 1/4
+or 1/8 size (DCT scaling) when the crop is still at least the output size there,
+and the pixels are those of one `Image.resize(box=...)`, computed by the image
+kernels of `mindcv.data.kernels` (or by Pillow where they are not built).
 """
 
 import io
@@ -15,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from .auto_augment import rand_augment_from_policy
+from . import kernels
 from .constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 INTERPOLATIONS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
@@ -25,43 +27,81 @@ class UnreadableImageError(Exception):
     """The encoded image cannot be decoded (corrupt, truncated or not an image)."""
 
 
-def decode_region(data, box, out_size, in_channels=3, interpolation=Image.BILINEAR):
-    """Decode the region `box(image_size)` of an encoded image, resized to `out_size`.
+def _dct_reduction(box, out_size):
+    """The largest JPEG DCT reduction (1, 2, 4 or 8) that keeps the crop `box` at least `out_size`.
+
+    Decoding at 1/reduction size maps original pixel x to x / reduction (the reduced size is rounded up).
+    """
+    left, upper, right, lower = box
+    reduction = 1
+    while reduction < 8 and (right - left) >= 2 * reduction * out_size[0] \
+            and (lower - upper) >= 2 * reduction * out_size[1]:
+        reduction *= 2
+    return reduction
+
+
+def decode_region(data, plan, out_size, in_channels=3, interpolation=Image.BILINEAR):
+    """Decode the region `box` of an encoded image, resized to `out_size`, optionally mirrored.
 
     Args:
         data: encoded image (bytes or uint8 array).
-        box: function of the full image size (w, h) returning the crop box
-            (left, upper, right, lower) in pixels; floats allowed.
+        plan: function of the full image size (w, h) returning `(box, hflip)`: the crop box
+            (left, upper, right, lower) in pixels, floats allowed, and whether to mirror the
+            result left-right.
         out_size: (width, height) of the result, pixels.
         in_channels: 3 gives an RGB image, 1 a grayscale one.
         interpolation: PIL resampling filter.
 
+    Returns:
+        uint8 [height, width, 3] (RGB) or [height, width] (grayscale): the pixels of
+        `Image.resize(out_size, interpolation, box)`, which the image kernels (see
+        `mindcv.data.kernels`) compute without decoding the parts of a JPEG outside the crop.
+
     Raises:
         UnreadableImageError: the data cannot be decoded.
     """
+    data = bytes(data)
+    use_kernels = kernels.library() is not None and interpolation in (Image.BILINEAR, Image.BICUBIC)
+    target_mode = "RGB" if in_channels == 3 else "L"
+    header = kernels.jpeg_header(data) if use_kernels and in_channels == 3 else None
+    if header is not None and header[2] in (1, 3):  # a grayscale or colour JPEG (not CMYK): the kernel decodes it
+        box, hflip = plan(header[:2])
+        reduction = _dct_reduction(box, out_size)
+        scaled_box = tuple(edge / reduction for edge in box)
+        pixels = kernels.jpeg_region(data, reduction, scaled_box, out_size, interpolation, hflip)
+        if pixels is not None:
+            return pixels
+        img = _open(data)  # a file that the kernel does not decode cleanly: Pillow decides
+    else:
+        img = _open(data)
+        box, hflip = plan(img.size)
+        reduction = _dct_reduction(box, out_size) if img.format == "JPEG" else 1
+        scaled_box = tuple(edge / reduction for edge in box)
     try:
-        img = Image.open(io.BytesIO(data))
-        full_size = img.size
-        left, upper, right, lower = box(full_size)
-        # the largest DCT reduction that keeps the crop at least out_size
-        reduction = 1
-        while reduction < 8 and (right - left) >= 2 * reduction * out_size[0] \
-                and (lower - upper) >= 2 * reduction * out_size[1]:
-            reduction *= 2
-        if reduction > 1 and img.format == "JPEG":
-            img.draft(img.mode, (full_size[0] // reduction, full_size[1] // reduction))
-        target_mode = "RGB" if in_channels == 3 else "L"
+        if reduction > 1:
+            img.draft(img.mode, (img.size[0] // reduction, img.size[1] // reduction))
         if img.mode not in ("RGB", "L"):
             # palette, CMYK, alpha, 16-bit: convert before resampling
             img = img.convert(target_mode)
         img.load()
     except DECODE_ERRORS as err:
         raise UnreadableImageError(str(err) or type(err).__name__) from err
-    # DCT scaling maps original pixel x to x / reduction (the reduced size is rounded up)
-    reduction = round(full_size[0] / img.size[0])
-    img = img.resize(out_size, interpolation,
-                     box=(left / reduction, upper / reduction, right / reduction, lower / reduction))
-    return img if img.mode == target_mode else img.convert(target_mode)
+    if use_kernels:
+        pixels = kernels.resize(np.asarray(img), scaled_box, out_size, interpolation, hflip)
+        if img.mode == target_mode:
+            return pixels
+        return np.asarray(Image.fromarray(pixels, img.mode).convert(target_mode))
+    img = img.resize(out_size, interpolation, box=scaled_box)
+    if hflip:
+        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    return np.asarray(img if img.mode == target_mode else img.convert(target_mode))
+
+
+def _open(data):
+    try:
+        return Image.open(io.BytesIO(data))
+    except DECODE_ERRORS as err:
+        raise UnreadableImageError(str(err) or type(err).__name__) from err
 
 
 def random_resized_crop_box(size, rng, scale=(0.08, 1.0), ratio=(0.75, 1.333), attempts=10):
@@ -109,21 +149,25 @@ def center_crop_box(size, image_resize, crop_pct):
 
 
 class Normalize:
-    """uint8 HWC (or HW) PIL image -> float32 CHW, `(pixel - mean) / std` on the 0-255 scale."""
+    """uint8 HWC (or HW) pixels -> float32 CHW, `(pixel - mean) / std` on the 0-255 scale."""
 
     def __init__(self, mean, std, in_channels):
         mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
         if in_channels == 1 and mean.size == 3:
             mean, std = mean.mean(keepdims=True), std.mean(keepdims=True)
-        self.scale = 1.0 / std
-        self.bias = -mean / std
+        self.scale = (1.0 / std).astype(np.float32)
+        self.bias = (-mean / std).astype(np.float32)
         self.in_channels = in_channels
 
-    def __call__(self, img):
-        pixels = np.asarray(img)
+    def __call__(self, pixels, out=None):
+        """`out`: optional float32 [C, H, W] array (C-contiguous) to write into."""
+        pixels = np.asarray(pixels)
         if pixels.ndim == 2:
             pixels = pixels[:, :, None]
-        out = np.empty((self.in_channels,) + pixels.shape[:2], np.float32)
+        if kernels.library() is not None:
+            return kernels.normalize(pixels, self.scale, self.bias, out)
+        if out is None:
+            out = np.empty((self.in_channels,) + pixels.shape[:2], np.float32)
         for c in range(self.in_channels):
             np.multiply(pixels[:, :, c], self.scale[c], out=out[c])
             out[c] += self.bias[c]
@@ -214,20 +258,21 @@ class TrainTransform:
         self.normalize = normalize
         self.in_channels = in_channels
 
-    def __call__(self, data, rng):
-        img = decode_region(
-            data, lambda size: random_resized_crop_box(size, rng, self.scale, self.ratio),
-            (self.image_resize, self.image_resize), self.in_channels, self.interpolation,
-        )
-        if rng.random() < self.hflip:
-            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    def __call__(self, data, rng, out=None):
+        """`out`: optional float32 [C, H, W] array (C-contiguous) to write the result into."""
+
+        def plan(size):
+            return random_resized_crop_box(size, rng, self.scale, self.ratio), rng.random() < self.hflip
+
+        pixels = decode_region(data, plan, (self.image_resize, self.image_resize), self.in_channels,
+                               self.interpolation)
         if rng.random() < self.vflip:
-            img = img.transpose(Image.FLIP_TOP_BOTTOM)
+            pixels = pixels[::-1]
         if self.rand_augment is not None:
-            img = self.rand_augment(img, rng)
+            pixels = np.asarray(self.rand_augment(Image.fromarray(pixels), rng))
         elif self.color_jitter is not None:
-            img = self.color_jitter(img, rng)
-        chw = self.normalize(img)
+            pixels = np.asarray(self.color_jitter(Image.fromarray(pixels), rng))
+        chw = self.normalize(pixels, out)
         return chw if self.random_erasing is None else self.random_erasing(chw, rng)
 
 
@@ -241,12 +286,13 @@ class EvalTransform:
         self.normalize = normalize
         self.in_channels = in_channels
 
-    def __call__(self, data, rng=None):
-        img = decode_region(
-            data, lambda size: center_crop_box(size, self.image_resize, self.crop_pct),
+    def __call__(self, data, rng=None, out=None):
+        """`out`: optional float32 [C, H, W] array (C-contiguous) to write the result into."""
+        pixels = decode_region(
+            data, lambda size: (center_crop_box(size, self.image_resize, self.crop_pct), False),
             (self.image_resize, self.image_resize), self.in_channels, self.interpolation,
         )
-        return self.normalize(img)
+        return self.normalize(pixels, out)
 
 
 def create_transforms(dataset_name, is_training, image_resize=224, scale=(0.08, 1.0), ratio=(0.75, 1.333),

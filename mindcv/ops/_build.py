@@ -47,17 +47,19 @@ def cache_dir() -> str:
     return os.path.expanduser(os.environ.get("MINDCV_OPS_CACHE", "~/.cache/mindcv/ops"))
 
 
-def build(source_name: str) -> Optional[str]:
-    """Path of the shared library compiled from `source_name` (a file in mindcv/ops), or None with a
-    warning (once per source) when it cannot be built. The library's name carries a hash of the source and
-    the shared headers and the flags, so an edited kernel is rebuilt; concurrent builders each write a private file and rename it."""
+def build(source_name: str, link=(), flags=(),
+          fallback: str = "MindSpore's stock operators, which are much slower on CPU") -> Optional[str]:
+    """Path of the shared library compiled from `source_name` (a file in mindcv/ops) and linked with
+    the `link` arguments (e.g. ("-ljpeg",)) with extra compiler `flags`, or None with a warning (once per source) that names `fallback` when it cannot
+    be built. The library's name carries a hash of the source and the shared headers and the flags, so an
+    edited kernel is rebuilt; concurrent builders each write a private file and rename it."""
     if source_name in _built:
         return _built[source_name]
     source = os.path.join(_SOURCE_DIR, source_name)
     compiler = os.environ.get("CXX", "g++")
     library = None
     try:
-        digest = hashlib.sha256(" ".join(CXX_FLAGS).encode())
+        digest = hashlib.sha256(" ".join(CXX_FLAGS + list(flags) + list(link)).encode())
         for name in (source_name,) + _HEADERS:
             with open(os.path.join(_SOURCE_DIR, name), "rb") as handle:
                 digest.update(handle.read())
@@ -69,7 +71,7 @@ def build(source_name: str) -> Optional[str]:
             handle, partial = tempfile.mkstemp(suffix=".so", dir=cache_dir())
             os.close(handle)
             try:
-                subprocess.run([compiler, *CXX_FLAGS, "-o", partial, source], check=True, capture_output=True,
+                subprocess.run([compiler, *CXX_FLAGS, *flags, "-o", partial, source, *link], check=True, capture_output=True,
                                text=True)
                 os.replace(partial, library)
             finally:
@@ -77,8 +79,7 @@ def build(source_name: str) -> Optional[str]:
                     os.remove(partial)
     except (OSError, RuntimeError, subprocess.CalledProcessError) as error:
         detail = getattr(error, "stderr", "") or error
-        warnings.warn(f"mindcv.ops: cannot build {source_name} ({detail}); using MindSpore's stock operators, "
-                      "which are much slower on CPU")
+        warnings.warn(f"mindcv.ops: cannot build {source_name} ({detail}); using {fallback}")
         library = None
     _built[source_name] = library
     return library
