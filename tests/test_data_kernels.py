@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mindcv.data import MixupCutmix, create_transforms, kernels
+from mindcv.data import MixupCutmix, apply_op, create_transforms, kernels
 from mindcv.data.transforms import Normalize, random_resized_crop_box
 
 pytestmark = pytest.mark.skipif(kernels.library() is None, reason="image kernels not built on this machine")
@@ -120,3 +120,16 @@ def test_transforms_and_mixing_are_identical_with_and_without_kernels(jpegs, mon
     assert len(with_kernels) == len(without)
     for a, b in zip(with_kernels, without):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["Rotate", "ShearX", "ShearY"])
+def test_geometric_ops_are_identical_with_and_without_kernels(name, monkeypatch):
+    rgb = photo(224, 224, 7)
+    rgb[40:90, 30:150] = 77  # a flat patch: integer-valued interpolation results must truncate identically
+    images = [Image.fromarray(rgb), Image.fromarray(photo(150, 200, 8)[:, :, 0])]
+    cases = [(img, m, negate, interp) for img in images for m in (0.0, 3.7, 9.0, 10.0) for negate in (False, True)
+             for interp in (Image.BILINEAR, Image.BICUBIC)]
+    with_kernels = [np.asarray(apply_op(img, name, m, negate, (124, 116, 104), interp)) for img, m, negate, interp in cases]
+    monkeypatch.setattr(kernels, "_loaded", [None])
+    for (img, m, negate, interp), got in zip(cases, with_kernels):
+        np.testing.assert_array_equal(got, np.asarray(apply_op(img, name, m, negate, (124, 116, 104), interp)))

@@ -18,7 +18,10 @@ whole pixels (rounded), as torchvision does.
 
 import math
 
+import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
+
+from . import kernels
 
 MAX_LEVEL = 10.0
 TRANSLATE_FRACTION = 0.45  # of the image width/height at magnitude 10
@@ -47,7 +50,25 @@ def _solarize_add(img, add):
 
 
 def _affine(img, coeffs, fill, interpolation):
-    return img.transform(img.size, Image.AFFINE, coeffs, resample=interpolation, fillcolor=fill)
+    """`img.transform(img.size, AFFINE, coeffs, interpolation, fillcolor=fill)`, by the image kernel where built."""
+    if kernels.library() is None or interpolation not in (Image.BILINEAR, Image.BICUBIC) \
+            or img.mode not in ("RGB", "L"):
+        return img.transform(img.size, Image.AFFINE, coeffs, resample=interpolation, fillcolor=fill)
+    return Image.fromarray(kernels.affine(np.asarray(img), coeffs, interpolation, fill), img.mode)
+
+
+def _rotate(img, degrees, fill, interpolation):
+    """`img.rotate(degrees, interpolation, fillcolor=fill)`: counter-clockwise about the centre, same size."""
+    angle = degrees % 360.0
+    if angle in (0.0, 90.0, 180.0, 270.0):  # Pillow copies or transposes these
+        return img.rotate(degrees, resample=interpolation, fillcolor=fill)
+    # Pillow's inverse rotation matrix, computed as Pillow does so that the pixels are identical
+    radians = -math.radians(angle)
+    cos, sin = round(math.cos(radians), 15), round(math.sin(radians), 15)
+    centre_x, centre_y = img.size[0] / 2, img.size[1] / 2
+    shift_x = cos * -centre_x + sin * -centre_y + 0.0 + centre_x
+    shift_y = round(-math.sin(radians), 15) * -centre_x + cos * -centre_y + 0.0 + centre_y
+    return _affine(img, (cos, sin, shift_x, round(-math.sin(radians), 15), cos, shift_y), fill, interpolation)
 
 
 def _signed(value, negate):
@@ -66,7 +87,7 @@ OPS = {
     "Equalize": (lambda img, _, __, ___: ImageOps.equalize(img), lambda m, neg: None),
     "Invert": (lambda img, _, __, ___: ImageOps.invert(img), lambda m, neg: None),
     "Rotate": (
-        lambda img, deg, fill, interp: img.rotate(deg, resample=interp, fillcolor=fill),
+        lambda img, deg, fill, interp: _rotate(img, deg, fill, interp),
         lambda m, neg: _signed(m / MAX_LEVEL * MAX_ROTATE_DEGREES, neg),
     ),
     # bits kept: 0 at m=0 up to 4 at m=10 (weaker with magnitude, as in the TF/timm original)

@@ -28,6 +28,7 @@ _SIGNATURES = {
                                      ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, _u8]),
     "mindcv_normalize": (None, [_u8, ctypes.c_int64, ctypes.c_int, _f32, _f32, _f32]),
     "mindcv_mix_reversed": (None, [_f32, ctypes.c_int, ctypes.c_int64, ctypes.c_float]),
+    "mindcv_affine": (ctypes.c_int, [_u8, ctypes.c_int, ctypes.c_int, ctypes.c_int, _f64, ctypes.c_int, _u8, _u8]),
     "mindcv_jpeg_header": (ctypes.c_int, [ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_int),
                                           ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int)]),
 }
@@ -104,6 +105,20 @@ def resize(image: np.ndarray, box, out_size, resample: int, hflip: bool) -> np.n
                                      _ptr(out, _u8))
     if status:
         raise ValueError(f"resize supports 1 or 3 channels, got {channels}")
+    return out
+
+
+def affine(image: np.ndarray, coeffs, resample: int, fill) -> np.ndarray:
+    """`Image.transform(size, Image.AFFINE, coeffs, resample, fillcolor=fill)` of a uint8 [H, W] or [H, W, 3]
+    array (same size out; `fill` one value per channel)."""
+    image = np.ascontiguousarray(image)
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    out = np.empty_like(image)
+    coeffs = np.ascontiguousarray(coeffs, np.float64)
+    fill = np.ascontiguousarray(np.broadcast_to(np.asarray(fill, np.uint8), (channels,)))
+    if library().mindcv_affine(_ptr(image, _u8), image.shape[1], image.shape[0], channels, _ptr(coeffs, _f64),
+                               resample, _ptr(fill, _u8), _ptr(out, _u8)):
+        raise ValueError(f"affine supports 1 or 3 channels, got {channels}")
     return out
 
 

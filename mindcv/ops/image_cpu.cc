@@ -329,6 +329,147 @@ MINDCV_AVX2 void NormalizeAvx2(const uint8_t *hwc, int64_t pixels, const float *
   NormalizeBody<C>(hwc, pixels, scale, bias, chw);
 }
 
+// Pillow's affine transform (Image.transform(size, AFFINE, coeffs, filter, fillcolor)) of one output pixel
+// position: the input point (xin, yin) sampled with bilinear or bicubic (a = -1) interpolation, edge pixels
+// repeated, values truncated to 8 bits; false when the point lies outside the image (the pixel keeps the fill).
+// The arithmetic follows Pillow's operation by operation, so the results are identical.
+inline int Floor(double v) { return v < 0.0 ? static_cast<int>(std::floor(v)) : static_cast<int>(v); }
+
+inline double Cubic(double v1, double v2, double v3, double v4, double d) {
+  const double p1 = v2, p2 = -v1 + v3, p3 = 2 * (v1 - v2) + v3 - v4, p4 = -v1 + v2 - v3 + v4;
+  return p1 + d * (p2 + d * (p3 + d * p4));
+}
+
+template <int C>
+void SamplePoint(const uint8_t *image, int width, int height, double xin, double yin, int filter, uint8_t *out) {
+  xin -= 0.5;
+  yin -= 0.5;
+  int x = Floor(xin), y = Floor(yin);
+  const double dx = xin - x, dy = yin - y;
+  auto clip_x = [width](int v) { return v < 0 ? 0 : (v < width ? v : width - 1); };
+  auto clip_y = [height](int v) { return v < 0 ? 0 : (v < height ? v : height - 1); };
+  auto row = [&](int r) { return image + static_cast<size_t>(r) * width * C; };
+  if (filter == kBilinear) {
+    const int x0 = clip_x(x) * C, x1 = clip_x(x + 1) * C;
+    const uint8_t *top = row(clip_y(y));
+    const bool has_below = y + 1 >= 0 && y + 1 < height;
+    const uint8_t *below = has_below ? row(y + 1) : nullptr;
+    for (int c = 0; c < C; ++c) {
+      const double v1 = top[x0 + c] + (top[x1 + c] - top[x0 + c]) * dx;
+      const double v2 = has_below ? below[x0 + c] + (below[x1 + c] - below[x0 + c]) * dx : v1;
+      out[c] = static_cast<uint8_t>(v1 + (v2 - v1) * dy);
+    }
+    return;
+  }
+  --x;
+  --y;
+  const int cols[4] = {clip_x(x) * C, clip_x(x + 1) * C, clip_x(x + 2) * C, clip_x(x + 3) * C};
+  const uint8_t *rows[4] = {row(clip_y(y)), nullptr, nullptr, nullptr};
+  for (int k = 1; k < 4; ++k) rows[k] = (y + k >= 0 && y + k < height) ? row(y + k) : nullptr;
+  // A cubic at d == 0 is exactly its second sample (shears hit this in one direction): only what is used is
+  // computed. A missing row repeats the one above.
+  auto horizontal = [&](const uint8_t *r, int c) {
+    return dx == 0.0 ? r[cols[1] + c] : Cubic(r[cols[0] + c], r[cols[1] + c], r[cols[2] + c], r[cols[3] + c], dx);
+  };
+  for (int c = 0; c < C; ++c) {
+    double value;
+    if (dy == 0.0) {
+      value = rows[1] != nullptr ? horizontal(rows[1], c) : horizontal(rows[0], c);
+    } else {
+      double v[4];
+      for (int k = 0; k < 4; ++k) v[k] = rows[k] != nullptr ? horizontal(rows[k], c) : v[k - 1];
+      value = Cubic(v[0], v[1], v[2], v[3], dy);
+    }
+    out[c] = value <= 0.0 ? 0 : (value >= 255.0 ? 255 : static_cast<uint8_t>(value));
+  }
+}
+
+// The bicubic sample of an RGB image with the three channels in the lanes of one AVX2 vector of doubles (the
+// same operations per lane as SamplePoint, so the same results). `image` must be readable one byte past its end.
+MINDCV_AVX2 __attribute__((always_inline)) inline __m256d LoadPixel(const uint8_t *p) {
+  int32_t bytes;
+  std::memcpy(&bytes, p, 4);
+  return _mm256_cvtepi32_pd(_mm_cvtepu8_epi32(_mm_cvtsi32_si128(bytes)));
+}
+
+MINDCV_AVX2 __attribute__((always_inline)) inline __m256d CubicAvx2(__m256d v1, __m256d v2, __m256d v3, __m256d v4, __m256d d) {
+  const __m256d two = _mm256_set1_pd(2.0);
+  const __m256d p2 = _mm256_add_pd(_mm256_sub_pd(_mm256_setzero_pd(), v1), v3);
+  const __m256d p3 = _mm256_sub_pd(_mm256_add_pd(_mm256_mul_pd(two, _mm256_sub_pd(v1, v2)), v3), v4);
+  const __m256d p4 = _mm256_add_pd(_mm256_sub_pd(_mm256_add_pd(_mm256_sub_pd(_mm256_setzero_pd(), v1), v2), v3), v4);
+  const __m256d inner = _mm256_add_pd(p3, _mm256_mul_pd(d, p4));
+  return _mm256_add_pd(v2, _mm256_mul_pd(d, _mm256_add_pd(p2, _mm256_mul_pd(d, inner))));
+}
+
+MINDCV_AVX2 __attribute__((always_inline)) inline void SampleBicubicRgbAvx2(const uint8_t *image, int width, int height, double xin, double yin,
+                                      uint8_t *out) {
+  xin -= 0.5;
+  yin -= 0.5;
+  int x = Floor(xin), y = Floor(yin);
+  const double dx = xin - x, dy = yin - y;
+  --x;
+  --y;
+  auto clip_x = [width](int v) { return v < 0 ? 0 : (v < width ? v : width - 1); };
+  const int cols[4] = {clip_x(x) * 3, clip_x(x + 1) * 3, clip_x(x + 2) * 3, clip_x(x + 3) * 3};
+  const __m256d vdx = _mm256_set1_pd(dx);
+  __m256d v[4];
+  for (int k = dy == 0.0 ? 1 : 0; k < (dy == 0.0 ? 2 : 4); ++k) {  // at dy == 0 only row y + 1 counts
+    int r = y + k;
+    if (k > 0 && (r < 0 || r >= height)) {  // (never at dy == 0: row y + 1 is inside the image then)
+      v[k] = v[k - 1];
+      continue;
+    }
+    r = r < 0 ? 0 : (r < height ? r : height - 1);
+    const uint8_t *row = image + static_cast<size_t>(r) * width * 3;
+    v[k] = dx == 0.0 ? LoadPixel(row + cols[1])
+                     : CubicAvx2(LoadPixel(row + cols[0]), LoadPixel(row + cols[1]), LoadPixel(row + cols[2]),
+                                 LoadPixel(row + cols[3]), vdx);
+  }
+  __m256d value = dy == 0.0 ? v[1] : CubicAvx2(v[0], v[1], v[2], v[3], _mm256_set1_pd(dy));
+  value = _mm256_min_pd(_mm256_max_pd(value, _mm256_setzero_pd()), _mm256_set1_pd(255.0));
+  alignas(16) int32_t result[4];
+  _mm_store_si128(reinterpret_cast<__m128i *>(result), _mm256_cvttpd_epi32(value));
+  for (int c = 0; c < 3; ++c) out[c] = static_cast<uint8_t>(result[c]);
+}
+
+// Output pixel (x, y) samples the input at (xin, yin); false when that point is outside the image.
+__attribute__((always_inline)) inline bool AffinePoint(const double *a, int x, int y, int width, int height,
+                                                       double *xin, double *yin) {
+  const double xo = x + 0.5, yo = y + 0.5;
+  *xin = a[0] * xo + a[1] * yo + a[2];
+  *yin = a[3] * xo + a[4] * yo + a[5];
+  return !(*xin < 0.0 || *xin >= width || *yin < 0.0 || *yin >= height);
+}
+
+MINDCV_AVX2 void AffineRgbBicubicAvx2(const uint8_t *image, int width, int height, const double *a,
+                                      const uint8_t *fill, uint8_t *out) {
+  std::vector<uint8_t> padded(image, image + static_cast<size_t>(width) * height * 3);
+  padded.resize(padded.size() + 4);  // a pixel load reads 4 bytes
+  double xin, yin;
+  for (int y = 0; y < height; ++y)
+    for (int x = 0; x < width; ++x, out += 3) {
+      if (AffinePoint(a, x, y, width, height, &xin, &yin))
+        SampleBicubicRgbAvx2(padded.data(), width, height, xin, yin, out);
+      else
+        std::memcpy(out, fill, 3);
+    }
+}
+
+template <int C>
+void Affine(const uint8_t *image, int width, int height, const double *a, int filter, const uint8_t *fill,
+            uint8_t *out) {
+  if (C == 3 && filter == kBicubic && mindcv_ops::DetectIsa() != mindcv_ops::Isa::kBase)
+    return AffineRgbBicubicAvx2(image, width, height, a, fill, out);
+  double xin, yin;
+  for (int y = 0; y < height; ++y)
+    for (int x = 0; x < width; ++x, out += C) {
+      if (AffinePoint(a, x, y, width, height, &xin, &yin))
+        SamplePoint<C>(image, width, height, xin, yin, filter, out);
+      else
+        std::memcpy(out, fill, C);
+    }
+}
+
 }  // namespace
 
 extern "C" {
@@ -365,6 +506,20 @@ int mindcv_resize(const uint8_t *image, int width, int height, int stride, int c
   ResampleRegion(image + static_cast<size_t>(row0) * stride + static_cast<size_t>(col_first) * channels, stride,
                  row0, col_first, col_end - col_first, channels, horizontal, vertical,
                  VerticalFirst(width, height, out_w, out_h), hflip != 0, out);
+  return 0;
+}
+
+// Image.transform(size, Image.AFFINE, a, filter, fillcolor=fill) of a width x height image with 1 or 3
+// interleaved channels (a: the six coefficients; output pixel (x, y) samples input point
+// (a0 (x + .5) + a1 (y + .5) + a2, a3 (x + .5) + a4 (y + .5) + a5)).
+int mindcv_affine(const uint8_t *image, int width, int height, int channels, const double *a, int filter,
+                  const uint8_t *fill, uint8_t *out) {
+  if (channels == 3)
+    Affine<3>(image, width, height, a, filter, fill, out);
+  else if (channels == 1)
+    Affine<1>(image, width, height, a, filter, fill, out);
+  else
+    return 1;
   return 0;
 }
 
