@@ -7,16 +7,15 @@ quality-90 JPEGs, about 85 KB each, like ImageNet's) and times:
     randaug-m9-mstd0.5-inc1, random erasing 0.25 with per-pixel noise,
     mixup 0.8 / cutmix 1.0 with label smoothing 0.1, batch 16) per worker count;
   * eval: resize 256 / centre crop 224, batch 16.
-Wall-clock timing starts after the first batch (worker start-up excluded). On a
-shared machine the wall-clock rate depends on other load, so the CPU time per
-image of all pipeline processes (start-up included) is printed too, with the
-rate it allows when each worker has an idle core.
+Timing starts after the first batch (worker start-up excluded). On a shared
+machine the wall-clock rate depends on other load, so the CPU time per image of
+the pipeline (its worker threads included) is printed too, with the rate it
+allows on idle cores.
 
     python benchmarks/data_pipeline.py [--images 320] [--epochs 2] [--workers 1 2]
 """
 
 import argparse
-import gc
 import io
 import os
 import tempfile
@@ -67,25 +66,22 @@ def loader_rate(root, is_training, workers, epochs, interpolation):
     else:
         transform = create_transforms("imagenet", False, image_resize=224, interpolation=interpolation)
         loader = create_loader(dataset, 16, transform=transform, num_parallel_workers=workers)
-    cpu_before = cpu_seconds()
     iterator = loader.create_tuple_iterator(num_epochs=epochs, output_numpy=True)
     count, start = 0, None
     for _ in range(epochs):
         for images, _ in iterator:
             if start is None:  # exclude worker start-up
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), cpu_seconds()
                 continue
             count += len(images)
     rate = count / (time.perf_counter() - start)
-    del iterator, loader  # ends the worker processes, so that their CPU time is counted
-    gc.collect()
-    return rate, (cpu_seconds() - cpu_before) / (count + 16) * 1e3
+    return rate, (cpu_seconds() - cpu_start) / count * 1e3
 
 
 def cpu_seconds():
-    """CPU time of this process and its ended children (the workers), seconds."""
+    """CPU time of this process (the loader's worker threads included), seconds."""
     t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+    return t.user + t.system
 
 
 def main():
@@ -106,7 +102,7 @@ def main():
             rate, cpu_ms = loader_rate(root, is_training, workers, args.epochs, args.interpolation)
             # with W workers on W idle cores the pipeline could reach W * 1000 / cpu_ms images/s
             print(f"{name:38s} {rate:6.0f} images/s, {cpu_ms:5.2f} CPU ms/image "
-                  f"(all processes; CPU-bound limit on {workers} idle core(s): {workers * 1000 / cpu_ms:4.0f} images/s)")
+                  f"(CPU-bound limit on {workers} idle core(s): {workers * 1000 / cpu_ms:4.0f} images/s)")
 
 
 if __name__ == "__main__":

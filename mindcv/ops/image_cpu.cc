@@ -316,11 +316,15 @@ int DecodeRegion(jpeg_decompress_struct *cinfo, ErrorManager *errors, JpegBuffer
 template <int C>
 __attribute__((always_inline)) inline void NormalizeBody(const uint8_t *hwc, int64_t pixels, const float *scale,
                                                          const float *bias, float *chw) {
-  for (int64_t p = 0; p < pixels; ++p)
-    for (int c = 0; c < C; ++c) {
-      const float scaled = hwc[p * C + c] * scale[c];
-      chw[c * pixels + p] = scaled + bias[c];
+  for (int c = 0; c < C; ++c) {  // one plane at a time: the compiler vectorizes the strided loads
+    const float s = scale[c], b = bias[c];
+    const uint8_t *src = hwc + c;
+    float *dst = chw + c * pixels;
+    for (int64_t p = 0; p < pixels; ++p) {
+      const float scaled = src[p * C] * s;
+      dst[p] = scaled + b;
     }
+  }
 }
 
 template <int C>
