@@ -98,20 +98,23 @@ class RowResampler {
         taps_(taps.width),
         offsets_(static_cast<size_t>(taps_) * padded_w_, 0),
         weights_(static_cast<size_t>(taps_) * padded_w_, 0),
-        line_(static_cast<size_t>(line_pixels) * channels + 4, 0),  // a gather reads 4 bytes
+        line_(static_cast<size_t>(line_pixels) * channels + 128, 0),  // vector loads read past the end
         avx2_(mindcv_ops::DetectIsa() != mindcv_ops::Isa::kBase) {
     for (int x = 0; x < out_w_; ++x)
       for (int k = 0; k < taps.count[x]; ++k) {
         offsets_[static_cast<size_t>(k) * padded_w_ + x] = (taps.first[x] + k - line_start) * channels;
         weights_[static_cast<size_t>(k) * padded_w_ + x] = taps.weights[static_cast<size_t>(x) * taps.width + k];
       }
+    PlanVbmi(taps, line_start);
   }
 
   uint8_t *line() { return line_.data(); }
 
   // One output row from line(); mirrored left-right when hflip.
   void Run(uint8_t *out, bool hflip) const {
-    if (avx2_ && channels_ == 3)
+    if (vbmi_)
+      RunVbmi(out, hflip);
+    else if (avx2_ && channels_ == 3)
       RunAvx2<3>(out, hflip);
     else if (avx2_)
       RunAvx2<1>(out, hflip);
@@ -120,6 +123,66 @@ class RowResampler {
   }
 
  private:
+  // With AVX-512 VBMI, 8 RGB outputs come from one 128-byte window of the line: per tap, one byte permute
+  // (vpermi2b) picks the 24 input bytes, which are widened and multiplied by the weights. Only when every
+  // block's window fits (downscaling by up to about 3x).
+  static constexpr int kBlock = 8, kWindow = 128, kLanes = kBlock * 3;
+
+  void PlanVbmi(const Taps &taps, int line_start) {
+    vbmi_ = false;
+    if (channels_ != 3 || !mindcv_ops::HasAvx512Vbmi()) return;
+    const int blocks = padded_w_ / kBlock;
+    block_start_.resize(blocks);
+    vbmi_index_.assign(static_cast<size_t>(blocks) * taps_ * 64, 0);
+    vbmi_weights_.assign(static_cast<size_t>(blocks) * taps_ * kLanes, 0);
+    for (int b = 0; b < blocks; ++b) {
+      const int x0 = b * kBlock;
+      block_start_[b] = (taps.first[x0] - line_start) * 3;
+      for (int x = x0; x < std::min(x0 + kBlock, out_w_); ++x)
+        for (int k = 0; k < taps.count[x]; ++k) {
+          const int offset = (taps.first[x] + k - taps.first[x0]) * 3;
+          if (offset + 2 >= kWindow) return;  // does not fit: use the AVX2 path
+          const size_t at = static_cast<size_t>(b) * taps_ + k;
+          for (int c = 0; c < 3; ++c) {
+            vbmi_index_[at * 64 + (x - x0) * 3 + c] = static_cast<uint8_t>(offset + c);
+            vbmi_weights_[at * kLanes + (x - x0) * 3 + c] = taps.weights[static_cast<size_t>(x) * taps.width + k];
+          }
+        }
+    }
+    scratch_.resize(static_cast<size_t>(padded_w_) * 3);
+    vbmi_ = true;
+  }
+
+  MINDCV_AVX512_VBMI void RunVbmi(uint8_t *out, bool hflip) const {
+    const __m512i init = _mm512_set1_epi32(1 << (kPrecisionBits - 1)), zero = _mm512_setzero_si512();
+    uint8_t *row = scratch_.data();
+    for (int b = 0; b < padded_w_ / kBlock; ++b) {
+      const uint8_t *window = line_.data() + block_start_[b];
+      const __m512i low = _mm512_loadu_si512(window), high = _mm512_loadu_si512(window + 64);
+      __m512i sums_a = init;                                 // lanes 0..15
+      __m256i sums_b = _mm512_castsi512_si256(init);         // lanes 16..23
+      for (int k = 0; k < taps_; ++k) {
+        const size_t at = static_cast<size_t>(b) * taps_ + k;
+        const __m512i bytes = _mm512_permutex2var_epi8(low, _mm512_loadu_si512(&vbmi_index_[at * 64]), high);
+        const int32_t *w = &vbmi_weights_[at * kLanes];
+        sums_a = _mm512_add_epi32(sums_a, _mm512_mullo_epi32(_mm512_cvtepu8_epi32(_mm512_castsi512_si128(bytes)),
+                                                             _mm512_loadu_si512(w)));
+        sums_b = _mm256_add_epi32(sums_b, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm512_extracti32x4_epi32(bytes, 1)),
+                                                             _mm256_loadu_si256(reinterpret_cast<const __m256i *>(w + 16))));
+      }
+      // >> 22, below 0 -> 0, above 255 -> 255 (saturating narrowing)
+      const __m512i a = _mm512_max_epi32(_mm512_srai_epi32(sums_a, kPrecisionBits), zero);
+      const __m256i c = _mm256_max_epi32(_mm256_srai_epi32(sums_b, kPrecisionBits), _mm512_castsi512_si256(zero));
+      _mm_storeu_si128(reinterpret_cast<__m128i *>(row + b * kLanes), _mm512_cvtusepi32_epi8(a));
+      _mm_storel_epi64(reinterpret_cast<__m128i *>(row + b * kLanes + 16), _mm256_cvtusepi32_epi8(c));
+    }
+    if (!hflip) {
+      std::memcpy(out, row, static_cast<size_t>(out_w_) * 3);
+    } else {
+      for (int x = 0; x < out_w_; ++x) std::memcpy(out + (out_w_ - 1 - x) * 3, row + x * 3, 3);
+    }
+  }
+
   void RunScalar(uint8_t *out, bool hflip) const {
     for (int x = 0; x < out_w_; ++x)
       for (int c = 0; c < channels_; ++c) {
@@ -163,7 +226,10 @@ class RowResampler {
   int channels_, out_w_, padded_w_, taps_;
   std::vector<int32_t> offsets_, weights_;
   std::vector<uint8_t> line_;
-  bool avx2_;
+  bool avx2_, vbmi_ = false;
+  std::vector<int32_t> block_start_, vbmi_weights_;
+  std::vector<uint8_t> vbmi_index_;
+  mutable std::vector<uint8_t> scratch_;
 };
 
 // The vertical pass: output row y = sum_k w[y][k] * input row (first[y] + k), where input row r starts at

@@ -29,6 +29,7 @@ __attribute__((always_inline)) inline Vec<L> Load(const float *p) {
 // x86-64-v4 is AVX-512 (F, BW, DQ, VL), x86-64-v3 is AVX2 + FMA.
 #define MINDCV_AVX512 __attribute__((target("arch=x86-64-v4")))
 #define MINDCV_AVX2 __attribute__((target("arch=x86-64-v3")))
+#define MINDCV_AVX512_VBMI __attribute__((target("arch=x86-64-v4,avx512vbmi")))
 
 enum class Isa { kBase, kAvx2, kAvx512 };
 
@@ -39,6 +40,11 @@ inline Isa DetectIsa() {
     return Isa::kAvx512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
   return Isa::kBase;
+}
+
+inline bool HasAvx512Vbmi() {
+  __builtin_cpu_init();
+  return DetectIsa() == Isa::kAvx512 && __builtin_cpu_supports("avx512vbmi");
 }
 
 }  // namespace mindcv_ops
