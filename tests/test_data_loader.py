@@ -136,7 +136,7 @@ def test_resumed_run_sees_the_same_epochs():
                              start_epoch=start_epoch)
 
     full = batches(loader(0, 1), epochs=2)
-    resumed = batches(loader(1, 2), epochs=1)
+    resumed = batches(loader(1, 64), epochs=1)  # more workers than CPUs: capped at the CPU count
     for (a_img, a_lbl), (b_img, b_lbl) in zip(full[1], resumed[0]):
         assert np.array_equal(a_img, b_img) and np.array_equal(a_lbl, b_lbl)
     assert not np.array_equal(full[0][0][0], full[1][0][0])
@@ -156,18 +156,21 @@ def test_sharded_loaders_have_equal_batches_and_disjoint_samples(tmp_path):
     assert sorted(labels_seen) == sorted([0] * 5 + [1] * 5 + [2] * 5 + [0])  # one padding sample, repeated
 
 
-def test_bad_images_are_skipped_and_counted(tmp_path, caplog):
+@pytest.mark.parametrize("workers, processes", [(1, False), (2, False), (2, True)])
+def test_bad_images_are_skipped_and_counted(tmp_path, caplog, workers, processes):
     make_folder(tmp_path, classes=("a", "b"), per_class=3)
     corrupt = tmp_path / "train" / "a" / "1.jpg"
     corrupt.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg body" * 10)
     truncated = tmp_path / "train" / "b" / "0.png"
     truncated.write_bytes(truncated.read_bytes()[:200])
     dataset = create_dataset("imagefolder", str(tmp_path), shuffle=False)
-    loader = create_loader(dataset, 4, transform=small_transform(False), num_parallel_workers=1)
+    loader = create_loader(dataset, 4, transform=small_transform(False), num_parallel_workers=workers,
+                           worker_processes=processes)
     with caplog.at_level(logging.WARNING, logger="mindcv.data.loader"):
         (epoch,) = batches(loader)
     assert sum(len(labels) for _, labels in epoch) == 7  # 7 files; the 2 bad ones are replaced by the next sample
     assert loader.skipped_images.count == 2
     messages = "\n".join(r.getMessage() for r in caplog.records)
-    assert str(corrupt) in messages and str(truncated) in messages
+    if not processes:  # a worker process logs the file names itself, to its own stderr
+        assert str(corrupt) in messages and str(truncated) in messages
     assert "2 unreadable image(s) skipped" in messages

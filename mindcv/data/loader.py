@@ -140,8 +140,8 @@ def create_loader(dataset, batch_size, drop_remainder=False, is_training=False, 
         transform: `transform(encoded_bytes, rng, out=None) -> float32 [C, H, W]`
             (written into `out` when given), from `create_transforms` (default: its
             defaults for `is_training`).
-        num_parallel_workers: workers building batches (default: min(8, CPU
-            count)); 1 runs in the main process.
+        num_parallel_workers: workers building batches (default 8), at most the
+            CPU count; 1 runs in the main process.
         seed: seed of the augmentation and mixing draws.
         start_epoch: epoch number of the first pass (see the module docstring).
         worker_processes: run the workers as processes instead of threads (for a
@@ -160,7 +160,8 @@ def create_loader(dataset, batch_size, drop_remainder=False, is_training=False, 
     mix = None
     if mixup > 0 or cutmix > 0:
         mix = MixupCutmix(mixup, cutmix, cutmix_prob, 0.5, label_smoothing, num_classes)
-    workers = num_parallel_workers or min(8, os.cpu_count() or 1)
+    # MindSpore refuses more workers than CPUs; a recipe written for a large host still runs on a small one
+    workers = min(num_parallel_workers or 8, os.cpu_count() or 1)
     processes = worker_processes and workers > 1
     skipped_images = SkippedImages()
     # threads count skipped files in place; processes return them as a column (a map costs ~0.6 ms per image)
