@@ -9,7 +9,7 @@ import pytest
 from mindspore import nn, ops
 
 from mindcv.models import create_model
-from mindcv.models.layers import GELU, DepthwiseConv2d, PatchifyConv2d
+from mindcv.models.layers import GELU, DepthwiseConv2d, Linear, PatchifyConv2d, RowBiasAdd
 from mindcv.ops import _build, depthwise_conv_op, fast_cpu_ops
 from mindcv.ops.gelu import gelu_op
 
@@ -102,6 +102,27 @@ def test_patchify_conv_matches_stock(in_channels, out_channels, kernel, side):
         _assert_close(grad, stock_grad)
 
 
+@pytest.mark.parametrize("leading_shape", [(7,), (2, 3, 5)])
+def test_linear_matches_dense(leading_shape):
+    rng = np.random.default_rng(len(leading_shape))
+    layer = Linear(6, 10)
+    with fast_cpu_ops(False):
+        stock = nn.Dense(6, 10)
+    layer.bias.set_data(ms.Tensor(rng.standard_normal(10).astype(np.float32)))
+    stock.weight.set_data(layer.weight.data.copy())
+    stock.bias.set_data(layer.bias.data.copy())
+    assert isinstance(layer.bias_add, RowBiasAdd) and not isinstance(stock.bias_add, RowBiasAdd)
+    x = ms.Tensor(rng.standard_normal(leading_shape + (6,)).astype(np.float32))
+    dy = ms.Tensor(rng.standard_normal(leading_shape + (10,)).astype(np.float32))
+    _assert_close(layer(x), stock(x))
+    fast_grads, stock_grads = (
+        ms.grad(lambda v, c=cell: (c(v) * dy).sum(), grad_position=0, weights=cell.trainable_params())(x)
+        for cell in (layer, stock))
+    (dx, (dw, db)), (dx_ref, (dw_ref, db_ref)) = fast_grads, stock_grads
+    for grad, ref in ((dx, dx_ref), (dw, dw_ref), (db, db_ref)):
+        _assert_close(grad, ref)
+
+
 def test_convnext_uses_fast_paths_on_cpu():
     net = create_model("convnext_atto", **MINI)
     cells = dict(net.cells_and_names())
@@ -111,6 +132,8 @@ def test_convnext_uses_fast_paths_on_cpu():
     assert all(cell.uses_fast_kernel for name, cell in cells.items() if name.endswith(".act"))
     patchify = [cell for cell in cells.values() if isinstance(cell, PatchifyConv2d)]
     assert len(patchify) == 4 and all(cell.uses_matmul for cell in patchify)
+    linears = [cell for name, cell in cells.items() if name.endswith(("pwconv1", "pwconv2", "classifier"))]
+    assert len(linears) == 2 * sum(MINI["depths"]) + 1 and all(isinstance(c.bias_add, RowBiasAdd) for c in linears)
     params = {p.name: p.shape for p in net.get_parameters()}
     assert params["feature.1.0.dwconv.weight"] == (16, 1, 7, 7) and params["feature.1.0.dwconv.bias"] == (16,)
 

@@ -9,7 +9,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, Zero, initializer
 
-from .layers import GELU, GRN, DepthwiseConv2d, DropPath, LayerNorm2d, PatchifyConv2d
+from .layers import GELU, GRN, DepthwiseConv2d, DropPath, LayerNorm2d, Linear, PatchifyConv2d
 from .registry import register_model
 
 MINDCV_URL = "https://download.mindspore.cn/toolkits/mindcv/convnext/"
@@ -44,10 +44,10 @@ class Block(nn.Cell):
         super().__init__()
         self.dwconv = DepthwiseConv2d(dim, 7)
         self.norm = nn.LayerNorm((dim,), epsilon=1e-6)
-        self.pwconv1 = nn.Dense(dim, 4 * dim)
+        self.pwconv1 = Linear(dim, 4 * dim)
         self.act = GELU()
         self.grn = GRN(4 * dim) if use_grn else None
-        self.pwconv2 = nn.Dense(4 * dim, dim)
+        self.pwconv2 = Linear(4 * dim, dim)
         self.gamma_ = None
         if layer_scale_init_value > 0:
             self.gamma_ = Parameter(Tensor(np.full(dim, layer_scale_init_value, np.float32)), name="gamma_")
@@ -104,7 +104,7 @@ class ConvNeXt(nn.Cell):
         self.feature_info = [dict(chs=dims[i], reduction=4 * 2 ** i, name=f"feature.{2 * i + 1}") for i in range(4)]
         if not features_only:
             self.norm = nn.LayerNorm((dims[-1],), epsilon=1e-6)
-            self.classifier = nn.Dense(dims[-1], num_classes)
+            self.classifier = Linear(dims[-1], num_classes)
         self._init_weights(head_init_scale)
 
     def _init_weights(self, head_init_scale: float) -> None:
