@@ -9,7 +9,7 @@ import pytest
 from mindspore import nn, ops
 
 from mindcv.models import create_model
-from mindcv.models.layers import GELU, DepthwiseConv2d, Linear, PatchifyConv2d, RowBiasAdd
+from mindcv.models.layers import GELU, DepthwiseConv2d, LayerNorm, Linear, PatchifyConv2d, RowBiasAdd
 from mindcv.ops import _build, depthwise_conv_op, fast_cpu_ops
 from mindcv.ops.gelu import gelu_op
 
@@ -106,12 +106,11 @@ def test_patchify_conv_matches_stock(in_channels, out_channels, kernel, side):
 def test_linear_matches_dense(leading_shape):
     rng = np.random.default_rng(len(leading_shape))
     layer = Linear(6, 10)
-    with fast_cpu_ops(False):
-        stock = nn.Dense(6, 10)
+    stock = nn.Dense(6, 10)
     layer.bias.set_data(ms.Tensor(rng.standard_normal(10).astype(np.float32)))
     stock.weight.set_data(layer.weight.data.copy())
     stock.bias.set_data(layer.bias.data.copy())
-    assert isinstance(layer.bias_add, RowBiasAdd) and not isinstance(stock.bias_add, RowBiasAdd)
+    assert isinstance(layer.row_bias_add, RowBiasAdd)
     x = ms.Tensor(rng.standard_normal(leading_shape + (6,)).astype(np.float32))
     dy = ms.Tensor(rng.standard_normal(leading_shape + (10,)).astype(np.float32))
     _assert_close(layer(x), stock(x))
@@ -120,6 +119,29 @@ def test_linear_matches_dense(leading_shape):
         for cell in (layer, stock))
     (dx, (dw, db)), (dx_ref, (dw_ref, db_ref)) = fast_grads, stock_grads
     for grad, ref in ((dx, dx_ref), (dw, dw_ref), (db, db_ref)):
+        _assert_close(grad, ref)
+
+
+@pytest.mark.parametrize("shape", [(7, 16), (2, 5, 3, 40), (3, 768), (1, 2, 2, 5)])
+def test_layer_norm_matches_stock(shape):
+    rng = np.random.default_rng(shape[-1])
+    channels = shape[-1]
+    layer = LayerNorm(channels, epsilon=1e-6)
+    with fast_cpu_ops(False):
+        stock = LayerNorm(channels, epsilon=1e-6)
+    assert layer.uses_fast_kernel and not stock.uses_fast_kernel
+    for cell in (layer, stock):
+        cell.gamma.set_data(ms.Tensor(1 + 0.5 * np.sin(np.arange(channels)).astype(np.float32)))
+        cell.beta.set_data(ms.Tensor(0.1 * np.cos(np.arange(channels)).astype(np.float32)))
+    # an offset and a spread per row, as activations have
+    x = ms.Tensor((3 + 2 * rng.standard_normal(shape) * rng.uniform(0.1, 3, shape[:-1] + (1,))).astype(np.float32))
+    dy = ms.Tensor(rng.standard_normal(shape).astype(np.float32))
+    _assert_close(layer(x), stock(x))
+    fast_grads, stock_grads = (
+        ms.grad(lambda v, c=cell: (c(v) * dy).sum(), grad_position=0, weights=cell.trainable_params())(x)
+        for cell in (layer, stock))
+    (dx, (dgamma, dbeta)), (dx_ref, (dgamma_ref, dbeta_ref)) = fast_grads, stock_grads
+    for grad, ref in ((dx, dx_ref), (dgamma, dgamma_ref), (dbeta, dbeta_ref)):
         _assert_close(grad, ref)
 
 
@@ -132,8 +154,10 @@ def test_convnext_uses_fast_paths_on_cpu():
     assert all(cell.uses_fast_kernel for name, cell in cells.items() if name.endswith(".act"))
     patchify = [cell for cell in cells.values() if isinstance(cell, PatchifyConv2d)]
     assert len(patchify) == 4 and all(cell.uses_matmul for cell in patchify)
+    norms = [cell for cell in cells.values() if isinstance(cell, LayerNorm)]
+    assert len(norms) == sum(MINI["depths"]) + 4 + 1 and all(cell.uses_fast_kernel for cell in norms)
     linears = [cell for name, cell in cells.items() if name.endswith(("pwconv1", "pwconv2", "classifier"))]
-    assert len(linears) == 2 * sum(MINI["depths"]) + 1 and all(isinstance(c.bias_add, RowBiasAdd) for c in linears)
+    assert len(linears) == 2 * sum(MINI["depths"]) + 1 and all(isinstance(c.row_bias_add, RowBiasAdd) for c in linears)
     params = {p.name: p.shape for p in net.get_parameters()}
     assert params["feature.1.0.dwconv.weight"] == (16, 1, 7, 7) and params["feature.1.0.dwconv.bias"] == (16,)
 

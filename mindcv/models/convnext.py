@@ -9,7 +9,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, Zero, initializer
 
-from .layers import GELU, GRN, DepthwiseConv2d, DropPath, LayerNorm2d, Linear, PatchifyConv2d
+from .layers import GELU, GRN, DepthwiseConv2d, DropPath, LayerNorm, LayerNorm2d, Linear, PatchifyConv2d
 from .registry import register_model
 
 MINDCV_URL = "https://download.mindspore.cn/toolkits/mindcv/convnext/"
@@ -43,7 +43,7 @@ class Block(nn.Cell):
     def __init__(self, dim: int, drop_path: float = 0.0, layer_scale_init_value: float = 1e-6, use_grn: bool = False):
         super().__init__()
         self.dwconv = DepthwiseConv2d(dim, 7)
-        self.norm = nn.LayerNorm((dim,), epsilon=1e-6)
+        self.norm = LayerNorm(dim, epsilon=1e-6)
         self.pwconv1 = Linear(dim, 4 * dim)
         self.act = GELU()
         self.grn = GRN(4 * dim) if use_grn else None
@@ -103,7 +103,7 @@ class ConvNeXt(nn.Cell):
         self.out_indices = tuple(out_indices)
         self.feature_info = [dict(chs=dims[i], reduction=4 * 2 ** i, name=f"feature.{2 * i + 1}") for i in range(4)]
         if not features_only:
-            self.norm = nn.LayerNorm((dims[-1],), epsilon=1e-6)
+            self.norm = LayerNorm(dims[-1], epsilon=1e-6)
             self.classifier = Linear(dims[-1], num_classes)
         self._init_weights(head_init_scale)
 

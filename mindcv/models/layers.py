@@ -5,6 +5,7 @@ from mindspore.common.initializer import initializer
 
 from ..ops.depthwise_conv import depthwise_conv_op, fast_depthwise_available
 from ..ops.gelu import gelu_op
+from ..ops.layer_norm import layer_norm_op
 from ..ops.switch import fast_cpu_ops_enabled
 
 
@@ -25,12 +26,26 @@ class DropPath(nn.Cell):
         return x / self.keep_prob * mask
 
 
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channel axis of an NCHW tensor (stem and downsampling layers).
-    Parameters keep nn.LayerNorm's names (`gamma`, `beta`) so checkpoints match MindCV's."""
+class LayerNorm(nn.LayerNorm):
+    """`nn.LayerNorm((num_channels,), epsilon=epsilon)` over the last axis, same parameters (`gamma`, `beta`) and
+    results, that runs mindcv.ops' fused C++ kernels on the CPU back end for float32 (MindSpore's CPU
+    LayerNormGrad is ~10x slower) and the stock operator everywhere else."""
 
     def __init__(self, num_channels: int, epsilon: float = 1e-6):
         super().__init__((num_channels,), epsilon=epsilon)
+        self.fast_op = layer_norm_op()
+        self.uses_fast_kernel = self.fast_op is not None
+        self.epsilon_tensor = Tensor([epsilon], ms.float32)
+
+    def construct(self, x: Tensor) -> Tensor:
+        if self.uses_fast_kernel and x.dtype == ms.float32 and self.gamma.dtype == ms.float32:
+            return self.fast_op(x, self.gamma, self.beta, self.epsilon_tensor)[0]
+        return super().construct(x)
+
+
+class LayerNorm2d(LayerNorm):
+    """LayerNorm over the channel axis of an NCHW tensor (stem and downsampling layers).
+    Parameters keep nn.LayerNorm's names (`gamma`, `beta`) so checkpoints match MindCV's."""
 
     def construct(self, x: Tensor) -> Tensor:
         x = ops.transpose(x, (0, 2, 3, 1))
@@ -75,8 +90,9 @@ class DepthwiseConv2d(nn.Conv2d):
 
 
 class RowBiasAdd(nn.Cell):
-    """`ops.bias_add` of a 2-D [rows, channels] tensor whose bias gradient is a ReduceSum over the rows:
-    MindSpore's CPU BiasAddGrad is about 5x slower (73 vs 15 ms for 50176 x 384)."""
+    """`ops.bias_add` of a 2-D float32 [rows, channels] tensor whose bias gradient is a ReduceSum over the rows:
+    MindSpore's CPU BiasAddGrad is about 5x slower (73 vs 15 ms for 50176 x 384). Float32 only: under mixed
+    precision the parameter's gradient needs the cast that only the stock operator's gradient gets."""
 
     def construct(self, x: Tensor, bias: Tensor) -> Tensor:
         return ops.bias_add(x, bias)
@@ -86,13 +102,21 @@ class RowBiasAdd(nn.Cell):
 
 
 class Linear(nn.Dense):
-    """`nn.Dense` (same parameters and results) whose bias gradient on the CPU back end is a ReduceSum
-    (`RowBiasAdd`) instead of MindSpore's slow BiasAddGrad kernel."""
+    """`nn.Dense` (same parameters and results) whose bias gradient on the CPU back end, in float32, is a
+    ReduceSum (`RowBiasAdd`) instead of MindSpore's slow BiasAddGrad kernel."""
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__(in_channels, out_channels)
-        if fast_cpu_ops_enabled():
-            self.bias_add = RowBiasAdd()
+        self.row_bias_add = RowBiasAdd() if fast_cpu_ops_enabled() else None
+
+    def construct(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        y = self.matmul(x.reshape(-1, shape[-1]), self.weight)
+        if self.row_bias_add is not None and y.dtype == ms.float32 and self.bias.dtype == ms.float32:
+            y = self.row_bias_add(y, self.bias)
+        else:
+            y = self.bias_add(y, self.bias)
+        return y.reshape(shape[:-1] + (y.shape[-1],))
 
 
 class PatchifyConv2d(nn.Conv2d):
@@ -115,7 +139,8 @@ class PatchifyConv2d(nn.Conv2d):
         if not self.uses_matmul or h % k != 0 or w % k != 0:
             return self.bias_add(self.conv2d(x, self.weight), self.bias)
         patches = x.reshape(n, c, h // k, k, w // k, k).transpose(0, 2, 4, 1, 3, 5).reshape(-1, c * k * k)
-        y = self.row_bias_add(self.matmul(patches, self.weight.reshape(self.out_channels, -1)), self.bias)
+        y = self.matmul(patches, self.weight.reshape(self.out_channels, -1))
+        y = self.row_bias_add(y, self.bias) if y.dtype == ms.float32 else self.bias_add(y, self.bias)
         return y.reshape(n, h // k, w // k, self.out_channels).transpose(0, 3, 1, 2)
 
 
