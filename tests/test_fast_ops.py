@@ -9,7 +9,8 @@ import pytest
 from mindspore import nn, ops
 
 from mindcv.models import create_model
-from mindcv.models.layers import GELU, DepthwiseConv2d, LayerNorm, Linear, PatchifyConv2d, RowBiasAdd
+from mindcv.models.layers import (GELU, DepthwiseConv2d, LayerNorm, LayerScaleResidual, Linear, PatchifyConv2d,
+                                 RowBiasAdd)
 from mindcv.ops import _build, depthwise_conv_op, fast_cpu_ops
 from mindcv.ops.gelu import gelu_op
 
@@ -145,6 +146,38 @@ def test_layer_norm_matches_stock(shape):
         _assert_close(grad, ref)
 
 
+@pytest.mark.parametrize("shape", [(2, 5, 7, 16), (1, 3, 3, 40), (3, 17, 1, 5)])
+def test_layer_scale_residual_matches_stock(shape):
+    """shortcut + scale[n] * to_nchw(gamma * (x + bias)): the fused kernel against stock operators, with a
+    per-sample drop-path scale (0, 1 / keep_prob or 1), forward and the gradients of all four tensors."""
+    rng = np.random.default_rng(shape[-1])
+    n, h, w, c = shape
+    x, shortcut = (ms.Tensor(rng.standard_normal(s).astype(np.float32)) for s in (shape, (n, c, h, w)))
+    bias, gamma = (ms.Tensor(rng.standard_normal(c).astype(np.float32)) for _ in range(2))
+    scale = ms.Tensor(np.resize(np.array([0.0, 1.25, 1.0], np.float32), n))
+    dy = ms.Tensor(rng.standard_normal((n, c, h, w)).astype(np.float32))
+    layer = LayerScaleResidual(0.2)
+    assert layer.uses_fast_kernel
+
+    def fast(x, bias, gamma, shortcut):
+        return layer.fast_op(x, bias, gamma, shortcut, scale)
+
+    def stock(x, bias, gamma, shortcut):
+        return shortcut + ops.transpose(gamma * (x + bias), (0, 3, 1, 2)) * scale.reshape(-1, 1, 1, 1)
+
+    inputs = (x, bias, gamma, shortcut)
+    out, grads = _value_and_grads(fast, inputs, dy)
+    out_ref, grads_ref = _value_and_grads(stock, inputs, dy)
+    _assert_close(out, out_ref)
+    for grad, ref in zip(grads, grads_ref):
+        _assert_close(grad, ref)
+    layer.set_train(False)  # eval: no drop path, the fused and stock paths of the layer agree
+    with fast_cpu_ops(False):
+        stock_layer = LayerScaleResidual(0.2)
+    stock_layer.set_train(False)
+    _assert_close(layer(shortcut, x, bias, gamma), stock_layer(shortcut, x, bias, gamma))
+
+
 def test_convnext_uses_fast_paths_on_cpu():
     net = create_model("convnext_atto", **MINI)
     cells = dict(net.cells_and_names())
@@ -154,6 +187,7 @@ def test_convnext_uses_fast_paths_on_cpu():
     assert all(cell.uses_fast_kernel for name, cell in cells.items() if name.endswith(".act"))
     patchify = [cell for cell in cells.values() if isinstance(cell, PatchifyConv2d)]
     assert len(patchify) == 4 and all(cell.uses_matmul for cell in patchify)
+    assert all(cell.uses_fast_kernel for cell in cells.values() if isinstance(cell, LayerScaleResidual))
     norms = [cell for cell in cells.values() if isinstance(cell, LayerNorm)]
     assert len(norms) == sum(MINI["depths"]) + 4 + 1 and all(cell.uses_fast_kernel for cell in norms)
     linears = [cell for name, cell in cells.items() if name.endswith(("pwconv1", "pwconv2", "classifier"))]

@@ -9,7 +9,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, Zero, initializer
 
-from .layers import GELU, GRN, DepthwiseConv2d, DropPath, LayerNorm, LayerNorm2d, Linear, PatchifyConv2d
+from .layers import GELU, GRN, DepthwiseConv2d, LayerNorm, LayerNorm2d, LayerScaleResidual, Linear, PatchifyConv2d
 from .registry import register_model
 
 MINDCV_URL = "https://download.mindspore.cn/toolkits/mindcv/convnext/"
@@ -51,7 +51,7 @@ class Block(nn.Cell):
         self.gamma_ = None
         if layer_scale_init_value > 0:
             self.gamma_ = Parameter(Tensor(np.full(dim, layer_scale_init_value, np.float32)), name="gamma_")
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.residual = LayerScaleResidual(drop_path)  # pwconv2's bias, layer scale, drop path, + shortcut
 
     def construct(self, x: Tensor) -> Tensor:
         shortcut = x
@@ -59,10 +59,7 @@ class Block(nn.Cell):
         x = self.act(self.pwconv1(self.norm(x)))
         if self.grn is not None:
             x = self.grn(x)
-        x = self.pwconv2(x)
-        if self.gamma_ is not None:
-            x = self.gamma_ * x
-        return shortcut + self.drop_path(ops.transpose(x, (0, 3, 1, 2)))
+        return self.residual(shortcut, self.pwconv2.project(x), self.pwconv2.bias, self.gamma_)
 
 
 class ConvNeXt(nn.Cell):
