@@ -77,6 +77,21 @@ def test_gelu_matches_stock():
     assert GELU().uses_fast_kernel
 
 
+@pytest.mark.parametrize("shape", [(4, 32), (2, 3, 5, 20), (67, 7)])
+def test_bias_gelu_matches_stock(shape):
+    """gelu(x + bias): the value and the gradients of x and of the bias (summed over rows)."""
+    rng = np.random.default_rng(shape[-1])
+    x = ms.Tensor((3 * rng.standard_normal(shape)).astype(np.float32))
+    bias = ms.Tensor(rng.standard_normal(shape[-1]).astype(np.float32))
+    dy = ms.Tensor(rng.standard_normal(shape).astype(np.float32))
+    layer = GELU()
+    out, grads = _value_and_grads(layer, (x, bias), dy)
+    out_ref, grads_ref = _value_and_grads(lambda v, b: ops.gelu(v + b, approximate="none"), (x, bias), dy)
+    _assert_close(out, out_ref)
+    for grad, ref in zip(grads, grads_ref):
+        _assert_close(grad, ref)
+
+
 @pytest.mark.parametrize("in_channels,out_channels,kernel,side", [(3, 8, 4, 12), (5, 7, 2, 6)])
 def test_patchify_conv_matches_stock(in_channels, out_channels, kernel, side):
     rng = np.random.default_rng(kernel)

@@ -56,7 +56,7 @@ class Block(nn.Cell):
     def construct(self, x: Tensor) -> Tensor:
         shortcut = x
         x = ops.transpose(self.dwconv(x), (0, 2, 3, 1))
-        x = self.act(self.pwconv1(self.norm(x)))
+        x = self.act(self.pwconv1.project(self.norm(x)), self.pwconv1.bias)  # GELU adds the bias, fused
         if self.grn is not None:
             x = self.grn(x)
         return self.residual(shortcut, self.pwconv2.project(x), self.pwconv2.bias, self.gamma_)

@@ -6,7 +6,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import initializer
 
 from ..ops.depthwise_conv import depthwise_conv_op, fast_depthwise_available
-from ..ops.gelu import gelu_op
+from ..ops.gelu import bias_gelu_op, gelu_op
 from ..ops.layer_norm import layer_norm_op
 from ..ops.residual import residual_op
 from ..ops.switch import fast_cpu_ops_enabled
@@ -187,9 +187,11 @@ class GELU(nn.Cell):
     def __init__(self):
         super().__init__()
         self.fast_op = gelu_op()
-        self.uses_fast_kernel = self.fast_op is not None
+        self.fast_bias_op = bias_gelu_op()
+        self.uses_fast_kernel = self.fast_op is not None and self.fast_bias_op is not None
 
-    def construct(self, x: Tensor) -> Tensor:
-        if self.uses_fast_kernel and x.dtype == ms.float32:
-            return self.fast_op(x)
-        return ops.gelu(x, approximate="none")
+    def construct(self, x: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+        """gelu(x), or gelu(x + bias) with a per-channel (last axis) bias: the preceding layer's, fused."""
+        if self.uses_fast_kernel and x.dtype == ms.float32 and (bias is None or bias.dtype == ms.float32):
+            return self.fast_op(x) if bias is None else self.fast_bias_op(x, bias)
+        return ops.gelu(x if bias is None else x + bias, approximate="none")

@@ -23,8 +23,26 @@ def _gelu_op(library: str) -> ops.Custom:
                       bprop=bprop)
 
 
+@op_from_library(SOURCE)
+def _bias_gelu_op(library: str) -> ops.Custom:
+    backward = ops.Custom(f"{library}:BiasGeluBackward", out_shape=lambda dy, x, bias: (x, bias),
+                          out_dtype=lambda dy, x, bias: (x, x), func_type="aot")
+
+    def bprop(x, bias, out, dout):
+        return backward(dout, x, bias)
+
+    return ops.Custom(f"{library}:BiasGeluForward", out_shape=same_as_first, out_dtype=same_as_first,
+                      func_type="aot", bprop=bprop)
+
+
 def gelu_op() -> Optional[ops.Custom]:
     """The fast operator `op(x) -> gelu(x)` (any shape, float32), built once per process; None on back ends
     other than CPU, with the fast kernels switched off, or when the kernel cannot be compiled (a warning says
     why)."""
     return _gelu_op() if fast_cpu_ops_enabled() else None
+
+
+def bias_gelu_op() -> Optional[ops.Custom]:
+    """The fast operator `op(x [..., C], bias [C]) -> gelu(x + bias)` (float32), built once per process; None
+    where `gelu_op()` is None."""
+    return _bias_gelu_op() if fast_cpu_ops_enabled() else None

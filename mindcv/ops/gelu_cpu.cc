@@ -1,5 +1,6 @@
 // Exact (erf) GELU and its gradient for MindSpore's CPU back end, called through
-// ops.Custom(func_type="aot") with the AOT signature described in depthwise_conv_cpu.cc.
+// ops.Custom(func_type="aot") with the AOT signature described in depthwise_conv_cpu.cc; the Bias variants
+// add a per-channel bias first (the preceding pointwise layer's, fused) and return its gradient too.
 // MindSpore's CPU GELU runs as separate Erf, Mul, Div, ... kernels (about 6 ns per element forward);
 // this is one vectorised pass over memory for the forward and one for the backward.
 //
@@ -14,6 +15,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "simd.h"
 
@@ -69,52 +71,56 @@ __attribute__((always_inline)) inline Vec<L> NormalCdf(Vec<L> x, Vec<L> *density
   return x < 0.0f ? half_erfc : 1.0f - half_erfc;
 }
 
+// The span's inputs x (+ bias, when not null: bias[i] belongs to x[i]) through a zero-filled vector at the tail.
 template <int L>
-__attribute__((always_inline)) inline void GeluSpan(const float *x, float *y, int64_t n) {
-  int64_t i = 0;
-  for (; i + L <= n; i += L) {
-    const Vec<L> v = Load<L>(x + i);
-    const Vec<L> out = v * NormalCdf<L>(v, nullptr);
-    std::memcpy(y + i, &out, sizeof(out));
-  }
-  if (i < n) {  // tail: through a zero-filled vector
-    float buffer[L] = {};
-    std::memcpy(buffer, x + i, (n - i) * sizeof(float));
-    const Vec<L> v = Load<L>(buffer);
-    const Vec<L> out = v * NormalCdf<L>(v, nullptr);
-    std::memcpy(y + i, &out, (n - i) * sizeof(float));
-  }
+__attribute__((always_inline)) inline Vec<L> LoadInput(const float *x, const float *bias, int64_t i, int64_t n) {
+  if (i + L <= n) return bias ? Load<L>(x + i) + Load<L>(bias + i) : Load<L>(x + i);
+  float v[L] = {};
+  for (int64_t k = i; k < n; ++k) v[k - i] = bias ? x[k] + bias[k] : x[k];
+  return Load<L>(v);
 }
 
 template <int L>
-__attribute__((always_inline)) inline void GeluGradSpan(const float *dy, const float *x, float *dx, int64_t n) {
-  auto grad = [](Vec<L> g, Vec<L> v) {
+__attribute__((always_inline)) inline void Store(float *y, Vec<L> v, int64_t i, int64_t n) {
+  std::memcpy(y + i, &v, std::min<int64_t>(L, n - i) * sizeof(float));
+}
+
+template <int L>
+__attribute__((always_inline)) inline void GeluSpan(const float *x, const float *bias, float *y, int64_t n) {
+  for (int64_t i = 0; i < n; i += L) {
+    const Vec<L> v = LoadInput<L>(x, bias, i, n);
+    Store<L>(y, v * NormalCdf<L>(v, nullptr), i, n);
+  }
+}
+
+// dx = dy * gelu'(x + bias); with dbias not null, dx is also added to dbias (same layout as bias).
+template <int L>
+__attribute__((always_inline)) inline void GeluGradSpan(const float *dy, const float *x, const float *bias,
+                                                        float *dx, float *dbias, int64_t n) {
+  for (int64_t i = 0; i < n; i += L) {
+    const Vec<L> v = LoadInput<L>(x, bias, i, n);
     Vec<L> density;
     const Vec<L> cdf = NormalCdf<L>(v, &density);
-    return g * (cdf + v * density);
-  };
-  int64_t i = 0;
-  for (; i + L <= n; i += L) {
-    const Vec<L> out = grad(Load<L>(dy + i), Load<L>(x + i));
-    std::memcpy(dx + i, &out, sizeof(out));
-  }
-  if (i < n) {
-    float g[L] = {}, v[L] = {};
-    std::memcpy(g, dy + i, (n - i) * sizeof(float));
-    std::memcpy(v, x + i, (n - i) * sizeof(float));
-    const Vec<L> out = grad(Load<L>(g), Load<L>(v));
-    std::memcpy(dx + i, &out, (n - i) * sizeof(float));
+    const Vec<L> out = LoadInput<L>(dy, nullptr, i, n) * (cdf + v * density);
+    Store<L>(dx, out, i, n);
+    if (dbias) Store<L>(dbias, LoadInput<L>(dbias, nullptr, i, n) + out, i, n);
   }
 }
 
-MINDCV_AVX512 void GeluAvx512(const float *x, float *y, int64_t n) { GeluSpan<16>(x, y, n); }
-MINDCV_AVX2 void GeluAvx2(const float *x, float *y, int64_t n) { GeluSpan<8>(x, y, n); }
-void GeluBase(const float *x, float *y, int64_t n) { GeluSpan<4>(x, y, n); }
-MINDCV_AVX512 void GeluGradAvx512(const float *dy, const float *x, float *dx, int64_t n) {
-  GeluGradSpan<16>(dy, x, dx, n);
+MINDCV_AVX512 void GeluAvx512(const float *x, const float *bias, float *y, int64_t n) { GeluSpan<16>(x, bias, y, n); }
+MINDCV_AVX2 void GeluAvx2(const float *x, const float *bias, float *y, int64_t n) { GeluSpan<8>(x, bias, y, n); }
+void GeluBase(const float *x, const float *bias, float *y, int64_t n) { GeluSpan<4>(x, bias, y, n); }
+MINDCV_AVX512 void GeluGradAvx512(const float *dy, const float *x, const float *bias, float *dx, float *dbias,
+                                  int64_t n) {
+  GeluGradSpan<16>(dy, x, bias, dx, dbias, n);
 }
-MINDCV_AVX2 void GeluGradAvx2(const float *dy, const float *x, float *dx, int64_t n) { GeluGradSpan<8>(dy, x, dx, n); }
-void GeluGradBase(const float *dy, const float *x, float *dx, int64_t n) { GeluGradSpan<4>(dy, x, dx, n); }
+MINDCV_AVX2 void GeluGradAvx2(const float *dy, const float *x, const float *bias, float *dx, float *dbias,
+                              int64_t n) {
+  GeluGradSpan<8>(dy, x, bias, dx, dbias, n);
+}
+void GeluGradBase(const float *dy, const float *x, const float *bias, float *dx, float *dbias, int64_t n) {
+  GeluGradSpan<4>(dy, x, bias, dx, dbias, n);
+}
 
 const Isa kIsa = DetectIsa();
 
@@ -132,6 +138,30 @@ void ParallelChunks(int64_t n, Body body) {
   for (int64_t begin = 0; begin < n; begin += kChunk) body(begin, std::min(n, begin + kChunk));
 }
 
+void Gelu(const float *x, const float *bias, float *y, int64_t n) {
+  switch (kIsa) {
+    case Isa::kAvx512: return GeluAvx512(x, bias, y, n);
+    case Isa::kAvx2: return GeluAvx2(x, bias, y, n);
+    default: return GeluBase(x, bias, y, n);
+  }
+}
+
+void GeluGrad(const float *dy, const float *x, const float *bias, float *dx, float *dbias, int64_t n) {
+  switch (kIsa) {
+    case Isa::kAvx512: return GeluGradAvx512(dy, x, bias, dx, dbias, n);
+    case Isa::kAvx2: return GeluGradAvx2(dy, x, bias, dx, dbias, n);
+    default: return GeluGradBase(dy, x, bias, dx, dbias, n);
+  }
+}
+
+bool AllFloat32(int n, const char **dtypes) {
+  for (int i = 0; i < n; ++i)
+    if (std::strcmp(dtypes[i], "float32") != 0) return false;
+  return true;
+}
+
+constexpr int64_t kRowsPerChunk = 64;  // rows per task of the bias variants
+
 }  // namespace
 
 extern "C" {
@@ -139,33 +169,63 @@ extern "C" {
 // input x (any shape); output y = gelu(x), same shape.
 int GeluForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
                 void *extra) {
-  if (nparam != 2 || std::strcmp(dtypes[0], "float32") != 0) return 1;
+  if (nparam != 2 || !AllFloat32(2, dtypes)) return 1;
   auto x = static_cast<const float *>(params[0]);
   auto y = static_cast<float *>(params[1]);
-  ParallelChunks(Elements(ndims[0], shapes[0]), [&](int64_t begin, int64_t end) {
-    switch (kIsa) {
-      case Isa::kAvx512: return GeluAvx512(x + begin, y + begin, end - begin);
-      case Isa::kAvx2: return GeluAvx2(x + begin, y + begin, end - begin);
-      default: return GeluBase(x + begin, y + begin, end - begin);
-    }
-  });
+  ParallelChunks(Elements(ndims[0], shapes[0]),
+                 [&](int64_t begin, int64_t end) { Gelu(x + begin, nullptr, y + begin, end - begin); });
   return 0;
 }
 
 // inputs dy, x (same shape); output dx = dy * gelu'(x).
 int GeluBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
                  void *extra) {
-  if (nparam != 3 || std::strcmp(dtypes[0], "float32") != 0 || std::strcmp(dtypes[1], "float32") != 0) return 1;
-  auto dy = static_cast<const float *>(params[0]);
-  auto x = static_cast<const float *>(params[1]);
+  if (nparam != 3 || !AllFloat32(3, dtypes)) return 1;
+  auto dy = static_cast<const float *>(params[0]), x = static_cast<const float *>(params[1]);
   auto dx = static_cast<float *>(params[2]);
   ParallelChunks(Elements(ndims[0], shapes[0]), [&](int64_t begin, int64_t end) {
-    switch (kIsa) {
-      case Isa::kAvx512: return GeluGradAvx512(dy + begin, x + begin, dx + begin, end - begin);
-      case Isa::kAvx2: return GeluGradAvx2(dy + begin, x + begin, dx + begin, end - begin);
-      default: return GeluGradBase(dy + begin, x + begin, dx + begin, end - begin);
-    }
+    GeluGrad(dy + begin, x + begin, nullptr, dx + begin, nullptr, end - begin);
   });
+  return 0;
+}
+
+// inputs x [..., C], bias [C]; output y = gelu(x + bias) (the bias add of the layer before, fused).
+int BiasGeluForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                    void *extra) {
+  if (nparam != 3 || !AllFloat32(3, dtypes)) return 1;
+  auto x = static_cast<const float *>(params[0]), bias = static_cast<const float *>(params[1]);
+  auto y = static_cast<float *>(params[2]);
+  const int64_t channels = shapes[0][ndims[0] - 1], rows = Elements(ndims[0], shapes[0]) / channels;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) Gelu(x + r * channels, bias, y + r * channels, channels);
+  return 0;
+}
+
+// inputs dy, x [..., C], bias [C]; outputs dx = dy * gelu'(x + bias) and dbias [C] = dx summed over rows
+// (in float per chunk of rows, in double across chunks).
+int BiasGeluBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                     void *extra) {
+  if (nparam != 5 || !AllFloat32(5, dtypes)) return 1;
+  auto dy = static_cast<const float *>(params[0]), x = static_cast<const float *>(params[1]);
+  auto bias = static_cast<const float *>(params[2]);
+  auto dx = static_cast<float *>(params[3]), dbias = static_cast<float *>(params[4]);
+  const int64_t channels = shapes[1][ndims[1] - 1], rows = Elements(ndims[1], shapes[1]) / channels;
+  std::vector<double> total(channels, 0.0);
+#pragma omp parallel
+  {
+    std::vector<float> chunk(channels);
+    std::vector<double> partial(channels, 0.0);
+#pragma omp for schedule(static)
+    for (int64_t begin = 0; begin < rows; begin += kRowsPerChunk) {
+      std::fill(chunk.begin(), chunk.end(), 0.0f);
+      for (int64_t r = begin; r < std::min(rows, begin + kRowsPerChunk); ++r)
+        GeluGrad(dy + r * channels, x + r * channels, bias, dx + r * channels, chunk.data(), channels);
+      for (int64_t c = 0; c < channels; ++c) partial[c] += chunk[c];
+    }
+#pragma omp critical
+    for (int64_t c = 0; c < channels; ++c) total[c] += partial[c];
+  }
+  for (int64_t c = 0; c < channels; ++c) dbias[c] = static_cast<float>(total[c]);
   return 0;
 }
 
