@@ -193,6 +193,27 @@ def test_layer_scale_residual_matches_stock(shape):
     _assert_close(layer(shortcut, x, bias, gamma), stock_layer(shortcut, x, bias, gamma))
 
 
+@pytest.mark.parametrize("shape", [(2, 16, 5, 7), (1, 40, 3, 3), (3, 5, 17, 1)])
+def test_layer_norm_of_nchw_input_matches_transpose_then_stock(shape):
+    rng = np.random.default_rng(shape[1])
+    channels = shape[1]
+    layer = LayerNorm(channels, epsilon=1e-6, nchw_input=True)
+    with fast_cpu_ops(False):
+        stock = LayerNorm(channels, epsilon=1e-6, nchw_input=True)
+    for cell in (layer, stock):
+        cell.gamma.set_data(ms.Tensor(1 + 0.5 * np.sin(np.arange(channels)).astype(np.float32)))
+        cell.beta.set_data(ms.Tensor(0.1 * np.cos(np.arange(channels)).astype(np.float32)))
+    x = ms.Tensor((3 + 2 * rng.standard_normal(shape)).astype(np.float32))
+    dy = ms.Tensor(rng.standard_normal((shape[0], shape[2], shape[3], channels)).astype(np.float32))
+    _assert_close(layer(x), stock(x))
+    fast_grads, stock_grads = (
+        ms.grad(lambda v, c=cell: (c(v) * dy).sum(), grad_position=0, weights=cell.trainable_params())(x)
+        for cell in (layer, stock))
+    (dx, (dgamma, dbeta)), (dx_ref, (dgamma_ref, dbeta_ref)) = fast_grads, stock_grads
+    for grad, ref in ((dx, dx_ref), (dgamma, dgamma_ref), (dbeta, dbeta_ref)):
+        _assert_close(grad, ref)
+
+
 def test_convnext_uses_fast_paths_on_cpu():
     net = create_model("convnext_atto", **MINI)
     cells = dict(net.cells_and_names())

@@ -43,7 +43,7 @@ class Block(nn.Cell):
     def __init__(self, dim: int, drop_path: float = 0.0, layer_scale_init_value: float = 1e-6, use_grn: bool = False):
         super().__init__()
         self.dwconv = DepthwiseConv2d(dim, 7)
-        self.norm = LayerNorm(dim, epsilon=1e-6)
+        self.norm = LayerNorm(dim, epsilon=1e-6, nchw_input=True)  # channels-last out
         self.pwconv1 = Linear(dim, 4 * dim)
         self.act = GELU()
         self.grn = GRN(4 * dim) if use_grn else None
@@ -55,8 +55,8 @@ class Block(nn.Cell):
 
     def construct(self, x: Tensor) -> Tensor:
         shortcut = x
-        x = ops.transpose(self.dwconv(x), (0, 2, 3, 1))
-        x = self.act(self.pwconv1.project(self.norm(x)), self.pwconv1.bias)  # GELU adds the bias, fused
+        x = self.norm(self.dwconv(x))  # channels-last from here on
+        x = self.act(self.pwconv1.project(x), self.pwconv1.bias)  # GELU adds the bias, fused
         if self.grn is not None:
             x = self.grn(x)
         return self.residual(shortcut, self.pwconv2.project(x), self.pwconv2.bias, self.gamma_)

@@ -56,30 +56,36 @@ class LayerScaleResidual(nn.Cell):
 
 
 class LayerNorm(nn.LayerNorm):
-    """`nn.LayerNorm((num_channels,), epsilon=epsilon)` over the last axis, same parameters (`gamma`, `beta`) and
+    """`nn.LayerNorm((num_channels,), epsilon=epsilon)` over the channels, same parameters (`gamma`, `beta`) and
     results, that runs mindcv.ops' fused C++ kernels on the CPU back end for float32 (MindSpore's CPU
-    LayerNormGrad is ~10x slower) and the stock operator everywhere else."""
+    LayerNormGrad is ~10x slower) and the stock operator everywhere else. Input channels-last [..., C], or with
+    `nchw_input` an NCHW tensor, normalized over C and returned channels-last [N, H, W, C] (on the fast path
+    the transpose costs no pass of its own)."""
 
-    def __init__(self, num_channels: int, epsilon: float = 1e-6):
+    def __init__(self, num_channels: int, epsilon: float = 1e-6, nchw_input: bool = False):
         super().__init__((num_channels,), epsilon=epsilon)
-        self.fast_op = layer_norm_op()
+        self.nchw_input = nchw_input
+        self.fast_op = layer_norm_op(nchw_input)
         self.uses_fast_kernel = self.fast_op is not None
         self.epsilon_tensor = Tensor([epsilon], ms.float32)
 
     def construct(self, x: Tensor) -> Tensor:
         if self.uses_fast_kernel and x.dtype == ms.float32 and self.gamma.dtype == ms.float32:
             return self.fast_op(x, self.gamma, self.beta, self.epsilon_tensor)[0]
+        if self.nchw_input:
+            x = ops.transpose(x, (0, 2, 3, 1))
         return super().construct(x)
 
 
 class LayerNorm2d(LayerNorm):
-    """LayerNorm over the channel axis of an NCHW tensor (stem and downsampling layers).
+    """LayerNorm over the channel axis of an NCHW tensor, NCHW out (stem and downsampling layers).
     Parameters keep nn.LayerNorm's names (`gamma`, `beta`) so checkpoints match MindCV's."""
 
+    def __init__(self, num_channels: int, epsilon: float = 1e-6):
+        super().__init__(num_channels, epsilon, nchw_input=True)
+
     def construct(self, x: Tensor) -> Tensor:
-        x = ops.transpose(x, (0, 2, 3, 1))
-        x = super().construct(x)
-        return ops.transpose(x, (0, 3, 1, 2))
+        return ops.transpose(super().construct(x), (0, 3, 1, 2))
 
 
 class GRN(nn.Cell):

@@ -11,9 +11,8 @@ from .switch import fast_cpu_ops_enabled
 SOURCE = "layer_norm_cpu.cc"
 
 
-@op_from_library(SOURCE)
-def _layer_norm_op(library: str) -> ops.Custom:
-    backward = ops.Custom(f"{library}:LayerNormBackward",
+def _make_op(library: str, layout: str) -> ops.Custom:
+    backward = ops.Custom(f"{library}:LayerNorm{layout}Backward",
                           out_shape=lambda dy, x, gamma, mean, rstd: (x, gamma, gamma),
                           out_dtype=lambda dy, x, gamma, mean, rstd: (x, x, x), func_type="aot")
 
@@ -22,13 +21,30 @@ def _layer_norm_op(library: str) -> ops.Custom:
         dx, dgamma, dbeta = backward(dout[0], x, gamma, mean, rstd)
         return dx, dgamma, dbeta, ops.zeros_like(eps)
 
-    return ops.Custom(f"{library}:LayerNormForward",
-                      out_shape=lambda x, gamma, beta, eps: (x, x[:-1], x[:-1]),
+    def out_shape(x, gamma, beta, eps):
+        if layout == "Nchw":  # [N, C, H, W] in, [N, H, W, C] out
+            return [x[0], x[2], x[3], x[1]], [x[0], x[2], x[3]], [x[0], x[2], x[3]]
+        return x, x[:-1], x[:-1]
+
+    return ops.Custom(f"{library}:LayerNorm{layout}Forward", out_shape=out_shape,
                       out_dtype=lambda x, gamma, beta, eps: (x, x, x), func_type="aot", bprop=bprop)
 
 
-def layer_norm_op() -> Optional[ops.Custom]:
-    """The fast operator `op(x [..., C], gamma [C], beta [C], eps [1]) -> (y, mean [...], rstd [...])` (float32),
+@op_from_library(SOURCE)
+def _layer_norm_op(library: str) -> ops.Custom:
+    return _make_op(library, "")
+
+
+@op_from_library(SOURCE)
+def _layer_norm_nchw_op(library: str) -> ops.Custom:
+    return _make_op(library, "Nchw")
+
+
+def layer_norm_op(nchw_input: bool = False) -> Optional[ops.Custom]:
+    """The fast operator `op(x, gamma [C], beta [C], eps [1]) -> (y, mean, rstd)` (float32): x [..., C] and y
+    shaped like it, or with `nchw_input` x [N, C, H, W] and y channels-last [N, H, W, C] (a fused transpose);
     built once per process; None on back ends other than CPU, with the fast kernels switched off, or when the
     kernel cannot be compiled (a warning says why)."""
-    return _layer_norm_op() if fast_cpu_ops_enabled() else None
+    if not fast_cpu_ops_enabled():
+        return None
+    return _layer_norm_nchw_op() if nchw_input else _layer_norm_op()

@@ -1,7 +1,9 @@
 // LayerNorm over the last axis (channels-last ConvNeXt norms) and its gradient for MindSpore's CPU back end,
 // called through ops.Custom(func_type="aot") with the AOT signature described in depthwise_conv_cpu.cc.
 // MindSpore's CPU LayerNormGrad takes ~57 ms per call in a ConvNeXt-T training step at batch 16 (a fifth of
-// the step); this is one pass over x and dy per row, threads over rows.
+// the step); this is one pass over x and dy per row, threads over rows. The Nchw variants read an NCHW
+// input (and write its gradient) through 16-pixel tiles, so that the transpose to channels-last before the
+// norm costs no pass of its own.
 //
 //   forward:  mean, rstd = 1 / sqrt(var + eps) per row; y = (x - mean) * rstd * gamma + beta
 //   backward: xhat = (x - mean) * rstd, g = dy * gamma,
@@ -117,6 +119,77 @@ bool AllFloat32(int n, const char **dtypes) {
   return true;
 }
 
+
+void ForwardAny(const float *x, const float *gamma, const float *beta, float eps, int64_t rows, int c, float *y,
+                float *mean, float *rstd) {
+  switch (kIsa) {
+    case Isa::kAvx512: return ForwardAvx512(x, gamma, beta, eps, rows, c, y, mean, rstd);
+    case Isa::kAvx2: return ForwardAvx2(x, gamma, beta, eps, rows, c, y, mean, rstd);
+    default: return ForwardBase(x, gamma, beta, eps, rows, c, y, mean, rstd);
+  }
+}
+
+void BackwardAny(const float *dy, const float *x, const float *gamma, const float *mean, const float *rstd,
+                 int64_t rows, int c, float *dx, float *dgamma, float *dbeta) {
+  switch (kIsa) {
+    case Isa::kAvx512: return BackwardAvx512(dy, x, gamma, mean, rstd, rows, c, dx, dgamma, dbeta);
+    case Isa::kAvx2: return BackwardAvx2(dy, x, gamma, mean, rstd, rows, c, dx, dgamma, dbeta);
+    default: return BackwardBase(dy, x, gamma, mean, rstd, rows, c, dx, dgamma, dbeta);
+  }
+}
+
+constexpr int64_t kTile = 16;  // pixels per task of the NCHW variants
+
+// rows[p][ch] = image[ch][p0 + p] for p < np: an NCHW image's pixels p0.. as channels-last rows.
+void GatherRows(const float *image, int64_t pixels, int64_t p0, int64_t np, int c, float *rows) {
+  for (int ch = 0; ch < c; ++ch) {
+    const float *src = image + ch * pixels + p0;
+    for (int64_t p = 0; p < np; ++p) rows[p * c + ch] = src[p];
+  }
+}
+
+// The inverse: image[ch][p0 + p] = rows[p][ch].
+void ScatterRows(const float *rows, int64_t np, int c, int64_t pixels, int64_t p0, float *image) {
+  for (int ch = 0; ch < c; ++ch) {
+    float *dst = image + ch * pixels + p0;
+    for (int64_t p = 0; p < np; ++p) dst[p] = rows[p * c + ch];
+  }
+}
+
+// dgamma / dbeta: summed in float within a chunk of rows, in double per thread and across threads.
+struct ParameterGradients {
+  struct Partial {
+    explicit Partial(int c) : dgamma_chunk(c), dbeta_chunk(c), dgamma(c, 0.0), dbeta(c, 0.0) {}
+    void BeginChunk() {
+      std::fill(dgamma_chunk.begin(), dgamma_chunk.end(), 0.0f);
+      std::fill(dbeta_chunk.begin(), dbeta_chunk.end(), 0.0f);
+    }
+    void EndChunk() {
+      for (size_t i = 0; i < dgamma.size(); ++i) {
+        dgamma[i] += dgamma_chunk[i];
+        dbeta[i] += dbeta_chunk[i];
+      }
+    }
+    std::vector<float> dgamma_chunk, dbeta_chunk;
+    std::vector<double> dgamma, dbeta;
+  };
+
+  explicit ParameterGradients(int c) : dgamma(c, 0.0), dbeta(c, 0.0) {}
+  void Add(const Partial &partial) {
+#pragma omp critical
+    for (size_t i = 0; i < dgamma.size(); ++i) {
+      dgamma[i] += partial.dgamma[i];
+      dbeta[i] += partial.dbeta[i];
+    }
+  }
+  void Write(float *dgamma_out, float *dbeta_out) const {
+    for (size_t i = 0; i < dgamma.size(); ++i) {
+      dgamma_out[i] = static_cast<float>(dgamma[i]);
+      dbeta_out[i] = static_cast<float>(dbeta[i]);
+    }
+  }
+  std::vector<double> dgamma, dbeta;
+};
 }  // namespace
 
 extern "C" {
@@ -135,19 +208,12 @@ int LayerNormForward(int nparam, void **params, int *ndims, int64_t **shapes, co
 #pragma omp parallel for schedule(static)
   for (int64_t begin = 0; begin < rows; begin += kRowsPerChunk) {
     const int64_t n = std::min(kRowsPerChunk, rows - begin);
-    const float *xs = x + begin * c;
-    float *ys = y + begin * c;
-    switch (kIsa) {
-      case Isa::kAvx512: ForwardAvx512(xs, gamma, beta, eps, n, c, ys, mean + begin, rstd + begin); break;
-      case Isa::kAvx2: ForwardAvx2(xs, gamma, beta, eps, n, c, ys, mean + begin, rstd + begin); break;
-      default: ForwardBase(xs, gamma, beta, eps, n, c, ys, mean + begin, rstd + begin);
-    }
+    ForwardAny(x + begin * c, gamma, beta, eps, n, c, y + begin * c, mean + begin, rstd + begin);
   }
   return 0;
 }
 
 // inputs dy [..., C], x [..., C], gamma [C], mean [...], rstd [...]; outputs dx [..., C], dgamma [C], dbeta [C].
-// The parameter gradients are summed in float within a chunk of rows and in double across chunks.
 int LayerNormBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
                       void *extra) {
   if (nparam != 8 || !AllFloat32(8, dtypes)) return 1;
@@ -158,45 +224,80 @@ int LayerNormBackward(int nparam, void **params, int *ndims, int64_t **shapes, c
   auto dgamma = static_cast<float *>(params[6]), dbeta = static_cast<float *>(params[7]);
   const int c = static_cast<int>(shapes[0][ndims[0] - 1]);
   const int64_t rows = Rows(ndims[0], shapes[0]);
-  std::vector<double> dgamma_total(c, 0.0), dbeta_total(c, 0.0);
+  ParameterGradients sums(c);
 #pragma omp parallel
   {
-    std::vector<float> dgamma_chunk(c), dbeta_chunk(c);
-    std::vector<double> dgamma_thread(c, 0.0), dbeta_thread(c, 0.0);
+    ParameterGradients::Partial partial(c);
 #pragma omp for schedule(static)
     for (int64_t begin = 0; begin < rows; begin += kRowsPerChunk) {
-      const int64_t n = std::min(kRowsPerChunk, rows - begin);
-      std::fill(dgamma_chunk.begin(), dgamma_chunk.end(), 0.0f);
-      std::fill(dbeta_chunk.begin(), dbeta_chunk.end(), 0.0f);
-      const int64_t at = begin * c;
-      switch (kIsa) {
-        case Isa::kAvx512:
-          BackwardAvx512(dy + at, x + at, gamma, mean + begin, rstd + begin, n, c, dx + at, dgamma_chunk.data(),
-                         dbeta_chunk.data());
-          break;
-        case Isa::kAvx2:
-          BackwardAvx2(dy + at, x + at, gamma, mean + begin, rstd + begin, n, c, dx + at, dgamma_chunk.data(),
-                       dbeta_chunk.data());
-          break;
-        default:
-          BackwardBase(dy + at, x + at, gamma, mean + begin, rstd + begin, n, c, dx + at, dgamma_chunk.data(),
-                       dbeta_chunk.data());
-      }
-      for (int i = 0; i < c; ++i) {
-        dgamma_thread[i] += dgamma_chunk[i];
-        dbeta_thread[i] += dbeta_chunk[i];
-      }
+      const int64_t n = std::min(kRowsPerChunk, rows - begin), at = begin * c;
+      partial.BeginChunk();
+      BackwardAny(dy + at, x + at, gamma, mean + begin, rstd + begin, n, c, dx + at, partial.dgamma_chunk.data(),
+                  partial.dbeta_chunk.data());
+      partial.EndChunk();
     }
-#pragma omp critical
-    for (int i = 0; i < c; ++i) {
-      dgamma_total[i] += dgamma_thread[i];
-      dbeta_total[i] += dbeta_thread[i];
+    sums.Add(partial);
+  }
+  sums.Write(dgamma, dbeta);
+  return 0;
+}
+
+// The same operator on an NCHW input x [N, C, H, W], normalizing over C; y is channels-last [N, H, W, C] (the
+// transpose that precedes the norm in a ConvNeXt block, fused), mean and rstd [N, H, W].
+int LayerNormNchwForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                         void *extra) {
+  if (nparam != 7 || !AllFloat32(7, dtypes) || ndims[0] != 4) return 1;
+  auto x = static_cast<const float *>(params[0]);
+  auto gamma = static_cast<const float *>(params[1]), beta = static_cast<const float *>(params[2]);
+  const float eps = *static_cast<const float *>(params[3]);
+  auto y = static_cast<float *>(params[4]);
+  auto mean = static_cast<float *>(params[5]), rstd = static_cast<float *>(params[6]);
+  const int c = static_cast<int>(shapes[0][1]);
+  const int64_t batch = shapes[0][0], pixels = shapes[0][2] * shapes[0][3], tiles = (pixels + kTile - 1) / kTile;
+#pragma omp parallel
+  {
+    std::vector<float> rows(static_cast<size_t>(kTile) * c);
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < batch * tiles; ++task) {
+      const int64_t n = task / tiles, p0 = (task % tiles) * kTile, np = std::min<int64_t>(kTile, pixels - p0);
+      GatherRows(x + n * c * pixels, pixels, p0, np, c, rows.data());
+      const int64_t row0 = n * pixels + p0;
+      ForwardAny(rows.data(), gamma, beta, eps, np, c, y + row0 * c, mean + row0, rstd + row0);
     }
   }
-  for (int i = 0; i < c; ++i) {
-    dgamma[i] = static_cast<float>(dgamma_total[i]);
-    dbeta[i] = static_cast<float>(dbeta_total[i]);
+  return 0;
+}
+
+// inputs dy [N, H, W, C], x [N, C, H, W], gamma, mean, rstd; outputs dx [N, C, H, W], dgamma, dbeta.
+int LayerNormNchwBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                          void *extra) {
+  if (nparam != 8 || !AllFloat32(8, dtypes) || ndims[1] != 4) return 1;
+  auto dy = static_cast<const float *>(params[0]), x = static_cast<const float *>(params[1]);
+  auto gamma = static_cast<const float *>(params[2]);
+  auto mean = static_cast<const float *>(params[3]), rstd = static_cast<const float *>(params[4]);
+  auto dx = static_cast<float *>(params[5]);
+  auto dgamma = static_cast<float *>(params[6]), dbeta = static_cast<float *>(params[7]);
+  const int c = static_cast<int>(shapes[1][1]);
+  const int64_t batch = shapes[1][0], pixels = shapes[1][2] * shapes[1][3], tiles = (pixels + kTile - 1) / kTile;
+  ParameterGradients sums(c);
+#pragma omp parallel
+  {
+    std::vector<float> rows(static_cast<size_t>(kTile) * c), dx_rows(static_cast<size_t>(kTile) * c);
+    ParameterGradients::Partial partial(c);
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < batch * tiles; ++task) {
+      const int64_t n = task / tiles, p0 = (task % tiles) * kTile, np = std::min<int64_t>(kTile, pixels - p0);
+      GatherRows(x + n * c * pixels, pixels, p0, np, c, rows.data());
+      const int64_t row0 = n * pixels + p0;
+      partial.BeginChunk();
+      BackwardAny(dy + row0 * c, rows.data(), gamma, mean + row0, rstd + row0, np, c, dx_rows.data(),
+                  partial.dgamma_chunk.data(), partial.dbeta_chunk.data());
+      partial.EndChunk();
+      ScatterRows(dx_rows.data(), np, c, pixels, p0, dx + n * c * pixels);
+    }
+    sums.Add(partial);
   }
+  sums.Write(dgamma, dbeta);
   return 0;
 }
 
