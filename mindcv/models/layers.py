@@ -70,11 +70,16 @@ class LayerNorm(nn.LayerNorm):
         self.epsilon_tensor = Tensor([epsilon], ms.float32)
 
     def construct(self, x: Tensor) -> Tensor:
+        return self.channels_last_norm(x)
+
+    def channels_last_norm(self, x: Tensor) -> Tensor:
+        # (not construct through super(): graph mode resolves super() from the instance's class, which recurses
+        # for a subclass)
         if self.uses_fast_kernel and x.dtype == ms.float32 and self.gamma.dtype == ms.float32:
             return self.fast_op(x, self.gamma, self.beta, self.epsilon_tensor)[0]
         if self.nchw_input:
             x = ops.transpose(x, (0, 2, 3, 1))
-        return super().construct(x)
+        return self.layer_norm(x, self.gamma.astype(x.dtype), self.beta.astype(x.dtype))[0]
 
 
 class LayerNorm2d(LayerNorm):
@@ -85,7 +90,7 @@ class LayerNorm2d(LayerNorm):
         super().__init__(num_channels, epsilon, nchw_input=True)
 
     def construct(self, x: Tensor) -> Tensor:
-        return ops.transpose(super().construct(x), (0, 3, 1, 2))
+        return ops.transpose(self.channels_last_norm(x), (0, 3, 1, 2))
 
 
 class GRN(nn.Cell):
