@@ -8,6 +8,7 @@ from mindspore import Parameter, Tensor
 
 from mindcv.models import create_model
 from mindcv.models.weights import is_training_state
+from mindcv.ops import fast_cpu_ops
 from mindcv.optim import convnext_layer_ids, create_optimizer, weight_decay_mask
 
 RNG = np.random.default_rng(1)
@@ -85,6 +86,19 @@ def test_update_rules_match_pytorch(opt, kwargs, rule):
     for k in INIT:
         np.testing.assert_allclose(ours[k], expected[k], rtol=1e-5, atol=1e-6)
     assert optimizer.global_step.asnumpy()[0] == 3
+
+
+def test_adamw_runs_fused_on_cpu_and_the_same_rule_without():
+    """On CPU, AdamW runs MindSpore's in-place AdamWeightDecay with the bias correction folded into its lr, eps and
+    decay (the parametrized test above checks that against PyTorch); with the fast CPU paths off it runs the
+    per-operation rule, and both give the same parameters."""
+    fused, optimizer = run_optimizer("adamw", betas=(0.8, 0.99), eps=1e-3)
+    assert optimizer.fused_op is not None
+    with fast_cpu_ops(False):
+        stock, stock_optimizer = run_optimizer("adamw", betas=(0.8, 0.99), eps=1e-3)
+    assert stock_optimizer.fused_op is None and run_optimizer("adam")[1].fused_op is None
+    for k in INIT:
+        np.testing.assert_allclose(fused[k], stock[k], rtol=1e-6, atol=1e-7)
 
 
 def test_adamw_state_names_mark_training_state():

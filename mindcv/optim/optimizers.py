@@ -17,6 +17,8 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore import dtype as mstype
 from mindspore.nn.learning_rate_schedule import LearningRateSchedule
 
+from ..ops.switch import fast_cpu_ops_enabled
+
 LearningRate = Union[float, Sequence[float], LearningRateSchedule]
 
 
@@ -39,6 +41,7 @@ class StepwiseLR(LearningRateSchedule):
 # The per-parameter updates are mapped over the parameter list with HyperMap, not unrolled in a Python loop:
 # parameters of one shape then share one compiled subgraph, which compiles several times faster.
 _adamw_update = ops.MultitypeFuncGraph("adamw_update")
+_adamw_fused_update = ops.MultitypeFuncGraph("adamw_fused_update")
 _lion_update = ops.MultitypeFuncGraph("lion_update")
 _sgd_update = ops.MultitypeFuncGraph("sgd_update")
 
@@ -61,6 +64,17 @@ def _adamw_one(decoupled, beta1, beta2, eps, lr, bias_correction1, bias_correcti
     ops.assign(m, new_m)
     ops.assign(v, new_v)
     ops.assign(param, value.astype(param.dtype))
+    return True
+
+
+# MindSpore's AdamWeightDecay primitive updates param, m and v in place in one kernel, but has no bias correction:
+# p -= L * (m / (sqrt(v) + eps') + d * p). PyTorch's AdamW, p -= lr * wd * p + lr / bc1 * m / (sqrt(v) / sqrt(bc2)
+# + eps), is that with L = lr * sqrt(bc2) / bc1, eps' = eps * sqrt(bc2) and d = wd * bc1 / sqrt(bc2).
+@_adamw_fused_update.register("Function", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
+                              "Tensor", "Tensor", "Tensor", "Tensor")
+def _adamw_fused_one(fused_op, beta1, beta2, step_eps, step_lr, decay_factor, weight_decay, lr_scale, param, m, v,
+                     grad):
+    fused_op(param, m, v, step_lr * lr_scale, beta1, beta2, step_eps, weight_decay * decay_factor, grad)
     return True
 
 
@@ -140,6 +154,13 @@ class AdamW(_PerParameterOptimizer):
         self.moments2 = self.parameters.clone(prefix="adam_v", init="zeros")
         self.beta1_power = Parameter(Tensor(1.0, mstype.float32), name="beta1_power", requires_grad=False)
         self.beta2_power = Parameter(Tensor(1.0, mstype.float32), name="beta2_power", requires_grad=False)
+        # On the CPU back end, with float32 parameters, AdamW runs as one in-place kernel per parameter instead of
+        # ~15 small ones (about 0.4 s of a convnext_tiny step at batch 16)
+        self.fused_op = None
+        if decoupled and fast_cpu_ops_enabled() and all(p.dtype == mstype.float32 for p in self.parameters):
+            self.fused_op = ops.AdamWeightDecay()
+            self.beta1_tensor = Tensor([self.beta1], mstype.float32)
+            self.beta2_tensor = Tensor([self.beta2], mstype.float32)
 
     def construct(self, gradients):
         gradients = self.scale_grad(gradients)
@@ -148,8 +169,14 @@ class AdamW(_PerParameterOptimizer):
         beta2_power = self.beta2_power * self.beta2
         ops.assign(self.beta1_power, beta1_power)
         ops.assign(self.beta2_power, beta2_power)
-        update = ops.partial(_adamw_update, self.decoupled, self.beta1, self.beta2, self.eps, lr, 1.0 - beta1_power,
-                             ops.sqrt(1.0 - beta2_power))
+        bias_correction1, bias_correction2_sqrt = 1.0 - beta1_power, ops.sqrt(1.0 - beta2_power)
+        if self.fused_op is not None:
+            update = ops.partial(_adamw_fused_update, self.fused_op, self.beta1_tensor, self.beta2_tensor,
+                                 self.eps * bias_correction2_sqrt, lr * bias_correction2_sqrt / bias_correction1,
+                                 bias_correction1 / bias_correction2_sqrt)
+        else:
+            update = ops.partial(_adamw_update, self.decoupled, self.beta1, self.beta2, self.eps, lr,
+                                 bias_correction1, bias_correction2_sqrt)
         return self.map(update, self.weight_decay_tensors, self.lr_scale_tensors, self.parameters, self.moments1,
                         self.moments2, gradients)
 

@@ -121,6 +121,8 @@ class TrainStep(nn.Cell):
         self.grad_fn = ops.GradOperation(get_by_list=True, sens_param=True)
         self.map = ops.HyperMap()
         self.dynamic_loss_scale = loss_scale_type == "dynamic"
+        # a fixed scale of 1 (float32 training) needs no division of every gradient
+        self.unscale = self.dynamic_loss_scale or float(loss_scale) != 1.0
         self.loss_scale_factor = float(loss_scale_factor)
         self.loss_scale_window = int(loss_scale_window)
         self.loss_scale = Parameter(Tensor(loss_scale, mstype.float32), name="loss_scale", requires_grad=False)
@@ -152,7 +154,8 @@ class TrainStep(nn.Cell):
         grads = self.grad_fn(self.net_with_loss, self.weights)(images, labels, sens)
         if self.distribute:
             grads = self.grad_reducer(grads)
-        grads = self.map(ops.partial(_unscale, scale), grads)
+        if self.unscale:
+            grads = self.map(ops.partial(_unscale, scale), grads)
         overflow = self._any_non_finite(loss, grads)
 
         update_grads = grads
