@@ -154,11 +154,6 @@ void GeluGrad(const float *dy, const float *x, const float *bias, float *dx, flo
   }
 }
 
-bool AllFloat32(int n, const char **dtypes) {
-  for (int i = 0; i < n; ++i)
-    if (std::strcmp(dtypes[i], "float32") != 0) return false;
-  return true;
-}
 
 constexpr int64_t kRowsPerChunk = 64;  // rows per task of the bias variants
 
@@ -210,22 +205,19 @@ int BiasGeluBackward(int nparam, void **params, int *ndims, int64_t **shapes, co
   auto bias = static_cast<const float *>(params[2]);
   auto dx = static_cast<float *>(params[3]), dbias = static_cast<float *>(params[4]);
   const int64_t channels = shapes[1][ndims[1] - 1], rows = Elements(ndims[1], shapes[1]) / channels;
-  std::vector<double> total(channels, 0.0);
+  ChannelSums sums(channels);
 #pragma omp parallel
   {
-    std::vector<float> chunk(channels);
-    std::vector<double> partial(channels, 0.0);
+    ChannelSums thread_sums(channels);
 #pragma omp for schedule(static)
     for (int64_t begin = 0; begin < rows; begin += kRowsPerChunk) {
-      std::fill(chunk.begin(), chunk.end(), 0.0f);
       for (int64_t r = begin; r < std::min(rows, begin + kRowsPerChunk); ++r)
-        GeluGrad(dy + r * channels, x + r * channels, bias, dx + r * channels, chunk.data(), channels);
-      for (int64_t c = 0; c < channels; ++c) partial[c] += chunk[c];
+        GeluGrad(dy + r * channels, x + r * channels, bias, dx + r * channels, thread_sums.chunk(), channels);
+      thread_sums.Flush();
     }
-#pragma omp critical
-    for (int64_t c = 0; c < channels; ++c) total[c] += partial[c];
+    thread_sums.MergeInto(&sums);
   }
-  for (int64_t c = 0; c < channels; ++c) dbias[c] = static_cast<float>(total[c]);
+  sums.Write(dbias);
   return 0;
 }
 

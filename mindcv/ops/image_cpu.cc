@@ -324,6 +324,14 @@ void EmitMessage(j_common_ptr cinfo, int level) {
   if (level < 0) longjmp(reinterpret_cast<ErrorManager *>(cinfo->err)->escape, 1);
 }
 
+// A decompressor whose errors and warnings longjmp to errors->escape (set by the caller) instead of exiting.
+void CreateDecompress(jpeg_decompress_struct *cinfo, ErrorManager *errors) {
+  cinfo->err = jpeg_std_error(&errors->base);
+  errors->base.error_exit = ErrorExit;
+  errors->base.emit_message = EmitMessage;
+  jpeg_create_decompress(cinfo);
+}
+
 // The buffers live outside the function that calls setjmp, so that a longjmp skips no destructor.
 struct JpegBuffers {
   Taps horizontal, vertical;
@@ -552,10 +560,7 @@ int mindcv_jpeg_region(const uint8_t *data, size_t size, int reduction, const do
                        int filter, int hflip, uint8_t *out) {
   jpeg_decompress_struct cinfo;
   ErrorManager errors;
-  cinfo.err = jpeg_std_error(&errors.base);
-  errors.base.error_exit = ErrorExit;
-  errors.base.emit_message = EmitMessage;
-  jpeg_create_decompress(&cinfo);
+  CreateDecompress(&cinfo, &errors);
   JpegBuffers buffers;
   const int status = DecodeRegion(&cinfo, &errors, &buffers, data, size, reduction, box, out_w, out_h, filter,
                                   hflip, out);
@@ -607,10 +612,7 @@ void mindcv_normalize(const uint8_t *hwc, int64_t pixels, int channels, const fl
 int mindcv_jpeg_header(const uint8_t *data, size_t size, int *width, int *height, int *components) {
   jpeg_decompress_struct cinfo;
   ErrorManager errors;
-  cinfo.err = jpeg_std_error(&errors.base);
-  errors.base.error_exit = ErrorExit;
-  errors.base.emit_message = EmitMessage;
-  jpeg_create_decompress(&cinfo);
+  CreateDecompress(&cinfo, &errors);
   int status = 1;
   if (!setjmp(errors.escape)) {
     jpeg_mem_src(&cinfo, data, static_cast<unsigned long>(size));

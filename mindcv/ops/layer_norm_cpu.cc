@@ -59,7 +59,7 @@ __attribute__((always_inline)) inline void ForwardRows(const float *x, const flo
   }
 }
 
-// dx for `rows` rows; dy * xhat and dy summed over them into dgamma, dbeta (float, a chunk of rows at a time).
+// dx for `rows` rows; dy * xhat and dy added over them into dgamma, dbeta (float: one chunk of rows).
 template <int L>
 __attribute__((always_inline)) inline void BackwardRows(const float *dy, const float *x, const float *gamma,
                                                         const float *mean, const float *rstd, int64_t rows, int c,
@@ -113,11 +113,6 @@ int64_t Rows(int ndims, const int64_t *shape) {
   return n;
 }
 
-bool AllFloat32(int n, const char **dtypes) {
-  for (int i = 0; i < n; ++i)
-    if (std::strcmp(dtypes[i], "float32") != 0) return false;
-  return true;
-}
 
 
 void ForwardAny(const float *x, const float *gamma, const float *beta, float eps, int64_t rows, int c, float *y,
@@ -156,40 +151,6 @@ void ScatterRows(const float *rows, int64_t np, int c, int64_t pixels, int64_t p
   }
 }
 
-// dgamma / dbeta: summed in float within a chunk of rows, in double per thread and across threads.
-struct ParameterGradients {
-  struct Partial {
-    explicit Partial(int c) : dgamma_chunk(c), dbeta_chunk(c), dgamma(c, 0.0), dbeta(c, 0.0) {}
-    void BeginChunk() {
-      std::fill(dgamma_chunk.begin(), dgamma_chunk.end(), 0.0f);
-      std::fill(dbeta_chunk.begin(), dbeta_chunk.end(), 0.0f);
-    }
-    void EndChunk() {
-      for (size_t i = 0; i < dgamma.size(); ++i) {
-        dgamma[i] += dgamma_chunk[i];
-        dbeta[i] += dbeta_chunk[i];
-      }
-    }
-    std::vector<float> dgamma_chunk, dbeta_chunk;
-    std::vector<double> dgamma, dbeta;
-  };
-
-  explicit ParameterGradients(int c) : dgamma(c, 0.0), dbeta(c, 0.0) {}
-  void Add(const Partial &partial) {
-#pragma omp critical
-    for (size_t i = 0; i < dgamma.size(); ++i) {
-      dgamma[i] += partial.dgamma[i];
-      dbeta[i] += partial.dbeta[i];
-    }
-  }
-  void Write(float *dgamma_out, float *dbeta_out) const {
-    for (size_t i = 0; i < dgamma.size(); ++i) {
-      dgamma_out[i] = static_cast<float>(dgamma[i]);
-      dbeta_out[i] = static_cast<float>(dbeta[i]);
-    }
-  }
-  std::vector<double> dgamma, dbeta;
-};
 }  // namespace
 
 extern "C" {
@@ -224,21 +185,23 @@ int LayerNormBackward(int nparam, void **params, int *ndims, int64_t **shapes, c
   auto dgamma = static_cast<float *>(params[6]), dbeta = static_cast<float *>(params[7]);
   const int c = static_cast<int>(shapes[0][ndims[0] - 1]);
   const int64_t rows = Rows(ndims[0], shapes[0]);
-  ParameterGradients sums(c);
+  ChannelSums dgamma_sums(c), dbeta_sums(c);
 #pragma omp parallel
   {
-    ParameterGradients::Partial partial(c);
+    ChannelSums dgamma_thread(c), dbeta_thread(c);
 #pragma omp for schedule(static)
     for (int64_t begin = 0; begin < rows; begin += kRowsPerChunk) {
       const int64_t n = std::min(kRowsPerChunk, rows - begin), at = begin * c;
-      partial.BeginChunk();
-      BackwardAny(dy + at, x + at, gamma, mean + begin, rstd + begin, n, c, dx + at, partial.dgamma_chunk.data(),
-                  partial.dbeta_chunk.data());
-      partial.EndChunk();
+      BackwardAny(dy + at, x + at, gamma, mean + begin, rstd + begin, n, c, dx + at, dgamma_thread.chunk(),
+                  dbeta_thread.chunk());
+      dgamma_thread.Flush();
+      dbeta_thread.Flush();
     }
-    sums.Add(partial);
+    dgamma_thread.MergeInto(&dgamma_sums);
+    dbeta_thread.MergeInto(&dbeta_sums);
   }
-  sums.Write(dgamma, dbeta);
+  dgamma_sums.Write(dgamma);
+  dbeta_sums.Write(dbeta);
   return 0;
 }
 
@@ -279,25 +242,27 @@ int LayerNormNchwBackward(int nparam, void **params, int *ndims, int64_t **shape
   auto dgamma = static_cast<float *>(params[6]), dbeta = static_cast<float *>(params[7]);
   const int c = static_cast<int>(shapes[1][1]);
   const int64_t batch = shapes[1][0], pixels = shapes[1][2] * shapes[1][3], tiles = (pixels + kTile - 1) / kTile;
-  ParameterGradients sums(c);
+  ChannelSums dgamma_sums(c), dbeta_sums(c);
 #pragma omp parallel
   {
     std::vector<float> rows(static_cast<size_t>(kTile) * c), dx_rows(static_cast<size_t>(kTile) * c);
-    ParameterGradients::Partial partial(c);
+    ChannelSums dgamma_thread(c), dbeta_thread(c);
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < batch * tiles; ++task) {
       const int64_t n = task / tiles, p0 = (task % tiles) * kTile, np = std::min<int64_t>(kTile, pixels - p0);
       GatherRows(x + n * c * pixels, pixels, p0, np, c, rows.data());
       const int64_t row0 = n * pixels + p0;
-      partial.BeginChunk();
       BackwardAny(dy + row0 * c, rows.data(), gamma, mean + row0, rstd + row0, np, c, dx_rows.data(),
-                  partial.dgamma_chunk.data(), partial.dbeta_chunk.data());
-      partial.EndChunk();
+                  dgamma_thread.chunk(), dbeta_thread.chunk());
+      dgamma_thread.Flush();
+      dbeta_thread.Flush();
       ScatterRows(dx_rows.data(), np, c, pixels, p0, dx + n * c * pixels);
     }
-    sums.Add(partial);
+    dgamma_thread.MergeInto(&dgamma_sums);
+    dbeta_thread.MergeInto(&dbeta_sums);
   }
-  sums.Write(dgamma, dbeta);
+  dgamma_sums.Write(dgamma);
+  dbeta_sums.Write(dbeta);
   return 0;
 }
 

@@ -17,15 +17,15 @@
 #include <cstring>
 #include <vector>
 
+#include "simd.h"
+
 namespace {
+
+using mindcv_ops::AllFloat32;
+using mindcv_ops::ChannelSums;
 
 constexpr int kTile = 16;
 
-bool AllFloat32(int n, const char **dtypes) {
-  for (int i = 0; i < n; ++i)
-    if (std::strcmp(dtypes[i], "float32") != 0) return false;
-  return true;
-}
 
 }  // namespace
 
@@ -61,7 +61,7 @@ int ResidualForward(int nparam, void **params, int *ndims, int64_t **shapes, con
 }
 
 // inputs dout [N, C, H, W], x [N, H, W, C], bias [C], gamma [C], scale [N]; outputs dx [N, H, W, C],
-// dbias [C], dgamma [C] (sums in double across tiles).
+// dbias [C], dgamma [C] (summed in float per tile of 16 pixels, in double across tiles).
 int ResidualBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
                      void *extra) {
   if (nparam != 8 || !AllFloat32(8, dtypes) || ndims[1] != 4) return 1;
@@ -72,10 +72,11 @@ int ResidualBackward(int nparam, void **params, int *ndims, int64_t **shapes, co
   auto dbias = static_cast<float *>(params[6]), dgamma = static_cast<float *>(params[7]);
   const int64_t batch = shapes[1][0], pixels = shapes[1][1] * shapes[1][2], channels = shapes[1][3];
   const int64_t tiles = (pixels + kTile - 1) / kTile;
-  std::vector<double> dbias_total(channels, 0.0), dgamma_total(channels, 0.0);
+  ChannelSums dbias_sums(channels), dgamma_sums(channels);
 #pragma omp parallel
   {
-    std::vector<double> dbias_thread(channels, 0.0), dgamma_thread(channels, 0.0);
+    ChannelSums dbias_thread(channels), dgamma_thread(channels);
+    float *dbias_chunk = dbias_thread.chunk(), *dgamma_chunk = dgamma_thread.chunk();
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < batch * tiles; ++task) {
       const int64_t n = task / tiles, p0 = (task % tiles) * kTile, np = std::min<int64_t>(kTile, pixels - p0);
@@ -86,32 +87,24 @@ int ResidualBackward(int nparam, void **params, int *ndims, int64_t **shapes, co
           const float *src = dout + (n * channels + c0 + c) * pixels + p0;
           for (int64_t p = 0; p < np; ++p) tile[c][p] = src[p] * scale[n];
         }
-        float dbias_tile[kTile] = {}, dgamma_tile[kTile] = {};
         for (int64_t p = 0; p < np; ++p) {
           const int64_t at = ((n * pixels) + p0 + p) * channels + c0;
           for (int64_t c = 0; c < nc; ++c) {
             const float g = tile[c][p];
             dx[at + c] = g * gamma[c0 + c];
-            dbias_tile[c] += g * gamma[c0 + c];
-            dgamma_tile[c] += g * (x[at + c] + bias[c0 + c]);
+            dbias_chunk[c0 + c] += g * gamma[c0 + c];
+            dgamma_chunk[c0 + c] += g * (x[at + c] + bias[c0 + c]);
           }
         }
-        for (int64_t c = 0; c < nc; ++c) {
-          dbias_thread[c0 + c] += dbias_tile[c];
-          dgamma_thread[c0 + c] += dgamma_tile[c];
-        }
       }
+      dbias_thread.Flush();
+      dgamma_thread.Flush();
     }
-#pragma omp critical
-    for (int64_t c = 0; c < channels; ++c) {
-      dbias_total[c] += dbias_thread[c];
-      dgamma_total[c] += dgamma_thread[c];
-    }
+    dbias_thread.MergeInto(&dbias_sums);
+    dgamma_thread.MergeInto(&dgamma_sums);
   }
-  for (int64_t c = 0; c < channels; ++c) {
-    dbias[c] = static_cast<float>(dbias_total[c]);
-    dgamma[c] = static_cast<float>(dgamma_total[c]);
-  }
+  dbias_sums.Write(dbias);
+  dgamma_sums.Write(dgamma);
   return 0;
 }
 

@@ -5,7 +5,9 @@
 // inefficiently, hence one width per instruction set.
 #pragma once
 
+#include <cstdint>
 #include <cstring>
+#include <vector>
 
 namespace mindcv_ops {
 
@@ -41,6 +43,39 @@ inline Isa DetectIsa() {
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
   return Isa::kBase;
 }
+
+// The AOT entry points take only float32 tensors: true when the first n dtypes say so.
+inline bool AllFloat32(int n, const char **dtypes) {
+  for (int i = 0; i < n; ++i)
+    if (std::strcmp(dtypes[i], "float32") != 0) return false;
+  return true;
+}
+
+// Per-channel sums over many rows (bias / scale gradients), in float within a chunk of rows and in double
+// beyond, so that sums over ~1e5 rows keep float precision. A thread adds into chunk(), calls Flush() after
+// each chunk and MergeInto() the shared sums at the end (inside the parallel region).
+class ChannelSums {
+ public:
+  explicit ChannelSums(int64_t channels) : chunk_(channels, 0.0f), total_(channels, 0.0) {}
+  float *chunk() { return chunk_.data(); }
+  void Flush() {
+    for (size_t i = 0; i < chunk_.size(); ++i) {
+      total_[i] += chunk_[i];
+      chunk_[i] = 0.0f;
+    }
+  }
+  void MergeInto(ChannelSums *shared) const {
+#pragma omp critical
+    for (size_t i = 0; i < total_.size(); ++i) shared->total_[i] += total_[i];
+  }
+  void Write(float *out) const {
+    for (size_t i = 0; i < total_.size(); ++i) out[i] = static_cast<float>(total_[i]);
+  }
+
+ private:
+  std::vector<float> chunk_;
+  std::vector<double> total_;
+};
 
 inline bool HasAvx512Vbmi() {
   __builtin_cpu_init();
