@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from mindcv.data import MixupCutmix, apply_op, create_transforms, kernels
-from mindcv.data.transforms import Normalize, random_resized_crop_box
+from mindcv.data.transforms import Normalize, UnreadableImageError, random_resized_crop_box
 
 pytestmark = pytest.mark.skipif(kernels.library() is None, reason="image kernels not built on this machine")
 
@@ -134,3 +134,20 @@ def test_geometric_ops_are_identical_with_and_without_kernels(name, monkeypatch)
     monkeypatch.setattr(kernels, "_loaded", [None])
     for (img, m, negate, interp), got in zip(cases, with_kernels):
         np.testing.assert_array_equal(got, np.asarray(apply_op(img, name, m, negate, (124, 116, 104), interp)))
+
+
+def test_a_jpeg_truncated_below_the_crop_is_still_unreadable(monkeypatch):
+    """The kernel stops decoding after the crop's last row; a file cut short further down must still be skipped,
+    as Pillow skips it."""
+    data = encode(photo(400, 300, 9), quality=90)
+    truncated = data[: len(data) * 3 // 4]
+    transform = create_transforms("imagenet", False, image_resize=64, crop_pct=1.0)
+    top_crop = (0, 0, 300, 100)  # rows the truncated file still holds
+    assert kernels.jpeg_region(data, 1, top_crop, (64, 64), Image.BILINEAR, False) is not None
+    assert kernels.jpeg_region(truncated, 1, top_crop, (64, 64), Image.BILINEAR, False) is None
+    for use_kernels in (True, False):
+        if not use_kernels:
+            monkeypatch.setattr(kernels, "_loaded", [None])
+        with pytest.raises(UnreadableImageError):
+            transform(truncated)
+

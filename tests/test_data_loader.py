@@ -174,3 +174,12 @@ def test_bad_images_are_skipped_and_counted(tmp_path, caplog, workers, processes
     if not processes:  # a worker process logs the file names itself, to its own stderr
         assert str(corrupt) in messages and str(truncated) in messages
     assert "2 unreadable image(s) skipped" in messages
+
+
+def test_a_custom_transform_without_out_fills_the_batch():
+    dataset = create_dataset("imagefolder", MNIST, "val", shuffle=False, num_samples=6)
+    loader = create_loader(dataset, 3, transform=lambda data, rng: np.full((1, 4, 4), len(data), np.float32),
+                           num_parallel_workers=1)
+    images = np.concatenate([batch for batch, _ in loader.create_tuple_iterator(num_epochs=1, output_numpy=True)])
+    sizes = [len(dataset.image_source.read_bytes(i)) for i in range(6)]
+    np.testing.assert_array_equal(images[:, 0, 0, 0], sizes)

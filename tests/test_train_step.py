@@ -182,6 +182,17 @@ def test_ema_update_and_swap():
         np.testing.assert_array_equal(value, trained[name])
 
 
+def test_fixed_unit_scale_ignores_a_restored_loss_scale():
+    """With a fixed loss scale of 1 (no gradient division), a loss_scale value restored from another run's
+    checkpoint (say a dynamic-scale O2 run) must not scale the gradients."""
+    reference, restored = tiny_step("sgd", lr=0.1), tiny_step("sgd", lr=0.1)  # SGD: not scale-invariant
+    restored.loss_scale.set_data(ms.Tensor(65536.0, ms.float32))
+    results = [call(step) for step in (reference, restored)]
+    assert results[0] == results[1] and results[1][2] == 1.0
+    for name, value in state(reference.optimizer).items():
+        np.testing.assert_allclose(state(restored.optimizer)[name], value, rtol=1e-6)
+
+
 def test_checkpoint_of_the_train_step_resumes_exactly(tmp_path):
     options = dict(loss_scale_type="dynamic", loss_scale=8.0, loss_scale_window=1, drop_overflow_update=True,
                    ema=True, ema_decay=0.9, gradient_accumulation_steps=2, weight_decay=0.05)

@@ -11,6 +11,7 @@ transforms use Pillow and numpy, with a warning once.
 import ctypes
 import glob
 import os
+import threading
 from typing import Optional
 
 import numpy as np
@@ -32,8 +33,9 @@ _SIGNATURES = {
     "mindcv_jpeg_header": (ctypes.c_int, [ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_int),
                                           ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int)]),
 }
-JPEG_SIGNATURE = b"\xff\xd8"
+JPEG_SIGNATURE, JPEG_END = b"\xff\xd8", b"\xff\xd9"
 _loaded = []
+_load_lock = threading.Lock()
 
 
 def _libjpeg_link_args():
@@ -50,22 +52,36 @@ def _libjpeg_link_args():
 def library() -> Optional[ctypes.CDLL]:
     """The loaded kernels, or None where they are switched off or cannot be built."""
     if not _loaded:
-        lib = None
-        if os.environ.get("MINDCV_IMAGE_KERNELS", "1") != "0":
-            # no fused multiply-adds: the results must round as Pillow's and numpy's do
-            path = build(_SOURCE, link=_libjpeg_link_args(), flags=("-ffp-contract=off",),
-                         fallback="Pillow and numpy for the image transforms (slower data loading)")
-            if path is not None:
-                lib = ctypes.CDLL(path)
-                for name, (restype, argtypes) in _SIGNATURES.items():
-                    getattr(lib, name).restype = restype
-                    getattr(lib, name).argtypes = argtypes
-        _loaded.append(lib)
+        with _load_lock:  # worker threads call this at once on first use: one build
+            if not _loaded:
+                _loaded.append(_load())
     return _loaded[0]
+
+
+def _load() -> Optional[ctypes.CDLL]:
+    if os.environ.get("MINDCV_IMAGE_KERNELS", "1") == "0":
+        return None
+    # no fused multiply-adds: the results must round as Pillow's and numpy's do
+    path = build(_SOURCE, link=_libjpeg_link_args(), flags=("-ffp-contract=off",),
+                 fallback="Pillow and numpy for the image transforms (slower data loading)")
+    if path is None:
+        return None
+    lib = ctypes.CDLL(path)
+    for name, (restype, argtypes) in _SIGNATURES.items():
+        getattr(lib, name).restype = restype
+        getattr(lib, name).argtypes = argtypes
+    return lib
 
 
 def _ptr(array, kind):
     return array.ctypes.data_as(kind)
+
+
+def _check(status, channels):
+    if status == 1:
+        raise ValueError(f"the image kernels take 1 or 3 channels, got {channels}")
+    if status:
+        raise MemoryError("the image kernels ran out of memory")
 
 
 def _box(box):
@@ -86,7 +102,11 @@ def jpeg_header(data: bytes):
 def jpeg_region(data: bytes, reduction: int, box, out_size, resample: int, hflip: bool) -> Optional[np.ndarray]:
     """RGB uint8 [out_h, out_w, 3]: the JPEG `data` decoded at 1/`reduction` scale, its region `box` (pixels of
     the reduced image) resampled to `out_size` (w, h) with Pillow filter `resample`, mirrored when `hflip`;
-    None when the kernel does not decode this file (not a JPEG, CMYK, corrupt: Pillow then decides)."""
+    None when the kernel does not decode this file (not a JPEG, CMYK, corrupt, no end marker in its last 64
+    bytes: Pillow then decides)."""
+    if data.rfind(JPEG_END, -64) < 0:
+        # without its end marker the file may be truncated below the crop, which the kernel never reads
+        return None
     out = np.empty((out_size[1], out_size[0], 3), np.uint8)
     box = _box(box)
     status = library().mindcv_jpeg_region(data, len(data), reduction, _ptr(box, _f64), out_size[0], out_size[1],
@@ -103,8 +123,7 @@ def resize(image: np.ndarray, box, out_size, resample: int, hflip: bool) -> np.n
     status = library().mindcv_resize(_ptr(image, _u8), image.shape[1], image.shape[0], image.strides[0], channels,
                                      _ptr(box, _f64), out_size[0], out_size[1], resample, int(hflip),
                                      _ptr(out, _u8))
-    if status:
-        raise ValueError(f"resize supports 1 or 3 channels, got {channels}")
+    _check(status, channels)
     return out
 
 
@@ -116,9 +135,8 @@ def affine(image: np.ndarray, coeffs, resample: int, fill) -> np.ndarray:
     out = np.empty_like(image)
     coeffs = np.ascontiguousarray(coeffs, np.float64)
     fill = np.ascontiguousarray(np.broadcast_to(np.asarray(fill, np.uint8), (channels,)))
-    if library().mindcv_affine(_ptr(image, _u8), image.shape[1], image.shape[0], channels, _ptr(coeffs, _f64),
-                               resample, _ptr(fill, _u8), _ptr(out, _u8)):
-        raise ValueError(f"affine supports 1 or 3 channels, got {channels}")
+    _check(library().mindcv_affine(_ptr(image, _u8), image.shape[1], image.shape[0], channels, _ptr(coeffs, _f64),
+                                   resample, _ptr(fill, _u8), _ptr(out, _u8)), channels)
     return out
 
 

@@ -20,6 +20,7 @@ How epochs and determinism work:
     uninterrupted run saw.
 """
 
+import inspect
 import logging
 import os
 import threading
@@ -33,6 +34,14 @@ from .transforms import UnreadableImageError, create_transforms
 
 _logger = logging.getLogger(__name__)
 AUGMENT_STREAM, MIX_STREAM = 0, 1
+
+
+def _takes_out(transform):
+    """Whether `transform` accepts `out=` (mindcv's transforms do: they write straight into the batch)."""
+    try:
+        return "out" in inspect.signature(transform).parameters
+    except (TypeError, ValueError):  # a callable without a signature
+        return False
 
 
 class BatchSource:
@@ -54,15 +63,17 @@ class BatchSource:
         self.seed = seed
         self.skipped_images = skipped_images
         self.num_batches = len(order) // batch_size if drop_remainder else -(-len(order) // batch_size)
-        self.cached_epoch, self.cached_indices = None, None
+        self.cached = None  # (epoch, sample indices of that epoch)
+        self.transform_takes_out = _takes_out(transform)
 
     def __len__(self):
         return self.num_batches
 
     def epoch_indices(self, epoch):
-        if epoch != self.cached_epoch:
-            self.cached_epoch, self.cached_indices = epoch, self.order.indices(epoch)
-        return self.cached_indices
+        cached = self.cached  # one attribute, read and replaced whole: worker threads share it
+        if cached is None or cached[0] != epoch:
+            cached = self.cached = (epoch, self.order.indices(epoch))
+        return cached[1]
 
     def load(self, epoch, index, out=None):
         """(image, label, files skipped) for sample `index` of `epoch`; the image is written into `out` if given."""
@@ -71,7 +82,8 @@ class BatchSource:
         for skipped in range(size):
             current = (index + skipped) % size
             try:
-                image = self.transform(self.image_source.read_bytes(current), rng, out=out)
+                data = self.image_source.read_bytes(current)
+                image = self.transform(data, rng, out=out) if self.transform_takes_out else self.transform(data, rng)
             except (UnreadableImageError, OSError) as err:
                 _logger.warning("skipping unreadable image %s (%s)", self.image_source.paths[current], err)
                 continue
@@ -88,7 +100,10 @@ class BatchSource:
         labels = np.empty(len(indices), np.int32)
         labels[0] = label
         for position, index in enumerate(indices[1:], start=1):
-            _, labels[position], more_skipped = self.load(epoch, int(index), out=images[position])
+            out = images[position]
+            image, labels[position], more_skipped = self.load(epoch, int(index), out=out)
+            if image is not out:  # a transform that returns a new array
+                out[...] = image
             skipped += more_skipped
         if self.mix is not None:
             images, labels = self.mix(images, labels, np.random.default_rng([self.seed, MIX_STREAM, epoch, batch]))
@@ -137,9 +152,9 @@ def create_loader(dataset, batch_size, drop_remainder=False, is_training=False, 
         label_smoothing: folded into the soft targets when mixing is on
             (otherwise labels stay integers and the loss applies it).
         num_classes: width of the soft targets.
-        transform: `transform(encoded_bytes, rng, out=None) -> float32 [C, H, W]`
-            (written into `out` when given), from `create_transforms` (default: its
-            defaults for `is_training`).
+        transform: `transform(encoded_bytes, rng) -> float32 [C, H, W]`, from
+            `create_transforms` (default: its defaults for `is_training`); one that
+            also takes `out=` writes straight into the batch.
         num_parallel_workers: workers building batches (default 8), at most the
             CPU count; 1 runs in the main process.
         seed: seed of the augmentation and mixing draws.

@@ -11,6 +11,7 @@ kernels of `mindcv.data.kernels` (or by Pillow where they are not built).
 """
 
 import io
+import math
 
 import numpy as np
 from PIL import Image, ImageEnhance
@@ -64,7 +65,8 @@ def decode_region(data, plan, out_size, in_channels=3, interpolation=Image.BILIN
     use_kernels = kernels.library() is not None and interpolation in (Image.BILINEAR, Image.BICUBIC)
     target_mode = "RGB" if in_channels == 3 else "L"
     header = kernels.jpeg_header(data) if use_kernels and in_channels == 3 else None
-    if header is not None and header[2] in (1, 3):  # a grayscale or colour JPEG (not CMYK): the kernel decodes it
+    # a grayscale or colour JPEG (not CMYK) within Pillow's decompression-bomb limit: the kernel decodes it
+    if header is not None and header[2] in (1, 3) and header[0] * header[1] <= (Image.MAX_IMAGE_PIXELS or math.inf):
         box, hflip = plan(header[:2])
         reduction = _dct_reduction(box, out_size)
         scaled_box = tuple(edge / reduction for edge in box)
@@ -76,7 +78,7 @@ def decode_region(data, plan, out_size, in_channels=3, interpolation=Image.BILIN
         img = _open(data)
         box, hflip = plan(img.size)
         reduction = _dct_reduction(box, out_size) if img.format == "JPEG" else 1
-        scaled_box = tuple(edge / reduction for edge in box)
+    full_width = img.size[0]
     try:
         if reduction > 1:
             img.draft(img.mode, (img.size[0] // reduction, img.size[1] // reduction))
@@ -86,6 +88,8 @@ def decode_region(data, plan, out_size, in_channels=3, interpolation=Image.BILIN
         img.load()
     except DECODE_ERRORS as err:
         raise UnreadableImageError(str(err) or type(err).__name__) from err
+    reduction = round(full_width / img.size[0])  # the one draft gave
+    scaled_box = tuple(edge / reduction for edge in box)
     if use_kernels:
         pixels = kernels.resize(np.asarray(img), scaled_box, out_size, interpolation, hflip)
         if img.mode == target_mode:

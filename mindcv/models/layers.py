@@ -150,19 +150,20 @@ class Linear(nn.Dense):
         self.row_bias_add = RowBiasAdd() if fast_cpu_ops_enabled() else None
 
     def construct(self, x: Tensor) -> Tensor:
-        shape = x.shape
-        y = self.matmul(x.reshape(-1, shape[-1]), self.weight)
+        y = self._matmul_rows(x)
         if self.row_bias_add is not None and y.dtype == ms.float32 and self.bias.dtype == ms.float32:
             y = self.row_bias_add(y, self.bias)
         else:
             y = self.bias_add(y, self.bias)
-        return y.reshape(shape[:-1] + (y.shape[-1],))
+        return y.reshape(x.shape[:-1] + (y.shape[-1],))
 
     def project(self, x: Tensor) -> Tensor:
         """x @ weight.T without the bias (for a caller that adds it later, fused with more work)."""
-        shape = x.shape
-        y = self.matmul(x.reshape(-1, shape[-1]), self.weight)
-        return y.reshape(shape[:-1] + (y.shape[-1],))
+        y = self._matmul_rows(x)
+        return y.reshape(x.shape[:-1] + (y.shape[-1],))
+
+    def _matmul_rows(self, x: Tensor) -> Tensor:
+        return self.matmul(x.reshape(-1, x.shape[-1]), self.weight)
 
 
 class PatchifyConv2d(nn.Conv2d):
@@ -177,7 +178,7 @@ class PatchifyConv2d(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, stride=kernel_size, has_bias=True)
         self.uses_matmul = fast_cpu_ops_enabled()
         self.matmul = ops.MatMul(transpose_b=True)
-        self.row_bias_add = RowBiasAdd()
+        self.row_bias_add = RowBiasAdd() if self.uses_matmul else None
 
     def construct(self, x: Tensor) -> Tensor:
         n, c, h, w = x.shape

@@ -26,6 +26,7 @@
 namespace {
 
 constexpr int kPrecisionBits = 32 - 8 - 2;
+const mindcv_ops::Isa kIsa = mindcv_ops::DetectIsa();
 enum Filter { kBilinear = 2, kBicubic = 3 };  // Pillow's numbers for Image.BILINEAR / Image.BICUBIC
 
 double FilterWeight(int filter, double x) {
@@ -51,6 +52,7 @@ Taps MakeTaps(int in_size, float box_start, float box_end, int out_size, int fil
   const double scale = static_cast<double>(box_end - box_start) / out_size;
   const double filter_scale = scale < 1.0 ? 1.0 : scale;
   const double support = (filter == kBilinear ? 1.0 : 2.0) * filter_scale;
+  const double inverse_scale = 1.0 / filter_scale;  // multiplied, not divided: Pillow's rounding
   Taps taps;
   taps.width = static_cast<int>(std::ceil(support)) * 2 + 1;
   taps.first.resize(out_size);
@@ -65,7 +67,7 @@ Taps MakeTaps(int in_size, float box_start, float box_end, int out_size, int fil
     if (hi > in_size) hi = in_size;
     double total = 0.0;
     for (int k = 0; k < hi - lo; ++k) {
-      w[k] = FilterWeight(filter, (k + lo - center + 0.5) / filter_scale);
+      w[k] = FilterWeight(filter, (k + lo - center + 0.5) * inverse_scale);
       total += w[k];
     }
     for (int k = 0; k < hi - lo; ++k) {
@@ -99,7 +101,7 @@ class RowResampler {
         offsets_(static_cast<size_t>(taps_) * padded_w_, 0),
         weights_(static_cast<size_t>(taps_) * padded_w_, 0),
         line_(static_cast<size_t>(line_pixels) * channels + 128, 0),  // vector loads read past the end
-        avx2_(mindcv_ops::DetectIsa() != mindcv_ops::Isa::kBase) {
+        avx2_(kIsa != mindcv_ops::Isa::kBase) {
     for (int x = 0; x < out_w_; ++x)
       for (int k = 0; k < taps.count[x]; ++k) {
         offsets_[static_cast<size_t>(k) * padded_w_ + x] = (taps.first[x] + k - line_start) * channels;
@@ -266,7 +268,7 @@ MINDCV_AVX2 void ResampleColumnsAvx2(const uint8_t *rows, int row_offset, size_t
 void ResampleColumns(const uint8_t *rows, int row_offset, size_t stride, int row_len, const Taps &taps,
                      int channels, bool hflip, uint8_t *out) {
   std::vector<int32_t> sums(row_len);
-  if (mindcv_ops::DetectIsa() != mindcv_ops::Isa::kBase)
+  if (kIsa != mindcv_ops::Isa::kBase)
     ResampleColumnsAvx2(rows, row_offset, stride, row_len, taps, channels, hflip, sums.data(), out);
   else
     ResampleColumnsBody(rows, row_offset, stride, row_len, taps, channels, hflip, sums.data(), out);
@@ -324,7 +326,8 @@ void EmitMessage(j_common_ptr cinfo, int level) {
   if (level < 0) longjmp(reinterpret_cast<ErrorManager *>(cinfo->err)->escape, 1);
 }
 
-// A decompressor whose errors and warnings longjmp to errors->escape (set by the caller) instead of exiting.
+// Errors and warnings longjmp to errors->escape instead of exiting; call after setjmp(errors->escape), since
+// jpeg_create_decompress itself can fail.
 void CreateDecompress(jpeg_decompress_struct *cinfo, ErrorManager *errors) {
   cinfo->err = jpeg_std_error(&errors->base);
   errors->base.error_exit = ErrorExit;
@@ -344,6 +347,7 @@ int DecodeRegion(jpeg_decompress_struct *cinfo, ErrorManager *errors, JpegBuffer
                  size_t size, int reduction, const double *box, int out_w, int out_h, int filter, int hflip,
                  uint8_t *out) {
   if (setjmp(errors->escape)) return 1;
+  CreateDecompress(cinfo, errors);
   jpeg_mem_src(cinfo, data, static_cast<unsigned long>(size));
   if (jpeg_read_header(cinfo, TRUE) != JPEG_HEADER_OK) return 1;
   if (cinfo->jpeg_color_space != JCS_YCbCr && cinfo->jpeg_color_space != JCS_GRAYSCALE &&
@@ -536,7 +540,7 @@ MINDCV_AVX2 void AffineRgbBicubicAvx2(const uint8_t *image, int width, int heigh
 template <int C>
 void Affine(const uint8_t *image, int width, int height, const double *a, int filter, const uint8_t *fill,
             uint8_t *out) {
-  if (C == 3 && filter == kBicubic && mindcv_ops::DetectIsa() != mindcv_ops::Isa::kBase)
+  if (C == 3 && filter == kBicubic && kIsa != mindcv_ops::Isa::kBase)
     return AffineRgbBicubicAvx2(image, width, height, a, fill, out);
   double xin, yin;
   for (int y = 0; y < height; ++y)
@@ -559,19 +563,24 @@ extern "C" {
 int mindcv_jpeg_region(const uint8_t *data, size_t size, int reduction, const double *box, int out_w, int out_h,
                        int filter, int hflip, uint8_t *out) {
   jpeg_decompress_struct cinfo;
+  std::memset(&cinfo, 0, sizeof(cinfo));
   ErrorManager errors;
-  CreateDecompress(&cinfo, &errors);
-  JpegBuffers buffers;
-  const int status = DecodeRegion(&cinfo, &errors, &buffers, data, size, reduction, box, out_w, out_h, filter,
-                                  hflip, out);
-  jpeg_destroy_decompress(&cinfo);
-  return status;
+  try {
+    JpegBuffers buffers;
+    const int status = DecodeRegion(&cinfo, &errors, &buffers, data, size, reduction, box, out_w, out_h, filter,
+                                    hflip, out);
+    jpeg_destroy_decompress(&cinfo);  // safe on a structure that was never created (all zero)
+    return status;
+  } catch (...) {  // out of memory: the caller falls back to Pillow
+    jpeg_destroy_decompress(&cinfo);
+    return 3;
+  }
 }
 
 // Resample the region `box` of an 8-bit image (height rows of `stride` bytes, `channels` 1 or 3 interleaved)
 // to out_w x out_h, as Image.resize(size, filter, box) does; mirrored left-right when hflip.
 int mindcv_resize(const uint8_t *image, int width, int height, int stride, int channels, const double *box,
-                  int out_w, int out_h, int filter, int hflip, uint8_t *out) {
+                  int out_w, int out_h, int filter, int hflip, uint8_t *out) try {
   if (channels != 1 && channels != 3) return 1;
   const Taps horizontal = MakeTaps(width, box[0], box[2], out_w, filter);
   const Taps vertical = MakeTaps(height, box[1], box[3], out_h, filter);
@@ -582,13 +591,14 @@ int mindcv_resize(const uint8_t *image, int width, int height, int stride, int c
                  row0, col_first, col_end - col_first, channels, horizontal, vertical,
                  VerticalFirst(width, height, out_w, out_h), hflip != 0, out);
   return 0;
+} catch (...) {  // out of memory
+  return 2;
 }
-
 // Image.transform(size, Image.AFFINE, a, filter, fillcolor=fill) of a width x height image with 1 or 3
 // interleaved channels (a: the six coefficients; output pixel (x, y) samples input point
 // (a0 (x + .5) + a1 (y + .5) + a2, a3 (x + .5) + a4 (y + .5) + a5)).
 int mindcv_affine(const uint8_t *image, int width, int height, int channels, const double *a, int filter,
-                  const uint8_t *fill, uint8_t *out) {
+                  const uint8_t *fill, uint8_t *out) try {
   if (channels == 3)
     Affine<3>(image, width, height, a, filter, fill, out);
   else if (channels == 1)
@@ -596,12 +606,13 @@ int mindcv_affine(const uint8_t *image, int width, int height, int channels, con
   else
     return 1;
   return 0;
+} catch (...) {  // out of memory
+  return 2;
 }
-
 // uint8 HWC -> float32 CHW, chw[c][p] = hwc[p][c] * scale[c] + bias[c]: see NormalizeBody.
 void mindcv_normalize(const uint8_t *hwc, int64_t pixels, int channels, const float *scale, const float *bias,
                       float *chw) {
-  const bool avx2 = mindcv_ops::DetectIsa() != mindcv_ops::Isa::kBase;
+  const bool avx2 = kIsa != mindcv_ops::Isa::kBase;
   if (channels == 3)
     avx2 ? NormalizeAvx2<3>(hwc, pixels, scale, bias, chw) : NormalizeBody<3>(hwc, pixels, scale, bias, chw);
   else
@@ -611,10 +622,11 @@ void mindcv_normalize(const uint8_t *hwc, int64_t pixels, int channels, const fl
 // Width, height and number of components of a JPEG (from its header). Returns 0 on success.
 int mindcv_jpeg_header(const uint8_t *data, size_t size, int *width, int *height, int *components) {
   jpeg_decompress_struct cinfo;
+  std::memset(&cinfo, 0, sizeof(cinfo));
   ErrorManager errors;
-  CreateDecompress(&cinfo, &errors);
   int status = 1;
   if (!setjmp(errors.escape)) {
+    CreateDecompress(&cinfo, &errors);
     jpeg_mem_src(&cinfo, data, static_cast<unsigned long>(size));
     if (jpeg_read_header(&cinfo, TRUE) == JPEG_HEADER_OK) {
       *width = static_cast<int>(cinfo.image_width);

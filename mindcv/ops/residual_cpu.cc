@@ -14,8 +14,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
-#include <vector>
 
 #include "simd.h"
 
@@ -24,8 +22,7 @@ namespace {
 using mindcv_ops::AllFloat32;
 using mindcv_ops::ChannelSums;
 
-constexpr int kTile = 16;
-
+constexpr int kTile = 16;  // pixels x channels of a tile
 
 }  // namespace
 

@@ -121,8 +121,10 @@ class TrainStep(nn.Cell):
         self.grad_fn = ops.GradOperation(get_by_list=True, sens_param=True)
         self.map = ops.HyperMap()
         self.dynamic_loss_scale = loss_scale_type == "dynamic"
-        # a fixed scale of 1 (float32 training) needs no division of every gradient
+        # a fixed scale of 1 (float32 training) needs no division of every gradient; it is then a constant, so that
+        # a loss_scale restored from another run's checkpoint cannot scale the gradients unnoticed
         self.unscale = self.dynamic_loss_scale or float(loss_scale) != 1.0
+        self.unit_scale = Tensor(1.0, mstype.float32)
         self.loss_scale_factor = float(loss_scale_factor)
         self.loss_scale_window = int(loss_scale_window)
         self.loss_scale = Parameter(Tensor(loss_scale, mstype.float32), name="loss_scale", requires_grad=False)
@@ -148,7 +150,7 @@ class TrainStep(nn.Cell):
             self.all_reduce_sum = ops.AllReduce()  # CPU all-reduce takes float32/float16 only
 
     def construct(self, images: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        scale = self.loss_scale * 1.0  # the value of this call, before any dynamic update
+        scale = self.loss_scale * 1.0 if self.unscale else self.unit_scale  # this call's, before any update
         loss = self.net_with_loss(images, labels)
         sens = scale.astype(loss.dtype)
         grads = self.grad_fn(self.net_with_loss, self.weights)(images, labels, sens)
