@@ -46,7 +46,7 @@ SCHEMA: List[Option] = [
     _opt("dataset_download", bool, False, "download the dataset (only for datasets that can be downloaded)"),
     _opt("shuffle", bool, True, "shuffle the training set each epoch"),
     _opt("num_samples", int, None, "use only this many samples (debugging)"),
-    _opt("num_parallel_workers", int, 4, "data loading workers per process"),
+    _opt("num_parallel_workers", int, 4, "data loading worker threads per process (at most the CPU count)"),
     _opt("batch_size", int, 32, "images per step per device; the global batch is batch_size x devices"),
     _opt("drop_remainder", bool, True, "drop the last incomplete training batch"),
     # augmentation
