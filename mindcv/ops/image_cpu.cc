@@ -19,7 +19,9 @@
 
 #include "simd.h"
 
+#ifdef __x86_64__
 #include <immintrin.h>
+#endif
 
 #include <jpeglib.h>  // after <cstdio>: it uses FILE and size_t without including them
 
@@ -114,14 +116,11 @@ class RowResampler {
 
   // One output row from line(); mirrored left-right when hflip.
   void Run(uint8_t *out, bool hflip) const {
-    if (vbmi_)
-      RunVbmi(out, hflip);
-    else if (avx2_ && channels_ == 3)
-      RunAvx2<3>(out, hflip);
-    else if (avx2_)
-      RunAvx2<1>(out, hflip);
-    else
-      RunScalar(out, hflip);
+#ifdef MINDCV_X86
+    if (vbmi_) return RunVbmi(out, hflip);
+    if (avx2_) return channels_ == 3 ? RunAvx2<3>(out, hflip) : RunAvx2<1>(out, hflip);
+#endif
+    RunScalar(out, hflip);
   }
 
  private:
@@ -155,6 +154,7 @@ class RowResampler {
     vbmi_ = true;
   }
 
+#ifdef MINDCV_X86
   MINDCV_AVX512_VBMI void RunVbmi(uint8_t *out, bool hflip) const {
     const __m512i init = _mm512_set1_epi32(1 << (kPrecisionBits - 1)), zero = _mm512_setzero_si512();
     uint8_t *row = scratch_.data();
@@ -184,6 +184,7 @@ class RowResampler {
       for (int x = 0; x < out_w_; ++x) std::memcpy(out + (out_w_ - 1 - x) * 3, row + x * 3, 3);
     }
   }
+#endif
 
   void RunScalar(uint8_t *out, bool hflip) const {
     for (int x = 0; x < out_w_; ++x)
@@ -197,6 +198,7 @@ class RowResampler {
       }
   }
 
+#ifdef MINDCV_X86
   template <int C>
   MINDCV_AVX2 void RunAvx2(uint8_t *out, bool hflip) const {
     const __m256i low_byte = _mm256_set1_epi32(0xFF), zero = _mm256_setzero_si256();
@@ -224,6 +226,7 @@ class RowResampler {
         for (int c = 0; c < C; ++c) out[(hflip ? out_w_ - 1 - x : x) * C + c] = static_cast<uint8_t>(clipped[c][x - xb]);
     }
   }
+#endif
 
   int channels_, out_w_, padded_w_, taps_;
   std::vector<int32_t> offsets_, weights_;
@@ -466,6 +469,7 @@ void SamplePoint(const uint8_t *image, int width, int height, double xin, double
   }
 }
 
+#ifdef MINDCV_X86
 // The bicubic sample of an RGB image with the three channels in the lanes of one AVX2 vector of doubles (the
 // same operations per lane as SamplePoint, so the same results). `image` must be readable one byte past its end.
 MINDCV_AVX2 __attribute__((always_inline)) inline __m256d LoadPixel(const uint8_t *p) {
@@ -514,6 +518,8 @@ MINDCV_AVX2 __attribute__((always_inline)) inline void SampleBicubicRgbAvx2(cons
   for (int c = 0; c < 3; ++c) out[c] = static_cast<uint8_t>(result[c]);
 }
 
+#endif
+
 // Output pixel (x, y) samples the input at (xin, yin); false when that point is outside the image.
 __attribute__((always_inline)) inline bool AffinePoint(const double *a, int x, int y, int width, int height,
                                                        double *xin, double *yin) {
@@ -523,6 +529,7 @@ __attribute__((always_inline)) inline bool AffinePoint(const double *a, int x, i
   return !(*xin < 0.0 || *xin >= width || *yin < 0.0 || *yin >= height);
 }
 
+#ifdef MINDCV_X86
 MINDCV_AVX2 void AffineRgbBicubicAvx2(const uint8_t *image, int width, int height, const double *a,
                                       const uint8_t *fill, uint8_t *out) {
   std::vector<uint8_t> padded(image, image + static_cast<size_t>(width) * height * 3);
@@ -536,12 +543,15 @@ MINDCV_AVX2 void AffineRgbBicubicAvx2(const uint8_t *image, int width, int heigh
         std::memcpy(out, fill, 3);
     }
 }
+#endif
 
 template <int C>
 void Affine(const uint8_t *image, int width, int height, const double *a, int filter, const uint8_t *fill,
             uint8_t *out) {
+#ifdef MINDCV_X86
   if (C == 3 && filter == kBicubic && kIsa != mindcv_ops::Isa::kBase)
     return AffineRgbBicubicAvx2(image, width, height, a, fill, out);
+#endif
   double xin, yin;
   for (int y = 0; y < height; ++y)
     for (int x = 0; x < width; ++x, out += C) {

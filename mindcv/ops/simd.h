@@ -1,11 +1,12 @@
 // Helpers shared by the CPU kernels: a GCC vector type of L floats, unaligned loads, and the
 // instruction set picked at run time. Kernels are written once over Vec<L> and instantiated inside
 // functions compiled for AVX-512 (L = 16), AVX2 + FMA (L = 8) and baseline SSE2 (L = 4), so the
-// libraries need no -march flag. A vector wider than the target's registers would be split by GCC very
+// libraries need no -march flag (on other CPUs only the generic instantiation is used). A vector wider than the target's registers would be split by GCC very
 // inefficiently, hence one width per instruction set.
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -28,20 +29,37 @@ __attribute__((always_inline)) inline Vec<L> Load(const float *p) {
   return v;
 }
 
+enum class Isa { kBase, kAvx2, kAvx512 };
+
+#if defined(__x86_64__)
+#define MINDCV_X86 1
 // x86-64-v4 is AVX-512 (F, BW, DQ, VL), x86-64-v3 is AVX2 + FMA.
 #define MINDCV_AVX512 __attribute__((target("arch=x86-64-v4")))
 #define MINDCV_AVX2 __attribute__((target("arch=x86-64-v3")))
 #define MINDCV_AVX512_VBMI __attribute__((target("arch=x86-64-v4,avx512vbmi")))
+#else  // other CPUs (the Arm hosts of Ascend machines): the generic code, vectorised by the compiler
+#define MINDCV_AVX512
+#define MINDCV_AVX2
+#define MINDCV_AVX512_VBMI
+#endif
 
-enum class Isa { kBase, kAvx2, kAvx512 };
-
+// The best instruction set of this CPU; MINDCV_CPU_ISA=base or avx2 caps it (to test the other paths).
 inline Isa DetectIsa() {
+#ifdef MINDCV_X86
   __builtin_cpu_init();
+  Isa best = Isa::kBase;
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
-    return Isa::kAvx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
+    best = Isa::kAvx512;
+  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    best = Isa::kAvx2;
+  const char *cap = std::getenv("MINDCV_CPU_ISA");
+  if (cap && std::strcmp(cap, "base") == 0) return Isa::kBase;
+  if (cap && std::strcmp(cap, "avx2") == 0 && best == Isa::kAvx512) return Isa::kAvx2;
+  return best;
+#else
   return Isa::kBase;
+#endif
 }
 
 // The AOT entry points take only float32 tensors: true when the first n dtypes say so.
@@ -78,8 +96,12 @@ class ChannelSums {
 };
 
 inline bool HasAvx512Vbmi() {
+#ifdef MINDCV_X86
   __builtin_cpu_init();
   return DetectIsa() == Isa::kAvx512 && __builtin_cpu_supports("avx512vbmi");
+#else
+  return false;
+#endif
 }
 
 }  // namespace mindcv_ops
