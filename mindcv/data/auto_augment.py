@@ -64,11 +64,11 @@ def _rotate(img, degrees, fill, interpolation):
         return img.rotate(degrees, resample=interpolation, fillcolor=fill)
     # Pillow's inverse rotation matrix, computed as Pillow does so that the pixels are identical
     radians = -math.radians(angle)
-    cos, sin = round(math.cos(radians), 15), round(math.sin(radians), 15)
+    cos, sin, minus_sin = (round(v, 15) for v in (math.cos(radians), math.sin(radians), -math.sin(radians)))
     centre_x, centre_y = img.size[0] / 2, img.size[1] / 2
     shift_x = cos * -centre_x + sin * -centre_y + 0.0 + centre_x
-    shift_y = round(-math.sin(radians), 15) * -centre_x + cos * -centre_y + 0.0 + centre_y
-    return _affine(img, (cos, sin, shift_x, round(-math.sin(radians), 15), cos, shift_y), fill, interpolation)
+    shift_y = minus_sin * -centre_x + cos * -centre_y + 0.0 + centre_y
+    return _affine(img, (cos, sin, shift_x, minus_sin, cos, shift_y), fill, interpolation)
 
 
 def _signed(value, negate):

@@ -152,9 +152,7 @@ struct Dims {
 };
 
 bool ReadDims(const int *ndims, int64_t **shapes, const char **dtypes, int n_tensors, Dims *d) {
-  for (int i = 0; i < n_tensors; ++i)
-    if (std::strcmp(dtypes[i], "float32") != 0) return false;
-  if (ndims[0] != 4 || ndims[1] != 4) return false;
+  if (!AllFloat32(n_tensors, dtypes) || ndims[0] != 4 || ndims[1] != 4) return false;
   d->n = shapes[0][0];
   d->c = shapes[0][1];
   d->h = shapes[0][2];

@@ -124,12 +124,6 @@ void GeluGradBase(const float *dy, const float *x, const float *bias, float *dx,
 
 const Isa kIsa = DetectIsa();
 
-int64_t Elements(int ndims, const int64_t *shape) {
-  int64_t n = 1;
-  for (int i = 0; i < ndims; ++i) n *= shape[i];
-  return n;
-}
-
 // Runs body(begin, end) over [0, n) split into chunks of whole cache lines, one range per thread.
 template <typename Body>
 void ParallelChunks(int64_t n, Body body) {

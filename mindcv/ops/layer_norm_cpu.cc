@@ -107,12 +107,6 @@ void BackwardBase(const float *dy, const float *x, const float *gamma, const flo
 const Isa kIsa = DetectIsa();
 constexpr int64_t kRowsPerChunk = 256;  // rows per task; the parameter-gradient partial sums are flushed per chunk
 
-int64_t Rows(int ndims, const int64_t *shape) {
-  int64_t n = 1;
-  for (int i = 0; i + 1 < ndims; ++i) n *= shape[i];
-  return n;
-}
-
 
 
 void ForwardAny(const float *x, const float *gamma, const float *beta, float eps, int64_t rows, int c, float *y,
@@ -165,7 +159,7 @@ int LayerNormForward(int nparam, void **params, int *ndims, int64_t **shapes, co
   auto y = static_cast<float *>(params[4]);
   auto mean = static_cast<float *>(params[5]), rstd = static_cast<float *>(params[6]);
   const int c = static_cast<int>(shapes[0][ndims[0] - 1]);
-  const int64_t rows = Rows(ndims[0], shapes[0]);
+  const int64_t rows = Elements(ndims[0] - 1, shapes[0]);
 #pragma omp parallel for schedule(static)
   for (int64_t begin = 0; begin < rows; begin += kRowsPerChunk) {
     const int64_t n = std::min(kRowsPerChunk, rows - begin);
@@ -184,7 +178,7 @@ int LayerNormBackward(int nparam, void **params, int *ndims, int64_t **shapes, c
   auto dx = static_cast<float *>(params[5]);
   auto dgamma = static_cast<float *>(params[6]), dbeta = static_cast<float *>(params[7]);
   const int c = static_cast<int>(shapes[0][ndims[0] - 1]);
-  const int64_t rows = Rows(ndims[0], shapes[0]);
+  const int64_t rows = Elements(ndims[0] - 1, shapes[0]);
   ChannelSums dgamma_sums(c), dbeta_sums(c);
 #pragma omp parallel
   {

@@ -69,6 +69,13 @@ inline bool AllFloat32(int n, const char **dtypes) {
   return true;
 }
 
+// Number of elements of a tensor whose first `ndims` dimensions are `shape` (its rows: ndims - 1).
+inline int64_t Elements(int ndims, const int64_t *shape) {
+  int64_t n = 1;
+  for (int i = 0; i < ndims; ++i) n *= shape[i];
+  return n;
+}
+
 // Per-channel sums over many rows (bias / scale gradients), in float within a chunk of rows and in double
 // beyond, so that sums over ~1e5 rows keep float precision. A thread adds into chunk(), calls Flush() after
 // each chunk and MergeInto() the shared sums at the end (inside the parallel region).
