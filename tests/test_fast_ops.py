@@ -10,7 +10,7 @@ from mindspore import nn, ops
 
 from mindcv.models import create_model
 from mindcv.models.layers import (GELU, DepthwiseConv2d, LayerNorm, LayerScaleResidual, Linear, PatchifyConv2d,
-                                 RowBiasAdd)
+                                 PointwiseMlp, RowBiasAdd)
 from mindcv.ops import _build, depthwise_conv_op, fast_cpu_ops
 from mindcv.ops.gelu import gelu_op
 
@@ -193,6 +193,39 @@ def test_layer_scale_residual_matches_stock(shape):
     _assert_close(layer(shortcut, x, bias, gamma), stock_layer(shortcut, x, bias, gamma))
 
 
+# (2, 15, 20) x 8: 600 rows, several chunks per thread (the weight gradients are summed over chunks and threads)
+@pytest.mark.parametrize("leading_shape,channels", [((2, 5, 7), 16), ((1, 1, 1), 5), ((3, 17, 2), 40), ((2, 15, 20), 8)])
+def test_pointwise_mlp_matches_stock(leading_shape, channels):
+    """gelu(x @ w1.T + b1) @ w2.T: the fused kernel in training mode (value and the gradients of x, w1, b1, w2)
+    and in eval mode (the same), against stock MatMul and GELU."""
+    rng = np.random.default_rng(channels)
+    hidden = 4 * channels
+    x = ms.Tensor(rng.standard_normal(leading_shape + (channels,)).astype(np.float32))
+    w1 = ms.Tensor((rng.standard_normal((hidden, channels)) / np.sqrt(channels)).astype(np.float32))
+    b1 = ms.Tensor(rng.standard_normal(hidden).astype(np.float32))
+    w2 = ms.Tensor((rng.standard_normal((channels, hidden)) / np.sqrt(hidden)).astype(np.float32))
+    dy = ms.Tensor(rng.standard_normal(leading_shape + (channels,)).astype(np.float32))
+    assert PointwiseMlp.available()
+    layer = PointwiseMlp()
+
+    def stock(x, w1, b1, w2):
+        rows = x.reshape(-1, channels)
+        return ops.matmul(ops.gelu(ops.matmul(rows, w1.T) + b1, approximate="none"), w2.T).reshape(x.shape)
+
+    inputs = (x, w1, b1, w2)
+    layer.set_train(True)
+    out, grads = _value_and_grads(layer, inputs, dy)
+    out_ref, grads_ref = _value_and_grads(stock, inputs, dy)
+    _assert_close(out, out_ref)
+    for grad, ref in zip(grads, grads_ref):
+        _assert_close(grad, ref)
+    layer.set_train(False)  # eval mode keeps no hidden values; a gradient there recomputes them
+    out, grads = _value_and_grads(layer, inputs, dy)
+    _assert_close(layer(*inputs), stock(*inputs))
+    for grad, ref in zip(grads, grads_ref):
+        _assert_close(grad, ref)
+
+
 @pytest.mark.parametrize("shape", [(2, 16, 5, 7), (1, 40, 3, 3), (3, 5, 17, 1)])
 def test_layer_norm_of_nchw_input_matches_transpose_then_stock(shape):
     rng = np.random.default_rng(shape[1])
@@ -215,6 +248,7 @@ def test_convnext_uses_fast_paths_on_cpu():
     assert len(blocks) == sum(MINI["depths"])
     assert all(isinstance(b, DepthwiseConv2d) and b.uses_fast_kernel for b in blocks)
     assert all(cell.uses_fast_kernel for name, cell in cells.items() if name.endswith(".act"))
+    assert sum(isinstance(cell, PointwiseMlp) for cell in cells.values()) == sum(MINI["depths"])
     patchify = [cell for cell in cells.values() if isinstance(cell, PatchifyConv2d)]
     assert len(patchify) == 4 and all(cell.uses_matmul for cell in patchify)
     assert all(cell.uses_fast_kernel for cell in cells.values() if isinstance(cell, LayerScaleResidual))

@@ -5,11 +5,13 @@ files load strictly; `mindcv.models.weights` maps timm and official names onto t
 """
 from typing import Dict, Sequence
 
+import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, Zero, initializer
 
-from .layers import GELU, GRN, DepthwiseConv2d, LayerNorm, LayerNorm2d, LayerScaleResidual, Linear, PatchifyConv2d
+from .layers import GELU, GRN, DepthwiseConv2d, LayerNorm, LayerNorm2d, LayerScaleResidual, Linear, PatchifyConv2d, \
+    PointwiseMlp
 from .registry import register_model
 
 MINDCV_URL = "https://download.mindspore.cn/toolkits/mindcv/convnext/"
@@ -38,7 +40,7 @@ model_cfgs: Dict[str, dict] = {
 
 class Block(nn.Cell):
     """dwconv 7x7 -> LayerNorm -> Linear C->4C -> GELU [-> GRN] -> Linear 4C->C [-> layer scale] -> drop path -> + x.
-    The pointwise layers run channels-last as Dense layers, as in the official code."""
+    The pointwise layers run channels-last as Dense layers, as in the official code (fused on the CPU back end)."""
 
     def __init__(self, dim: int, drop_path: float = 0.0, layer_scale_init_value: float = 1e-6, use_grn: bool = False):
         super().__init__()
@@ -48,6 +50,8 @@ class Block(nn.Cell):
         self.act = GELU()
         self.grn = GRN(4 * dim) if use_grn else None
         self.pwconv2 = Linear(4 * dim, dim)
+        # pwconv1, GELU and pwconv2 as one kernel on CPU (float32), sharing the two layers' parameters
+        self.fused_mlp = PointwiseMlp() if not use_grn and PointwiseMlp.available() else None
         self.gamma_ = None
         if layer_scale_init_value > 0:
             self.gamma_ = Parameter(Tensor(np.full(dim, layer_scale_init_value, np.float32)), name="gamma_")
@@ -56,10 +60,14 @@ class Block(nn.Cell):
     def construct(self, x: Tensor) -> Tensor:
         shortcut = x
         x = self.norm(self.dwconv(x))  # channels-last from here on
-        x = self.act(self.pwconv1.project(x), self.pwconv1.bias)  # GELU adds the bias, fused
-        if self.grn is not None:
-            x = self.grn(x)
-        return self.residual(shortcut, self.pwconv2.project(x), self.pwconv2.bias, self.gamma_)
+        if self.fused_mlp is not None and x.dtype == ms.float32 and self.pwconv1.weight.dtype == ms.float32:
+            x = self.fused_mlp(x, self.pwconv1.weight, self.pwconv1.bias, self.pwconv2.weight)
+        else:
+            x = self.act(self.pwconv1.project(x), self.pwconv1.bias)  # GELU adds the bias, fused
+            if self.grn is not None:
+                x = self.grn(x)
+            x = self.pwconv2.project(x)
+        return self.residual(shortcut, x, self.pwconv2.bias, self.gamma_)
 
 
 class ConvNeXt(nn.Cell):

@@ -8,6 +8,7 @@ from mindspore.common.initializer import initializer
 from ..ops.depthwise_conv import depthwise_conv_op, fast_depthwise_available
 from ..ops.gelu import bias_gelu_op, gelu_op
 from ..ops.layer_norm import layer_norm_op
+from ..ops.mlp import mlp_ops
 from ..ops.residual import residual_op
 from ..ops.switch import fast_cpu_ops_enabled
 
@@ -207,3 +208,24 @@ class GELU(nn.Cell):
         if self.uses_fast_kernel and x.dtype == ms.float32 and (bias is None or bias.dtype == ms.float32):
             return self.fast_op(x) if bias is None else self.fast_bias_op(x, bias)
         return ops.gelu(x if bias is None else x + bias, approximate="none")
+
+
+class PointwiseMlp(nn.Cell):
+    """`gelu(x @ w1.T + b1) @ w2.T` over channels-last x [..., C] (a ConvNeXt block's two pointwise layers
+    without the second bias), as one fused kernel on the CPU back end in float32 (mindcv.ops.mlp): the 4C-wide
+    hidden values stay in cache, and in eval mode are never written to memory. The caller owns the weights, builds
+    this layer only where `available()`, and passes float32 tensors; there is no stock path here."""
+
+    def __init__(self):
+        super().__init__()
+        self.train_op, self.infer_op = mlp_ops()
+
+    @staticmethod
+    def available() -> bool:
+        """True where the fused kernel runs: CPU back end, fast kernels on, MindSpore ships libdnnl."""
+        return mlp_ops() is not None
+
+    def construct(self, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
+        if self.training:
+            return self.train_op(x, w1, b1, w2)[0]
+        return self.infer_op(x, w1, b1, w2)

@@ -1,0 +1,64 @@
+"""The pointwise MLP of a ConvNeXt block, `gelu(x @ w1.T + b1) @ w2.T`, as one C++ kernel forward and one backward
+on MindSpore's CPU back end (float32), run through `ops.Custom(func_type="aot")` with a custom bprop; see
+mlp_cpu.cc. The matrix products are oneDNN's sgemm from the libdnnl that ships inside MindSpore's wheel."""
+import glob
+import os
+from typing import Optional, Tuple
+
+import mindspore as ms
+from mindspore import ops
+
+from ._build import build
+from .switch import fast_cpu_ops_enabled
+
+SOURCE = "mlp_cpu.cc"
+_ops = {}
+
+
+def _dnnl_link_args() -> Tuple[str, ...]:
+    """Linker arguments for MindSpore's own libdnnl (found at run time through an rpath), or () if it has none."""
+    lib_dir = os.path.join(os.path.dirname(os.path.abspath(ms.__file__)), "lib")
+    found = sorted(glob.glob(os.path.join(lib_dir, "libdnnl.so*")))
+    if not found:
+        return ()
+    return (f"-L{lib_dir}", f"-l:{os.path.basename(found[0])}", f"-Wl,-rpath,{lib_dir}")
+
+
+def _build_ops(library: str):
+    backward = ops.Custom(f"{library}:MlpBackward",
+                          out_shape=lambda dy, x, w1, b1, w2, pre, act: (x, w1, b1, w2),
+                          out_dtype=lambda dy, x, w1, b1, w2, pre, act: (x, x, x, x), func_type="aot")
+
+    def bprop(x, w1, b1, w2, out, dout):
+        _, pre, act = out
+        return backward(dout[0], x, w1, b1, w2, pre, act)
+
+    def hidden_shape(x, w1):
+        return list(x[:-1]) + [w1[0]]
+
+    train = ops.Custom(f"{library}:MlpTrainForward",
+                       out_shape=lambda x, w1, b1, w2: (x, hidden_shape(x, w1), hidden_shape(x, w1)),
+                       out_dtype=lambda x, w1, b1, w2: (x, x, x), func_type="aot", bprop=bprop)
+
+    def infer_bprop(x, w1, b1, w2, out, dout):  # a gradient in eval mode: recompute the hidden values
+        _, pre, act = train(x, w1, b1, w2)
+        return backward(dout, x, w1, b1, w2, pre, act)
+
+    infer = ops.Custom(f"{library}:MlpForward", out_shape=lambda x, w1, b1, w2: x,
+                       out_dtype=lambda x, w1, b1, w2: x, func_type="aot", bprop=infer_bprop)
+    return train, infer
+
+
+def mlp_ops() -> Optional[Tuple[ops.Custom, ops.Custom]]:
+    """The fast operators `(train, infer)` for x [..., C], w1 [4C, C], b1 [4C], w2 [C, 4C] (float32):
+    `train(x, w1, b1, w2) -> (y, pre, act)`, differentiable, with y = gelu(x @ w1.T + b1) @ w2.T and the hidden
+    values its gradient needs; `infer(x, w1, b1, w2) -> y`, which keeps no hidden values (its gradient computes them again). Built once
+    per process; None on back ends other than CPU, with the fast kernels switched off, or where MindSpore ships no
+    libdnnl or the kernel cannot be compiled (a warning says why)."""
+    if not fast_cpu_ops_enabled():
+        return None
+    if "ops" not in _ops:
+        link = _dnnl_link_args()
+        library = build(SOURCE, link=link, fallback="separate MatMul and GELU kernels") if link else None
+        _ops["ops"] = _build_ops(library) if library is not None else None
+    return _ops["ops"]
