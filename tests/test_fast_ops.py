@@ -9,7 +9,7 @@ import pytest
 from mindspore import nn, ops
 
 from mindcv.models import create_model
-from mindcv.models.layers import (GELU, DepthwiseConv2d, LayerNorm, LayerScaleResidual, Linear, PatchifyConv2d,
+from mindcv.models.layers import (GELU, DepthwiseConv2d, LayerNorm, LayerNorm2d, LayerScaleResidual, Linear, PatchifyConv2d,
                                  PointwiseMlp, RowBiasAdd)
 from mindcv.ops import _build, depthwise_conv_op, fast_cpu_ops
 from mindcv.ops.gelu import gelu_op
@@ -105,15 +105,21 @@ def test_bias_gelu_matches_stock(shape):
 
 
 @pytest.mark.parametrize("in_channels,out_channels,kernel,side", [(3, 8, 4, 12), (5, 7, 2, 6)])
-def test_patchify_conv_matches_stock(in_channels, out_channels, kernel, side):
+@pytest.mark.parametrize("channels_last_input,channels_last_output", [(False, False), (False, True), (True, False)])
+def test_patchify_conv_matches_stock(in_channels, out_channels, kernel, side, channels_last_input,
+                                     channels_last_output):
     rng = np.random.default_rng(kernel)
-    layer = PatchifyConv2d(in_channels, out_channels, kernel)
+    layer = PatchifyConv2d(in_channels, out_channels, kernel, channels_last_input, channels_last_output)
     layer.bias.set_data(ms.Tensor(rng.standard_normal(out_channels).astype(np.float32)))
-    x = ms.Tensor(rng.standard_normal((2, in_channels, side, side)).astype(np.float32))
-    dy = ms.Tensor(rng.standard_normal((2, out_channels, side // kernel, side // kernel)).astype(np.float32))
+    x_shape = (2, side, side, in_channels) if channels_last_input else (2, in_channels, side, side)
+    y_side = side // kernel
+    y_shape = (2, y_side, y_side, out_channels) if channels_last_output else (2, out_channels, y_side, y_side)
+    x = ms.Tensor(rng.standard_normal(x_shape).astype(np.float32))
+    dy = ms.Tensor(rng.standard_normal(y_shape).astype(np.float32))
 
-    def stock(x, weight, bias):
-        return ops.conv2d(x, weight, bias, stride=kernel)
+    def stock(x, weight, bias):  # the layouts the options say, around the stock NCHW convolution
+        y = ops.conv2d(ops.transpose(x, (0, 3, 1, 2)) if channels_last_input else x, weight, bias, stride=kernel)
+        return ops.transpose(y, (0, 2, 3, 1)) if channels_last_output else y
 
     def fast(x, weight, bias):
         return layer(x)
@@ -224,6 +230,18 @@ def test_pointwise_mlp_matches_stock(leading_shape, channels):
     _assert_close(layer(*inputs), stock(*inputs))
     for grad, ref in zip(grads, grads_ref):
         _assert_close(grad, ref)
+
+
+@pytest.mark.parametrize("channels_last_input,channels_last_output", [(False, False), (True, False), (False, True)])
+def test_layer_norm_2d_layouts_match_stock(channels_last_input, channels_last_output):
+    """LayerNorm2d with each layout option against the stock norm over the channels of an NCHW tensor."""
+    rng = np.random.default_rng(int(channels_last_input) + 2 * int(channels_last_output))
+    x = ms.Tensor((3 + 2 * rng.standard_normal((2, 12, 5, 7))).astype(np.float32))
+    layer = LayerNorm2d(12, channels_last_input=channels_last_input, channels_last_output=channels_last_output)
+    layer.gamma.set_data(ms.Tensor(1 + 0.5 * np.sin(np.arange(12)).astype(np.float32)))
+    expected = ops.transpose(layer.layer_norm(ops.transpose(x, (0, 2, 3, 1)), layer.gamma, layer.beta)[0], (0, 3, 1, 2))
+    y = layer(ops.transpose(x, (0, 2, 3, 1)) if channels_last_input else x)
+    _assert_close(ops.transpose(y, (0, 3, 1, 2)) if channels_last_output else y, expected)
 
 
 @pytest.mark.parametrize("shape", [(2, 16, 5, 7), (1, 40, 3, 3), (3, 5, 17, 1)])

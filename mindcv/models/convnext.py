@@ -12,6 +12,7 @@ from mindspore.common.initializer import TruncatedNormal, Zero, initializer
 
 from .layers import GELU, GRN, DepthwiseConv2d, LayerNorm, LayerNorm2d, LayerScaleResidual, Linear, PatchifyConv2d, \
     PointwiseMlp
+from ..ops.switch import fast_cpu_ops_enabled
 from .registry import register_model
 
 MINDCV_URL = "https://download.mindspore.cn/toolkits/mindcv/convnext/"
@@ -97,10 +98,16 @@ class ConvNeXt(nn.Cell):
         self.depths = tuple(depths)
         self.use_grn = use_grn
         drop_rates = np.linspace(0, drop_path_rate, sum(depths)).tolist()
-        layers = [nn.SequentialCell(PatchifyConv2d(in_channels, dims[0], 4), LayerNorm2d(dims[0]))]
+        # On CPU the stem's and the downsampling layers' conv and norm pass channels-last tensors between them
+        # (one transpose fewer each); the blocks take and give NCHW everywhere.
+        channels_last = fast_cpu_ops_enabled()
+        layers = [nn.SequentialCell(PatchifyConv2d(in_channels, dims[0], 4, channels_last_output=channels_last),
+                                    LayerNorm2d(dims[0], channels_last_input=channels_last))]
         for i, depth in enumerate(depths):
             if i > 0:
-                layers.append(nn.SequentialCell(LayerNorm2d(dims[i - 1]), PatchifyConv2d(dims[i - 1], dims[i], 2)))
+                layers.append(nn.SequentialCell(
+                    LayerNorm2d(dims[i - 1], channels_last_output=channels_last),
+                    PatchifyConv2d(dims[i - 1], dims[i], 2, channels_last_input=channels_last)))
             rates, drop_rates = drop_rates[:depth], drop_rates[depth:]
             layers.append(nn.SequentialCell([Block(dims[i], r, layer_scale_init_value, use_grn) for r in rates]))
         self.feature = nn.SequentialCell(layers)  # stem, stage 0, downsample 1, stage 1, ...

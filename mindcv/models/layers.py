@@ -85,13 +85,18 @@ class LayerNorm(nn.LayerNorm):
 
 class LayerNorm2d(LayerNorm):
     """LayerNorm over the channel axis of an NCHW tensor, NCHW out (stem and downsampling layers).
-    Parameters keep nn.LayerNorm's names (`gamma`, `beta`) so checkpoints match MindCV's."""
+    Parameters keep nn.LayerNorm's names (`gamma`, `beta`) so checkpoints match MindCV's. With
+    `channels_last_input` / `channels_last_output` the input / output is [N, H, W, C] instead, which spares a
+    transpose next to a `PatchifyConv2d` with the matching option (the CPU back end's layout)."""
 
-    def __init__(self, num_channels: int, epsilon: float = 1e-6):
-        super().__init__(num_channels, epsilon, nchw_input=True)
+    def __init__(self, num_channels: int, epsilon: float = 1e-6, channels_last_input: bool = False,
+                 channels_last_output: bool = False):
+        super().__init__(num_channels, epsilon, nchw_input=not channels_last_input)
+        self.channels_last_output = channels_last_output
 
     def construct(self, x: Tensor) -> Tensor:
-        return ops.transpose(self.channels_last_norm(x), (0, 3, 1, 2))
+        x = self.channels_last_norm(x)
+        return x if self.channels_last_output else ops.transpose(x, (0, 3, 1, 2))
 
 
 class GRN(nn.Cell):
@@ -173,23 +178,40 @@ class PatchifyConv2d(nn.Conv2d):
     it runs as a reshape into patches and one MatMul: MindSpore's CPU Conv2D and its input gradient take
     seconds for these shapes (5-7 s each for the ConvNeXt-T downsampling layers at batch 16), the MatMul
     tens of milliseconds. Inputs whose sides are not multiples of `kernel_size` (where "same" padding
-    would pad) and other back ends use the stock operator."""
+    would pad) and other back ends use the stock operator. With `channels_last_input` / `channels_last_output`
+    the input / output is [N, H, W, C] instead of NCHW: the patches of a channels-last input are runs of C
+    contiguous values, and the MatMul's output is channels-last already."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, channels_last_input: bool = False,
+                 channels_last_output: bool = False):
         super().__init__(in_channels, out_channels, kernel_size, stride=kernel_size, has_bias=True)
+        self.channels_last_input = channels_last_input
+        self.channels_last_output = channels_last_output
         self.uses_matmul = fast_cpu_ops_enabled()
         self.matmul = ops.MatMul(transpose_b=True)
         self.row_bias_add = RowBiasAdd() if self.uses_matmul else None
 
     def construct(self, x: Tensor) -> Tensor:
-        n, c, h, w = x.shape
+        if self.channels_last_input:
+            n, h, w, c = x.shape
+        else:
+            n, c, h, w = x.shape
         k = self.kernel_size[0]
         if not self.uses_matmul or h % k != 0 or w % k != 0:
-            return self.bias_add(self.conv2d(x, self.weight), self.bias)
-        patches = x.reshape(n, c, h // k, k, w // k, k).transpose(0, 2, 4, 1, 3, 5).reshape(-1, c * k * k)
-        y = self.matmul(patches, self.weight.reshape(self.out_channels, -1))
+            if self.channels_last_input:
+                x = ops.transpose(x, (0, 3, 1, 2))
+            y = self.bias_add(self.conv2d(x, self.weight), self.bias)
+            return ops.transpose(y, (0, 2, 3, 1)) if self.channels_last_output else y
+        if self.channels_last_input:  # patch features ordered (ky, kx, c): the weight is permuted to match
+            patches = x.reshape(n, h // k, k, w // k, k, c).transpose(0, 1, 3, 2, 4, 5).reshape(-1, k * k * c)
+            weight = self.weight.transpose(0, 2, 3, 1).reshape(self.out_channels, -1)
+        else:
+            patches = x.reshape(n, c, h // k, k, w // k, k).transpose(0, 2, 4, 1, 3, 5).reshape(-1, c * k * k)
+            weight = self.weight.reshape(self.out_channels, -1)
+        y = self.matmul(patches, weight)
         y = self.row_bias_add(y, self.bias) if y.dtype == ms.float32 else self.bias_add(y, self.bias)
-        return y.reshape(n, h // k, w // k, self.out_channels).transpose(0, 3, 1, 2)
+        y = y.reshape(n, h // k, w // k, self.out_channels)
+        return y if self.channels_last_output else y.transpose(0, 3, 1, 2)
 
 
 class GELU(nn.Cell):
