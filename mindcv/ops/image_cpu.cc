@@ -268,10 +268,18 @@ MINDCV_AVX2 void ResampleColumnsAvx2(const uint8_t *rows, int row_offset, size_t
   ResampleColumnsBody(rows, row_offset, stride, row_len, taps, channels, hflip, sums, out);
 }
 
+MINDCV_AVX512_WIDE void ResampleColumnsAvx512(const uint8_t *rows, int row_offset, size_t stride, int row_len,
+                                              const Taps &taps, int channels, bool hflip, int32_t *sums,
+                                              uint8_t *out) {
+  ResampleColumnsBody(rows, row_offset, stride, row_len, taps, channels, hflip, sums, out);
+}
+
 void ResampleColumns(const uint8_t *rows, int row_offset, size_t stride, int row_len, const Taps &taps,
                      int channels, bool hflip, uint8_t *out) {
   std::vector<int32_t> sums(row_len);
-  if (kIsa != mindcv_ops::Isa::kBase)
+  if (kIsa == mindcv_ops::Isa::kAvx512)
+    ResampleColumnsAvx512(rows, row_offset, stride, row_len, taps, channels, hflip, sums.data(), out);
+  else if (kIsa != mindcv_ops::Isa::kBase)
     ResampleColumnsAvx2(rows, row_offset, stride, row_len, taps, channels, hflip, sums.data(), out);
   else
     ResampleColumnsBody(rows, row_offset, stride, row_len, taps, channels, hflip, sums.data(), out);

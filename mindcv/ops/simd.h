@@ -37,10 +37,13 @@ enum class Isa { kBase, kAvx2, kAvx512 };
 #define MINDCV_AVX512 __attribute__((target("arch=x86-64-v4")))
 #define MINDCV_AVX2 __attribute__((target("arch=x86-64-v3")))
 #define MINDCV_AVX512_VBMI __attribute__((target("arch=x86-64-v4,avx512vbmi")))
+// For loops left to the auto-vectoriser, which otherwise keeps to 256-bit vectors on AVX-512 CPUs.
+#define MINDCV_AVX512_WIDE __attribute__((target("arch=x86-64-v4,prefer-vector-width=512")))
 #else  // other CPUs (the Arm hosts of Ascend machines): the generic code, vectorised by the compiler
 #define MINDCV_AVX512
 #define MINDCV_AVX2
 #define MINDCV_AVX512_VBMI
+#define MINDCV_AVX512_WIDE
 #endif
 
 // The best instruction set of this CPU; MINDCV_CPU_ISA=base or avx2 caps it (to test the other paths).
