@@ -12,6 +12,7 @@ from mindcv.models import create_model
 from mindcv.models.layers import (GELU, DepthwiseConv2d, LayerNorm, LayerNorm2d, LayerScaleResidual, Linear, PatchifyConv2d,
                                  PointwiseMlp, RowBiasAdd)
 from mindcv.ops import _build, depthwise_conv_op, fast_cpu_ops
+from mindcv.ops.depthwise_conv import depthwise_conv_nhwc_op
 from mindcv.ops.gelu import gelu_op
 
 from conftest import MINI
@@ -49,21 +50,27 @@ def _value_and_grads(fn, inputs, dy):
 
 
 @pytest.mark.parametrize("shape,kernel", [((1, 3, 5, 7), 7), ((2, 8, 9, 11), 7), ((1, 17, 13, 6), 7),
-                                          ((2, 32, 7, 20), 7), ((1, 5, 4, 19), 3), ((2, 4, 6, 3), 5)])
-def test_depthwise_conv_matches_stock(shape, kernel):
+                                          ((2, 32, 7, 20), 7), ((1, 5, 4, 19), 3), ((2, 4, 6, 3), 5),
+                                          ((2, 40, 9, 11), 7), ((1, 17, 1, 6), 5)])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_depthwise_conv_matches_stock(shape, kernel, channels_last):
+    """Forward, input, weight and bias gradients; shape is (N, C, H, W), laid out [N, H, W, C] for channels-last."""
     rng = np.random.default_rng(sum(shape) + kernel)
     n, c, h, w = shape
-    x = ms.Tensor(rng.standard_normal(shape).astype(np.float32))
+    layout = (n, h, w, c) if channels_last else shape
+    x = ms.Tensor(rng.standard_normal(layout).astype(np.float32))
     weight = ms.Tensor(rng.standard_normal((c, 1, kernel, kernel)).astype(np.float32))
     bias = ms.Tensor(rng.standard_normal(c).astype(np.float32))
-    dy = ms.Tensor(rng.standard_normal(shape).astype(np.float32))
+    dy = ms.Tensor(rng.standard_normal(layout).astype(np.float32))
+    fast = depthwise_conv_nhwc_op() if channels_last else depthwise_conv_op()
 
     def stock(x, weight, bias):
-        return ops.conv2d(x, weight, bias, stride=1, pad_mode="pad", padding=kernel // 2, groups=c)
+        x = ops.transpose(x, (0, 3, 1, 2)) if channels_last else x
+        y = ops.conv2d(x, weight, bias, stride=1, pad_mode="pad", padding=kernel // 2, groups=c)
+        return ops.transpose(y, (0, 2, 3, 1)) if channels_last else y
 
-    (_, fast_grads), (_, stock_grads) = (_value_and_grads(fn, (x, weight, bias), dy)
-                                         for fn in (depthwise_conv_op(), stock))
-    _assert_close(depthwise_conv_op()(x, weight, bias), stock(x, weight, bias))
+    (_, fast_grads), (_, stock_grads) = (_value_and_grads(fn, (x, weight, bias), dy) for fn in (fast, stock))
+    _assert_close(fast(x, weight, bias), stock(x, weight, bias))
     for fast_grad, stock_grad in zip(fast_grads, stock_grads):  # input, weight and bias gradients
         _assert_close(fast_grad, stock_grad)
 
@@ -168,23 +175,27 @@ def test_layer_norm_matches_stock(shape):
 
 
 @pytest.mark.parametrize("shape", [(2, 5, 7, 16), (1, 3, 3, 40), (3, 17, 1, 5)])
-def test_layer_scale_residual_matches_stock(shape):
-    """shortcut + scale[n] * to_nchw(gamma * (x + bias)): the fused kernel against stock operators, with a
-    per-sample drop-path scale (0, 1 / keep_prob or 1), forward and the gradients of all four tensors."""
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_layer_scale_residual_matches_stock(shape, channels_last):
+    """shortcut + scale[n] * to_nchw(gamma * (x + bias)) (no transpose for channels-last): the fused kernel against
+    stock operators, with a per-sample drop-path scale (0, 1 / keep_prob or 1), forward and the gradients of all
+    four tensors."""
     rng = np.random.default_rng(shape[-1])
     n, h, w, c = shape
-    x, shortcut = (ms.Tensor(rng.standard_normal(s).astype(np.float32)) for s in (shape, (n, c, h, w)))
+    out_shape = shape if channels_last else (n, c, h, w)
+    x, shortcut = (ms.Tensor(rng.standard_normal(s).astype(np.float32)) for s in (shape, out_shape))
     bias, gamma = (ms.Tensor(rng.standard_normal(c).astype(np.float32)) for _ in range(2))
     scale = ms.Tensor(np.resize(np.array([0.0, 1.25, 1.0], np.float32), n))
-    dy = ms.Tensor(rng.standard_normal((n, c, h, w)).astype(np.float32))
-    layer = LayerScaleResidual(0.2)
+    dy = ms.Tensor(rng.standard_normal(out_shape).astype(np.float32))
+    layer = LayerScaleResidual(0.2, channels_last)
     assert layer.uses_fast_kernel
 
     def fast(x, bias, gamma, shortcut):
         return layer.fast_op(x, bias, gamma, shortcut, scale)
 
     def stock(x, bias, gamma, shortcut):
-        return shortcut + ops.transpose(gamma * (x + bias), (0, 3, 1, 2)) * scale.reshape(-1, 1, 1, 1)
+        branch = gamma * (x + bias)
+        return shortcut + (branch if channels_last else ops.transpose(branch, (0, 3, 1, 2))) * scale.reshape(-1, 1, 1, 1)
 
     inputs = (x, bias, gamma, shortcut)
     out, grads = _value_and_grads(fast, inputs, dy)
@@ -194,7 +205,7 @@ def test_layer_scale_residual_matches_stock(shape):
         _assert_close(grad, ref)
     layer.set_train(False)  # eval: no drop path, the fused and stock paths of the layer agree
     with fast_cpu_ops(False):
-        stock_layer = LayerScaleResidual(0.2)
+        stock_layer = LayerScaleResidual(0.2, channels_last)
     stock_layer.set_train(False)
     _assert_close(layer(shortcut, x, bias, gamma), stock_layer(shortcut, x, bias, gamma))
 

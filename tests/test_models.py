@@ -11,6 +11,7 @@ from mindspore import Tensor, ops
 from conftest import MINI, ROOT, reference
 from mindcv.models import create_model, is_model, list_models
 from mindcv.models.layers import DropPath
+from mindcv.ops import fast_cpu_ops
 from mindcv.utils.checkpoint import save_checkpoint_atomic
 
 V1 = ["atto", "femto", "pico", "nano", "tiny", "small", "base", "large", "xlarge"]
@@ -105,6 +106,20 @@ def test_features_only_returns_four_strides():
     assert [f["reduction"] for f in net.feature_info] == [4, 8, 16, 32]
     subset = create_model("convnext_atto", features_only=True, out_indices=(1, 3), depths=(1, 1, 1, 1))
     assert [o.shape[1] for o in subset(Tensor(np.zeros((1, 3, 64, 64), np.float32)))] == [80, 320]
+
+
+def test_channels_last_cpu_layout_gives_the_stock_nchw_outputs():
+    """On CPU the fast kernels keep the feature maps channels-last; logits, backbone outputs (NCHW) and
+    forward_features equal those of the stock NCHW operators."""
+    with fast_cpu_ops(False):
+        stock = create_model("convnext_atto", features_only=True, **MINI)
+    fast = create_model("convnext_atto", features_only=True, **MINI)
+    assert fast.channels_last and not stock.channels_last
+    ms.load_param_into_net(fast, {p.name: p for p in stock.get_parameters()})
+    x = Tensor(np.random.default_rng(1).standard_normal((2, 3, 64, 64)), ms.float32)
+    for out, ref in zip((*fast(x), fast.forward_features(x)), (*stock(x), stock.forward_features(x))):
+        assert out.shape == ref.shape
+        np.testing.assert_allclose(out.asnumpy(), ref.asnumpy(), rtol=1e-5, atol=1e-5 * np.abs(ref.asnumpy()).max())
 
 
 def test_backbone_loads_classification_weights():

@@ -12,7 +12,7 @@ from mindspore.common.initializer import TruncatedNormal, Zero, initializer
 
 from .layers import GELU, GRN, DepthwiseConv2d, LayerNorm, LayerNorm2d, LayerScaleResidual, Linear, PatchifyConv2d, \
     PointwiseMlp
-from ..ops.switch import fast_cpu_ops_enabled
+from ..ops.depthwise_conv import fast_depthwise_available
 from .registry import register_model
 
 MINDCV_URL = "https://download.mindspore.cn/toolkits/mindcv/convnext/"
@@ -41,12 +41,14 @@ model_cfgs: Dict[str, dict] = {
 
 class Block(nn.Cell):
     """dwconv 7x7 -> LayerNorm -> Linear C->4C -> GELU [-> GRN] -> Linear 4C->C [-> layer scale] -> drop path -> + x.
-    The pointwise layers run channels-last as Dense layers, as in the official code (fused on the CPU back end)."""
+    The pointwise layers run channels-last as Dense layers, as in the official code (fused on the CPU back end).
+    Input and output NCHW, or with `channels_last` [N, H, W, C] (the CPU back end's layout)."""
 
-    def __init__(self, dim: int, drop_path: float = 0.0, layer_scale_init_value: float = 1e-6, use_grn: bool = False):
+    def __init__(self, dim: int, drop_path: float = 0.0, layer_scale_init_value: float = 1e-6, use_grn: bool = False,
+                 channels_last: bool = False):
         super().__init__()
-        self.dwconv = DepthwiseConv2d(dim, 7)
-        self.norm = LayerNorm(dim, epsilon=1e-6, nchw_input=True)  # channels-last out
+        self.dwconv = DepthwiseConv2d(dim, 7, channels_last)
+        self.norm = LayerNorm(dim, epsilon=1e-6, nchw_input=not channels_last)  # channels-last out
         self.pwconv1 = Linear(dim, 4 * dim)
         self.act = GELU()
         self.grn = GRN(4 * dim) if use_grn else None
@@ -56,7 +58,7 @@ class Block(nn.Cell):
         self.gamma_ = None
         if layer_scale_init_value > 0:
             self.gamma_ = Parameter(Tensor(np.full(dim, layer_scale_init_value, np.float32)), name="gamma_")
-        self.residual = LayerScaleResidual(drop_path)  # pwconv2's bias, layer scale, drop path, + shortcut
+        self.residual = LayerScaleResidual(drop_path, channels_last)  # pwconv2's bias, layer scale, drop path, + x
 
     def construct(self, x: Tensor) -> Tensor:
         shortcut = x
@@ -98,18 +100,18 @@ class ConvNeXt(nn.Cell):
         self.depths = tuple(depths)
         self.use_grn = use_grn
         drop_rates = np.linspace(0, drop_path_rate, sum(depths)).tolist()
-        # On CPU the stem's and the downsampling layers' conv and norm pass channels-last tensors between them
-        # (one transpose fewer each); the blocks take and give NCHW everywhere.
-        channels_last = fast_cpu_ops_enabled()
-        layers = [nn.SequentialCell(PatchifyConv2d(in_channels, dims[0], 4, channels_last_output=channels_last),
-                                    LayerNorm2d(dims[0], channels_last_input=channels_last))]
+        # With the CPU kernels the feature maps are channels-last [N, H, W, C] from the stem to the head (no
+        # transposes; the kernels' vectors run along the channels); elsewhere NCHW. Outputs are NCHW either way.
+        self.channels_last = cl = fast_depthwise_available(7)
+        layers = [nn.SequentialCell(PatchifyConv2d(in_channels, dims[0], 4, channels_last_output=cl),
+                                    LayerNorm2d(dims[0], channels_last_input=cl, channels_last_output=cl))]
         for i, depth in enumerate(depths):
             if i > 0:
                 layers.append(nn.SequentialCell(
-                    LayerNorm2d(dims[i - 1], channels_last_output=channels_last),
-                    PatchifyConv2d(dims[i - 1], dims[i], 2, channels_last_input=channels_last)))
+                    LayerNorm2d(dims[i - 1], channels_last_input=cl, channels_last_output=cl),
+                    PatchifyConv2d(dims[i - 1], dims[i], 2, channels_last_input=cl, channels_last_output=cl)))
             rates, drop_rates = drop_rates[:depth], drop_rates[depth:]
-            layers.append(nn.SequentialCell([Block(dims[i], r, layer_scale_init_value, use_grn) for r in rates]))
+            layers.append(nn.SequentialCell([Block(dims[i], r, layer_scale_init_value, use_grn, cl) for r in rates]))
         self.feature = nn.SequentialCell(layers)  # stem, stage 0, downsample 1, stage 1, ...
         self.features_only = features_only
         self.out_indices = tuple(out_indices)
@@ -130,9 +132,10 @@ class ConvNeXt(nn.Cell):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Last stage feature map [N, dims[-1], H/32, W/32]."""
-        return self.feature(x)
+        return self._nchw(self.feature(x))
 
     def forward_head(self, x: Tensor) -> Tensor:
+        """Logits from a last stage feature map [N, dims[-1], h, w]."""
         return self.classifier(self.norm(x.mean((2, 3))))
 
     def construct(self, x: Tensor):
@@ -142,8 +145,11 @@ class ConvNeXt(nn.Cell):
         for index, layer in enumerate(self.feature):
             x = layer(x)
             if index % 2 == 1 and index // 2 in self.out_indices:
-                outputs += (x,)
+                outputs += (self._nchw(x),)
         return outputs
+
+    def _nchw(self, x: Tensor) -> Tensor:
+        return ops.transpose(x, (0, 3, 1, 2)) if self.channels_last else x
 
     def flops(self, image_size: int = 224) -> int:
         """Multiply-accumulate count of one forward pass at `image_size` x `image_size` (convs and Dense layers)."""

@@ -5,7 +5,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import initializer
 
-from ..ops.depthwise_conv import depthwise_conv_op, fast_depthwise_available
+from ..ops.depthwise_conv import depthwise_conv_nhwc_op, depthwise_conv_op, fast_depthwise_available
 from ..ops.gelu import bias_gelu_op, gelu_op
 from ..ops.layer_norm import layer_norm_op
 from ..ops.mlp import mlp_ops
@@ -37,13 +37,15 @@ class DropPath(nn.Cell):
 class LayerScaleResidual(nn.Cell):
     """The tail of a ConvNeXt block: `shortcut + drop_path(to_nchw(gamma * (x + bias)))`, with `x` the
     channels-last output of the second pointwise layer before its bias and `gamma` the layer scale (None:
-    none). On the CPU back end in float32 one fused kernel (mindcv.ops.residual) replaces the bias add,
-    layer scale, drop path, transpose and residual add, four or five passes over memory."""
+    none); with `channels_last` the shortcut and the result are channels-last too (no transpose). On the CPU
+    back end in float32 one fused kernel (mindcv.ops.residual) replaces the bias add, layer scale, drop path,
+    transpose and residual add, four or five passes over memory."""
 
-    def __init__(self, drop_path_rate: float = 0.0):
+    def __init__(self, drop_path_rate: float = 0.0, channels_last: bool = False):
         super().__init__()
         self.drop_path = DropPath(drop_path_rate)
-        self.fast_op = residual_op()
+        self.channels_last = channels_last
+        self.fast_op = residual_op(channels_last)
         self.uses_fast_kernel = self.fast_op is not None
 
     def construct(self, shortcut: Tensor, x: Tensor, bias: Tensor, gamma: Optional[Tensor]) -> Tensor:
@@ -53,7 +55,7 @@ class LayerScaleResidual(nn.Cell):
         x = x + bias
         if gamma is not None:
             x = gamma * x
-        return shortcut + self.drop_path(ops.transpose(x, (0, 3, 1, 2)))
+        return shortcut + self.drop_path(x if self.channels_last else ops.transpose(x, (0, 3, 1, 2)))
 
 
 class LayerNorm(nn.LayerNorm):
@@ -120,19 +122,25 @@ class DepthwiseConv2d(nn.Conv2d):
     """`nn.Conv2d(dim, dim, kernel_size, pad_mode="pad", padding=kernel_size // 2, group=dim, has_bias=True)`
     with the same parameters (`weight` [dim, 1, k, k], `bias` [dim]) and results, that runs mindcv.ops' fast
     C++ kernels on the CPU back end for float32 (MindSpore's CPU kernel is ~50x slower there) and the stock
-    operator everywhere else. `uses_fast_kernel` says which one this layer chose when it was built."""
+    operator everywhere else. `uses_fast_kernel` says which one this layer chose when it was built. With
+    `channels_last` the input and output are [N, H, W, C] (the weight keeps its shape)."""
 
-    def __init__(self, dim: int, kernel_size: int = 7):
+    def __init__(self, dim: int, kernel_size: int = 7, channels_last: bool = False):
         super().__init__(dim, dim, kernel_size, pad_mode="pad", padding=kernel_size // 2, group=dim, has_bias=True)
+        self.channels_last = channels_last
         self.uses_fast_kernel = fast_depthwise_available(kernel_size)
-        self.fast_op = depthwise_conv_op() if self.uses_fast_kernel else None
+        if self.uses_fast_kernel:
+            self.fast_op = depthwise_conv_nhwc_op() if channels_last else depthwise_conv_op()
 
     def construct(self, x: Tensor) -> Tensor:
         # dtypes are compile-time constants in graph mode, so this branch costs nothing at run time;
         # mixed precision (float16) takes the stock path.
         if self.uses_fast_kernel and x.dtype == ms.float32 and self.weight.dtype == ms.float32:
             return self.fast_op(x, self.weight, self.bias)
-        return self.bias_add(self.conv2d(x, self.weight), self.bias)
+        if self.channels_last:
+            x = ops.transpose(x, (0, 3, 1, 2))
+        y = self.bias_add(self.conv2d(x, self.weight), self.bias)
+        return ops.transpose(y, (0, 2, 3, 1)) if self.channels_last else y
 
 
 class RowBiasAdd(nn.Cell):
@@ -208,7 +216,7 @@ class PatchifyConv2d(nn.Conv2d):
         else:
             patches = x.reshape(n, c, h // k, k, w // k, k).transpose(0, 2, 4, 1, 3, 5).reshape(-1, c * k * k)
             weight = self.weight.reshape(self.out_channels, -1)
-        y = self.matmul(patches, weight)
+        y = self.matmul(patches, weight.astype(patches.dtype))  # (mixed precision casts no permuted parameter)
         y = self.row_bias_add(y, self.bias) if y.dtype == ms.float32 else self.bias_add(y, self.bias)
         y = y.reshape(n, h // k, w // k, self.out_channels)
         return y if self.channels_last_output else y.transpose(0, 3, 1, 2)

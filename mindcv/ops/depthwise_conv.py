@@ -1,5 +1,5 @@
-"""Fast depthwise KxK convolution (K in 3, 5, 7; stride 1; padding K // 2; float32; NCHW) on MindSpore's CPU
-back end: C++ kernels for the forward pass, the input gradient and the weight and bias gradients, run
+"""Fast depthwise KxK convolution (K in 3, 5, 7; stride 1; padding K // 2; float32; NCHW or channels-last NHWC)
+on MindSpore's CPU back end: C++ kernels for the forward pass, the input gradient and the weight and bias gradients, run
 through `ops.Custom(func_type="aot")` with a custom bprop. Numerically the same operator as
 `nn.Conv2d(C, C, K, pad_mode="pad", padding=K // 2, group=C, has_bias=True)` (up to float rounding order)."""
 from mindspore import ops
@@ -11,13 +11,10 @@ SOURCE = "depthwise_conv_cpu.cc"
 SUPPORTED_KERNEL_SIZES = (3, 5, 7)
 
 
-@op_from_library(SOURCE)
-def depthwise_conv_op(library: str) -> ops.Custom:
-    """The fast operator `op(x [N, C, H, W], weight [C, 1, K, K], bias [C]) -> [N, C, H, W]`, built once per
-    process; None when the kernels cannot be compiled (a warning says why)."""
-    input_grad = ops.Custom(f"{library}:DepthwiseConvInputGrad", out_shape=same_as_first, out_dtype=same_as_first,
-                            func_type="aot")
-    weight_grad = ops.Custom(f"{library}:DepthwiseConvWeightGrad",
+def _make_op(library: str, layout: str) -> ops.Custom:
+    input_grad = ops.Custom(f"{library}:DepthwiseConv{layout}InputGrad", out_shape=same_as_first,
+                            out_dtype=same_as_first, func_type="aot")
+    weight_grad = ops.Custom(f"{library}:DepthwiseConv{layout}WeightGrad",
                              out_shape=lambda dy, x, w: (w, (w[0],)), out_dtype=lambda dy, x, w: (w, w),
                              func_type="aot")
 
@@ -25,8 +22,21 @@ def depthwise_conv_op(library: str) -> ops.Custom:
         dweight, dbias = weight_grad(dout, x, weight)
         return input_grad(dout, weight), dweight, dbias
 
-    return ops.Custom(f"{library}:DepthwiseConvForward", out_shape=same_as_first, out_dtype=same_as_first,
+    return ops.Custom(f"{library}:DepthwiseConv{layout}Forward", out_shape=same_as_first, out_dtype=same_as_first,
                       func_type="aot", bprop=bprop)
+
+
+@op_from_library(SOURCE)
+def depthwise_conv_op(library: str) -> ops.Custom:
+    """The fast operator `op(x [N, C, H, W], weight [C, 1, K, K], bias [C]) -> [N, C, H, W]`, built once per
+    process; None when the kernels cannot be compiled (a warning says why)."""
+    return _make_op(library, "")
+
+
+@op_from_library(SOURCE)
+def depthwise_conv_nhwc_op(library: str) -> ops.Custom:
+    """As `depthwise_conv_op`, channels-last: `op(x [N, H, W, C], weight [C, 1, K, K], bias [C]) -> [N, H, W, C]`."""
+    return _make_op(library, "Nhwc")
 
 
 def fast_depthwise_available(kernel_size: int) -> bool:

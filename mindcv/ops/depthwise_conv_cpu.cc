@@ -211,6 +211,223 @@ void WeightGradAll(const Dims &d, const float *dy, const float *x, float *dw, fl
   }
 }
 
+// ---- Channels-last (NHWC) variants: the channels are the vector lanes. ----
+//
+// A thread works through a contiguous range of output rows (n, i) and keeps, in a ring of K buffers, the input
+// rows i - K/2 .. i + K/2 of image n padded with K/2 zero pixels left and right, with zero rows outside the
+// image, and with the channels padded to a multiple of kMaxLanes: every load of the inner loops is then in
+// bounds and needs no test. Moving to the next row copies one new input row.
+class RowWindow {
+ public:
+  RowWindow(const float *x, int64_t h, int64_t w, int64_t c, int k, int64_t padded_width)
+      : x_(x), h_(h), w_(w), c_(c), k_(k), pad_(k / 2), channels_(RoundUp(c, kMaxLanes)),
+        row_floats_(padded_width * channels_), rows_(k * row_floats_, 0.0f), held_(k, kNone) {}
+
+  // The padded input rows i - K/2 + a (a = 0 .. K-1) of image n, in `row[a]`.
+  void Move(int64_t n, int64_t i, const float **row) {
+    for (int a = 0; a < k_; ++a) {
+      const int64_t r = i - pad_ + a, key = r < 0 || r >= h_ ? kNone - 1 : n * h_ + r;  // all outside rows alike
+      const int slot = static_cast<int>(((r % k_) + k_) % k_);
+      float *dst = &rows_[slot * row_floats_];
+      if (held_[slot] != key) {
+        std::fill(dst, dst + row_floats_, 0.0f);
+        if (key != kNone - 1)
+          for (int64_t j = 0; j < w_; ++j)
+            std::memcpy(dst + (j + pad_) * channels_, x_ + (key * w_ + j) * c_, c_ * sizeof(float));
+        held_[slot] = key;
+      }
+      row[a] = dst;
+    }
+  }
+  int64_t channels() const { return channels_; }
+
+ private:
+  static constexpr int64_t kNone = -1;
+  const float *x_;
+  int64_t h_, w_, c_;
+  int k_, pad_;
+  int64_t channels_, row_floats_;
+  std::vector<float> rows_;
+  std::vector<int64_t> held_;
+};
+
+constexpr int kPixels = 4;  // output pixels computed together (each weight vector is loaded once for them)
+
+// One output row, channels-last: out[j][c] = bias[c] + sum_{a,b} taps[a][b][c] * row[a][j + b][c], with `taps`
+// [K*K][channels] and `bias` [channels] padded to `channels` (a multiple of kMaxLanes). Pixels past w are
+// computed into `spill` and dropped.
+template <int K, int L>
+__attribute__((always_inline)) inline void ConvRowNhwc(const float *const *row, const float *taps, const float *bias,
+                                                       int64_t w, int64_t c, int64_t channels, float *out) {
+  for (int64_t c0 = 0; c0 < channels; c0 += L) {
+    const int64_t lanes = std::min<int64_t>(L, c - c0);
+    if (lanes <= 0) break;
+    for (int64_t j0 = 0; j0 < w; j0 += kPixels) {
+      Vec<L> acc[kPixels];
+      const Vec<L> b = bias ? Load<L>(bias + c0) : Vec<L>{};
+      for (int q = 0; q < kPixels; ++q) acc[q] = b;
+#pragma GCC unroll 7
+      for (int a = 0; a < K; ++a) {
+        const float *in = row[a] + j0 * channels + c0;
+#pragma GCC unroll 7
+        for (int tb = 0; tb < K; ++tb) {
+          const Vec<L> tap = Load<L>(taps + (a * K + tb) * channels + c0);
+#pragma GCC unroll 4
+          for (int q = 0; q < kPixels; ++q) acc[q] += tap * Load<L>(in + (q + tb) * channels);
+        }
+      }
+      for (int q = 0; q < kPixels && j0 + q < w; ++q) std::memcpy(out + (j0 + q) * c + c0, &acc[q], lanes * sizeof(float));
+    }
+  }
+}
+
+// sums[a][b][c] += sum_j dy[j][c] * row[a][j + b][c] and sums[K*K][c] += sum_j dy[j][c] (the bias gradient), over
+// one row; `dy` padded to `channels` per pixel.
+template <int K, int L>
+__attribute__((always_inline)) inline void WeightGradRowNhwc(const float *const *row, const float *dy, int64_t w,
+                                                             int64_t channels, float *sums) {
+  for (int64_t c0 = 0; c0 < channels; c0 += L) {
+#pragma GCC unroll 7
+    for (int a = 0; a < K; ++a) {
+      for (int tb = 0; tb < K; ++tb) {
+        Vec<L> s0{}, s1{};  // two chains: the FMA latency, not the loads, would bound one
+        const float *in = row[a] + tb * channels + c0;
+        int64_t j = 0;
+        for (; j + 1 < w; j += 2) {
+          s0 += Load<L>(dy + j * channels + c0) * Load<L>(in + j * channels);
+          s1 += Load<L>(dy + (j + 1) * channels + c0) * Load<L>(in + (j + 1) * channels);
+        }
+        if (j < w) s0 += Load<L>(dy + j * channels + c0) * Load<L>(in + j * channels);
+        float *sum = sums + (a * K + tb) * channels + c0;
+        const Vec<L> total = Load<L>(sum) + s0 + s1;
+        std::memcpy(sum, &total, sizeof(total));
+      }
+    }
+    Vec<L> bias_sum = Load<L>(sums + K * K * channels + c0);
+    for (int64_t j = 0; j < w; ++j) bias_sum += Load<L>(dy + j * channels + c0);
+    std::memcpy(sums + K * K * channels + c0, &bias_sum, sizeof(bias_sum));
+  }
+}
+
+template <int K>
+MINDCV_AVX512 void ConvRowNhwcAvx512(const float *const *row, const float *taps, const float *bias, int64_t w,
+                                     int64_t c, int64_t channels, float *out) {
+  ConvRowNhwc<K, 16>(row, taps, bias, w, c, channels, out);
+}
+template <int K>
+MINDCV_AVX2 void ConvRowNhwcAvx2(const float *const *row, const float *taps, const float *bias, int64_t w, int64_t c,
+                                 int64_t channels, float *out) {
+  ConvRowNhwc<K, 8>(row, taps, bias, w, c, channels, out);
+}
+template <int K>
+void ConvRowNhwcBase(const float *const *row, const float *taps, const float *bias, int64_t w, int64_t c,
+                     int64_t channels, float *out) {
+  ConvRowNhwc<K, 4>(row, taps, bias, w, c, channels, out);
+}
+template <int K>
+MINDCV_AVX512 void WeightGradRowNhwcAvx512(const float *const *row, const float *dy, int64_t w, int64_t channels,
+                                           float *sums) {
+  WeightGradRowNhwc<K, 16>(row, dy, w, channels, sums);
+}
+template <int K>
+MINDCV_AVX2 void WeightGradRowNhwcAvx2(const float *const *row, const float *dy, int64_t w, int64_t channels,
+                                       float *sums) {
+  WeightGradRowNhwc<K, 8>(row, dy, w, channels, sums);
+}
+template <int K>
+void WeightGradRowNhwcBase(const float *const *row, const float *dy, int64_t w, int64_t channels, float *sums) {
+  WeightGradRowNhwc<K, 4>(row, dy, w, channels, sums);
+}
+
+template <int K>
+void ConvRowNhwcAny(const float *const *row, const float *taps, const float *bias, int64_t w, int64_t c,
+                    int64_t channels, float *out) {
+  switch (kIsa) {
+    case Isa::kAvx512: return ConvRowNhwcAvx512<K>(row, taps, bias, w, c, channels, out);
+    case Isa::kAvx2: return ConvRowNhwcAvx2<K>(row, taps, bias, w, c, channels, out);
+    default: return ConvRowNhwcBase<K>(row, taps, bias, w, c, channels, out);
+  }
+}
+
+template <int K>
+void WeightGradRowNhwcAny(const float *const *row, const float *dy, int64_t w, int64_t channels, float *sums) {
+  switch (kIsa) {
+    case Isa::kAvx512: return WeightGradRowNhwcAvx512<K>(row, dy, w, channels, sums);
+    case Isa::kAvx2: return WeightGradRowNhwcAvx2<K>(row, dy, w, channels, sums);
+    default: return WeightGradRowNhwcBase<K>(row, dy, w, channels, sums);
+  }
+}
+
+struct DimsNhwc {
+  int64_t n, h, w, c;
+  int k;
+};
+
+bool ReadDimsNhwc(const int *ndims, int64_t **shapes, const char **dtypes, int n_tensors, int weight_index,
+                  DimsNhwc *d) {
+  if (!AllFloat32(n_tensors, dtypes) || ndims[0] != 4 || ndims[weight_index] != 4) return false;
+  const int64_t *weight = shapes[weight_index];
+  *d = {shapes[0][0], shapes[0][1], shapes[0][2], shapes[0][3], static_cast<int>(weight[3])};
+  return weight[0] == d->c && weight[1] == 1 && weight[2] == d->k && d->k % 2 == 1;
+}
+
+// Runs thread_body(window, begin, end) in each thread: its contiguous range [begin, end) of output rows
+// (n * H + i) and a window of its own over `x`.
+template <typename ThreadBody>
+void ForEachThreadRows(const DimsNhwc &d, const float *x, ThreadBody thread_body) {
+#pragma omp parallel
+  {
+    RowWindow window(x, d.h, d.w, d.c, d.k, RoundUp(d.w, kPixels) + d.k - 1);
+    const int threads = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t rows = d.n * d.h;
+    thread_body(&window, rows * t / threads, rows * (t + 1) / threads);
+  }
+}
+
+// Forward (flip = false) or input gradient (flip = true, the kernel rotated by 180 degrees), channels-last.
+template <int K>
+void ConvAllNhwc(const DimsNhwc &d, const float *x, const float *weight, const float *bias, bool flip, float *y) {
+  const int64_t channels = RoundUp(d.c, kMaxLanes);
+  std::vector<float> taps(K * K * channels, 0.0f), padded_bias(channels, 0.0f);  // [tap][channel]
+  for (int64_t ch = 0; ch < d.c; ++ch) {
+    for (int q = 0; q < K * K; ++q) taps[q * channels + ch] = weight[ch * K * K + (flip ? K * K - 1 - q : q)];
+    if (bias) padded_bias[ch] = bias[ch];
+  }
+  ForEachThreadRows(d, x, [&](RowWindow *window, int64_t begin, int64_t end) {
+    const float *row[K];
+    for (int64_t g = begin; g < end; ++g) {
+      window->Move(g / d.h, g % d.h, row);
+      ConvRowNhwcAny<K>(row, taps.data(), bias ? padded_bias.data() : nullptr, d.w, d.c, channels,
+                        y + g * d.w * d.c);
+    }
+  });
+}
+
+template <int K>
+void WeightGradAllNhwc(const DimsNhwc &d, const float *dy, const float *x, float *dw, float *db) {
+  const int64_t channels = RoundUp(d.c, kMaxLanes), sums_size = (K * K + 1) * channels;
+  std::vector<double> total(sums_size, 0.0);
+  ForEachThreadRows(d, x, [&](RowWindow *window, int64_t begin, int64_t end) {
+    std::vector<float> sums(sums_size), dy_row(d.w * channels, 0.0f);
+    std::vector<double> thread_total(sums_size, 0.0);
+    const float *row[K];
+    for (int64_t g = begin; g < end; ++g) {
+      window->Move(g / d.h, g % d.h, row);
+      for (int64_t j = 0; j < d.w; ++j)
+        std::memcpy(&dy_row[j * channels], dy + (g * d.w + j) * d.c, d.c * sizeof(float));
+      std::fill(sums.begin(), sums.end(), 0.0f);
+      WeightGradRowNhwcAny<K>(row, dy_row.data(), d.w, channels, sums.data());
+      for (int64_t q = 0; q < sums_size; ++q) thread_total[q] += sums[q];  // float within a row, double across
+    }
+#pragma omp critical
+    for (int64_t q = 0; q < sums_size; ++q) total[q] += thread_total[q];
+  });
+  for (int64_t ch = 0; ch < d.c; ++ch) {
+    for (int q = 0; q < K * K; ++q) dw[ch * K * K + q] = static_cast<float>(total[q * channels + ch]);
+    db[ch] = static_cast<float>(total[K * K * channels + ch]);
+  }
+}
+
 template <typename F3, typename F5, typename F7>
 int DispatchK(int64_t k, F3 f3, F5 f5, F7 f7) {
   switch (k) {
@@ -266,6 +483,42 @@ int DepthwiseConvWeightGrad(int nparam, void **params, int *ndims, int64_t **sha
   auto db = static_cast<float *>(params[4]);
   return DispatchK(d.k, [&] { WeightGradAll<3>(d, dy, x, dw, db); }, [&] { WeightGradAll<5>(d, dy, x, dw, db); },
                    [&] { WeightGradAll<7>(d, dy, x, dw, db); });
+}
+
+// Channels-last: inputs x [N, H, W, C], weight [C, 1, K, K], bias [C]; output y [N, H, W, C].
+int DepthwiseConvNhwcForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                             void *stream, void *extra) {
+  DimsNhwc d;
+  if (nparam != 4 || !ReadDimsNhwc(ndims, shapes, dtypes, 4, 1, &d)) return 1;
+  auto x = static_cast<const float *>(params[0]), w = static_cast<const float *>(params[1]);
+  auto b = static_cast<const float *>(params[2]);
+  auto y = static_cast<float *>(params[3]);
+  return DispatchK(d.k, [&] { ConvAllNhwc<3>(d, x, w, b, false, y); }, [&] { ConvAllNhwc<5>(d, x, w, b, false, y); },
+                   [&] { ConvAllNhwc<7>(d, x, w, b, false, y); });
+}
+
+// Channels-last: inputs dy [N, H, W, C], weight [C, 1, K, K]; output dx [N, H, W, C].
+int DepthwiseConvNhwcInputGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                               void *stream, void *extra) {
+  DimsNhwc d;
+  if (nparam != 3 || !ReadDimsNhwc(ndims, shapes, dtypes, 3, 1, &d)) return 1;
+  auto dy = static_cast<const float *>(params[0]), w = static_cast<const float *>(params[1]);
+  auto dx = static_cast<float *>(params[2]);
+  return DispatchK(d.k, [&] { ConvAllNhwc<3>(d, dy, w, nullptr, true, dx); },
+                   [&] { ConvAllNhwc<5>(d, dy, w, nullptr, true, dx); },
+                   [&] { ConvAllNhwc<7>(d, dy, w, nullptr, true, dx); });
+}
+
+// Channels-last: inputs dy [N, H, W, C], x [N, H, W, C], weight [C, 1, K, K] (for its shape only); outputs
+// dweight [C, 1, K, K], dbias [C].
+int DepthwiseConvNhwcWeightGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                void *stream, void *extra) {
+  DimsNhwc d;
+  if (nparam != 5 || !ReadDimsNhwc(ndims, shapes, dtypes, 5, 2, &d)) return 1;
+  auto dy = static_cast<const float *>(params[0]), x = static_cast<const float *>(params[1]);
+  auto dw = static_cast<float *>(params[3]), db = static_cast<float *>(params[4]);
+  return DispatchK(d.k, [&] { WeightGradAllNhwc<3>(d, dy, x, dw, db); },
+                   [&] { WeightGradAllNhwc<5>(d, dy, x, dw, db); }, [&] { WeightGradAllNhwc<7>(d, dy, x, dw, db); });
 }
 
 }  // extern "C"

@@ -10,6 +10,9 @@
 //
 // backward: dx[n, p, c] = dout[n, c, p] * scale[n] * gamma[c], dbias[c] = sum dx[., ., c],
 //           dgamma[c] = sum_n,p dout[n, c, p] * scale[n] * (x[n, p, c] + bias[c]); dshortcut = dout.
+//
+// The Nhwc variants serve a block that is channels-last throughout: shortcut and out [N, H, W, C] like x, no
+// transpose.
 #include <omp.h>
 
 #include <algorithm>
@@ -92,6 +95,64 @@ int ResidualBackward(int nparam, void **params, int *ndims, int64_t **shapes, co
             dbias_chunk[c0 + c] += g * gamma[c0 + c];
             dgamma_chunk[c0 + c] += g * (x[at + c] + bias[c0 + c]);
           }
+        }
+      }
+      dbias_thread.Flush();
+      dgamma_thread.Flush();
+    }
+    dbias_thread.MergeInto(&dbias_sums);
+    dgamma_thread.MergeInto(&dgamma_sums);
+  }
+  dbias_sums.Write(dbias);
+  dgamma_sums.Write(dgamma);
+  return 0;
+}
+
+// inputs x [N, H, W, C], bias [C], gamma [C], shortcut [N, H, W, C], scale [N]; output [N, H, W, C].
+int ResidualNhwcForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                        void *extra) {
+  if (nparam != 6 || !AllFloat32(6, dtypes) || ndims[0] != 4) return 1;
+  auto x = static_cast<const float *>(params[0]);
+  auto bias = static_cast<const float *>(params[1]), gamma = static_cast<const float *>(params[2]);
+  auto shortcut = static_cast<const float *>(params[3]), scale = static_cast<const float *>(params[4]);
+  auto out = static_cast<float *>(params[5]);
+  const int64_t batch = shapes[0][0], pixels = shapes[0][1] * shapes[0][2], channels = shapes[0][3];
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < batch * pixels; ++row) {
+    const float s = scale[row / pixels];
+    const int64_t at = row * channels;
+    for (int64_t c = 0; c < channels; ++c) out[at + c] = shortcut[at + c] + s * (gamma[c] * (x[at + c] + bias[c]));
+  }
+  return 0;
+}
+
+// inputs dout [N, H, W, C], x [N, H, W, C], bias [C], gamma [C], scale [N]; outputs dx [N, H, W, C], dbias [C],
+// dgamma [C] (summed in float per chunk of rows, in double across chunks).
+int ResidualNhwcBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                         void *extra) {
+  if (nparam != 8 || !AllFloat32(8, dtypes) || ndims[1] != 4) return 1;
+  auto dout = static_cast<const float *>(params[0]), x = static_cast<const float *>(params[1]);
+  auto bias = static_cast<const float *>(params[2]), gamma = static_cast<const float *>(params[3]);
+  auto scale = static_cast<const float *>(params[4]);
+  auto dx = static_cast<float *>(params[5]);
+  auto dbias = static_cast<float *>(params[6]), dgamma = static_cast<float *>(params[7]);
+  const int64_t batch = shapes[1][0], pixels = shapes[1][1] * shapes[1][2], channels = shapes[1][3];
+  const int64_t rows = batch * pixels;
+  ChannelSums dbias_sums(channels), dgamma_sums(channels);
+#pragma omp parallel
+  {
+    ChannelSums dbias_thread(channels), dgamma_thread(channels);
+    float *dbias_chunk = dbias_thread.chunk(), *dgamma_chunk = dgamma_thread.chunk();
+#pragma omp for schedule(static)
+    for (int64_t begin = 0; begin < rows; begin += kTile) {
+      for (int64_t row = begin; row < std::min(rows, begin + kTile); ++row) {
+        const float s = scale[row / pixels];
+        const int64_t at = row * channels;
+        for (int64_t c = 0; c < channels; ++c) {
+          const float g = dout[at + c] * s;
+          dx[at + c] = g * gamma[c];
+          dbias_chunk[c] += g * gamma[c];
+          dgamma_chunk[c] += g * (x[at + c] + bias[c]);
         }
       }
       dbias_thread.Flush();
