@@ -13,6 +13,7 @@ from mindcv.models.layers import (GELU, DepthwiseConv2d, LayerNorm, LayerNorm2d,
                                  PointwiseMlp, RowBiasAdd)
 from mindcv.ops import _build, depthwise_conv_op, fast_cpu_ops
 from mindcv.ops.depthwise_conv import depthwise_conv_nhwc_op
+from mindcv.ops.finite import all_finite_op
 from mindcv.ops.gelu import gelu_op
 
 from conftest import MINI
@@ -306,3 +307,14 @@ def test_build_falls_back_with_a_warning_without_compiler(tmp_path, monkeypatch)
         warnings.simplefilter("always")
         assert _build.build("gelu_cpu.cc") is None
     assert any("stock operators" in str(w.message) for w in caught)
+
+
+def test_all_finite_flags_any_inf_or_nan_in_any_tensor():
+    rng = np.random.default_rng(3)
+    arrays = [rng.standard_normal(shape).astype(np.float32) * 1e30 for shape in ((3,), (17, 5), (2, 3, 4, 33), (1,))]
+    op = all_finite_op()
+    assert op(*(ms.Tensor(a) for a in arrays)).asnumpy().tolist() == [1.0]  # large but finite
+    for index, position, value in ((0, 2, np.inf), (2, 100, -np.inf), (3, 0, np.nan), (1, 84, np.nan)):
+        broken = [a.copy() for a in arrays]
+        broken[index].reshape(-1)[position] = value
+        assert op(*(ms.Tensor(a) for a in broken)).asnumpy().tolist() == [0.0], (index, position, value)
