@@ -318,3 +318,26 @@ def test_all_finite_flags_any_inf_or_nan_in_any_tensor():
         broken = [a.copy() for a in arrays]
         broken[index].reshape(-1)[position] = value
         assert op(*(ms.Tensor(a) for a in broken)).asnumpy().tolist() == [0.0], (index, position, value)
+
+
+@pytest.mark.parametrize("shape", [(2, 9, 11, 16), (1, 7, 7, 40)])
+def test_block_eval_kernels_match_training_operators(shape):
+    """A channels-last ConvNeXt block in eval mode runs two fused kernels (dwconv + norm; MLP + layer scale +
+    residual); in training mode (no drop path) the separate ones. Output and gradients agree."""
+    from mindcv.models.convnext import Block
+
+    rng = np.random.default_rng(shape[-1])
+    block = Block(shape[-1], drop_path=0.0, layer_scale_init_value=0.5, channels_last=True)
+    assert block.eval_kernels
+    for param in block.trainable_params():
+        param.set_data(ms.Tensor(rng.standard_normal(param.shape).astype(np.float32) * 0.3))
+    x = ms.Tensor(rng.standard_normal(shape).astype(np.float32))
+    dy = ms.Tensor(rng.standard_normal(shape).astype(np.float32))
+    results = []
+    for training in (True, False):
+        block.set_train(training)
+        out = block(x)
+        grads = ms.grad(lambda v: (block(v) * dy).sum(), grad_position=0, weights=block.trainable_params())(x)
+        results.append((out, grads[0], *grads[1]))
+    for fused, separate in zip(results[1], results[0]):
+        _assert_close(fused, separate)

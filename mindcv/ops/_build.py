@@ -13,7 +13,7 @@ _SOURCE_DIR = os.path.dirname(os.path.abspath(__file__))
 # attributes in the sources, so no -march flag is needed and the library runs on any x86-64 CPU.
 # -Wno-psabi: the kernels' vector types never cross a call boundary, see simd.h.
 CXX_FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-Wno-psabi"]
-_HEADERS = ("simd.h", "gelu.h")
+_HEADERS = ("simd.h", "gelu.h", "layer_norm.h")
 _built = {}
 
 

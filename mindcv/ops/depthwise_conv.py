@@ -5,6 +5,7 @@ through `ops.Custom(func_type="aot")` with a custom bprop. Numerically the same 
 from mindspore import ops
 
 from ._build import op_from_library, same_as_first
+from .layer_norm import layer_norm_op
 from .switch import fast_cpu_ops_enabled
 
 SOURCE = "depthwise_conv_cpu.cc"
@@ -37,6 +38,26 @@ def depthwise_conv_op(library: str) -> ops.Custom:
 def depthwise_conv_nhwc_op(library: str) -> ops.Custom:
     """As `depthwise_conv_op`, channels-last: `op(x [N, H, W, C], weight [C, 1, K, K], bias [C]) -> [N, H, W, C]`."""
     return _make_op(library, "Nhwc")
+
+
+@op_from_library(SOURCE)
+def depthwise_conv_norm_op(library: str) -> ops.Custom:
+    """Eval mode, channels-last: `op(x [N, H, W, C], weight [C, 1, K, K], bias [C], gamma [C], beta [C], eps [1])
+    -> LayerNorm(dwconv(x))` over C, [N, H, W, C] (a ConvNeXt block's conv and norm in one pass). It keeps no
+    statistics: a gradient (rare in eval mode) runs the two separate operators again, then their gradients."""
+    conv, norm = depthwise_conv_nhwc_op(), layer_norm_op(False)
+    conv_bprop, norm_bprop = conv.bprop, norm.bprop
+
+    def bprop(x, weight, bias, gamma, beta, eps, out, dout):
+        conv_out = conv(x, weight, bias)
+        norm_out = norm(conv_out, gamma, beta, eps)
+        dconv, dgamma, dbeta, deps = norm_bprop(conv_out, gamma, beta, eps, norm_out,
+                                                (dout, ops.zeros_like(norm_out[1]), ops.zeros_like(norm_out[2])))
+        dx, dweight, dbias = conv_bprop(x, weight, bias, conv_out, dconv)
+        return dx, dweight, dbias, dgamma, dbeta, deps
+
+    return ops.Custom(f"{library}:DepthwiseConvNhwcNormForward", out_shape=same_as_first, out_dtype=same_as_first,
+                      func_type="aot", bprop=bprop)
 
 
 def fast_depthwise_available(kernel_size: int) -> bool:

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <vector>
 
+#include "layer_norm.h"
 #include "simd.h"
 
 namespace {
@@ -403,6 +404,29 @@ void ConvAllNhwc(const DimsNhwc &d, const float *x, const float *weight, const f
   });
 }
 
+// Eval-mode ConvNeXt block head: y = LayerNorm(dwconv(x)) over the channels, row by row, so that the conv's output
+// row is normalised while in cache and never written to memory.
+template <int K>
+void ConvNormAllNhwc(const DimsNhwc &d, const float *x, const float *weight, const float *bias, const float *gamma,
+                     const float *beta, float eps, float *y) {
+  const int64_t channels = RoundUp(d.c, kMaxLanes);
+  std::vector<float> taps(K * K * channels, 0.0f), padded_bias(channels, 0.0f);
+  for (int64_t ch = 0; ch < d.c; ++ch) {
+    for (int q = 0; q < K * K; ++q) taps[q * channels + ch] = weight[ch * K * K + q];
+    padded_bias[ch] = bias[ch];
+  }
+  ForEachThreadRows(d, x, [&](RowWindow *window, int64_t begin, int64_t end) {
+    const float *row[K];
+    std::vector<float> conv_row(d.w * d.c), mean(d.w), rstd(d.w);
+    for (int64_t g = begin; g < end; ++g) {
+      window->Move(g / d.h, g % d.h, row);
+      ConvRowNhwcAny<K>(row, taps.data(), padded_bias.data(), d.w, d.c, channels, conv_row.data());
+      layer_norm::ForwardAny(conv_row.data(), gamma, beta, eps, d.w, static_cast<int>(d.c), y + g * d.w * d.c,
+                             mean.data(), rstd.data());
+    }
+  });
+}
+
 template <int K>
 void WeightGradAllNhwc(const DimsNhwc &d, const float *dy, const float *x, float *dw, float *db) {
   const int64_t channels = RoundUp(d.c, kMaxLanes), sums_size = (K * K + 1) * channels;
@@ -507,6 +531,20 @@ int DepthwiseConvNhwcInputGrad(int nparam, void **params, int *ndims, int64_t **
   return DispatchK(d.k, [&] { ConvAllNhwc<3>(d, dy, w, nullptr, true, dx); },
                    [&] { ConvAllNhwc<5>(d, dy, w, nullptr, true, dx); },
                    [&] { ConvAllNhwc<7>(d, dy, w, nullptr, true, dx); });
+}
+
+// Channels-last, eval mode: inputs x [N, H, W, C], weight [C, 1, K, K], bias [C], gamma [C], beta [C], eps [1];
+// output y [N, H, W, C] = LayerNorm(dwconv(x)) over C (no gradient: it keeps no statistics).
+int DepthwiseConvNhwcNormForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                 void *stream, void *extra) {
+  DimsNhwc d;
+  if (nparam != 7 || !ReadDimsNhwc(ndims, shapes, dtypes, 7, 1, &d)) return 1;
+  auto in = [&](int i) { return static_cast<const float *>(params[i]); };
+  const float eps = *in(5);
+  auto y = static_cast<float *>(params[6]);
+  return DispatchK(d.k, [&] { ConvNormAllNhwc<3>(d, in(0), in(1), in(2), in(3), in(4), eps, y); },
+                   [&] { ConvNormAllNhwc<5>(d, in(0), in(1), in(2), in(3), in(4), eps, y); },
+                   [&] { ConvNormAllNhwc<7>(d, in(0), in(1), in(2), in(3), in(4), eps, y); });
 }
 
 // Channels-last: inputs dy [N, H, W, C], x [N, H, W, C], weight [C, 1, K, K] (for its shape only); outputs

@@ -9,6 +9,7 @@ import mindspore as ms
 from mindspore import ops
 
 from ._build import build
+from .residual import residual_op
 from .switch import fast_cpu_ops_enabled
 
 SOURCE = "mlp_cpu.cc"
@@ -46,7 +47,18 @@ def _build_ops(library: str):
 
     infer = ops.Custom(f"{library}:MlpForward", out_shape=lambda x, w1, b1, w2: x,
                        out_dtype=lambda x, w1, b1, w2: x, func_type="aot", bprop=infer_bprop)
-    return train, infer
+    residual_bprop = residual_op(channels_last=True).bprop
+
+    def infer_residual_bprop(x, w1, b1, w2, b2, gamma, shortcut, out, dout):  # the training operators' gradients
+        y, pre, act = train(x, w1, b1, w2)
+        dy, db2, dgamma, dshortcut, _ = residual_bprop(y, b2, gamma, shortcut, ops.ones((x.shape[0],), x.dtype), out,
+                                                       dout)
+        dx, dw1, db1, dw2 = backward(dy, x, w1, b1, w2, pre, act)
+        return dx, dw1, db1, dw2, db2, dgamma, dshortcut
+
+    infer_residual = ops.Custom(f"{library}:MlpResidualForward", out_shape=lambda x, *rest: x,
+                                out_dtype=lambda x, *rest: x, func_type="aot", bprop=infer_residual_bprop)
+    return train, infer, infer_residual
 
 
 def mlp_ops() -> Optional[Tuple[ops.Custom, ops.Custom]]:
@@ -61,4 +73,11 @@ def mlp_ops() -> Optional[Tuple[ops.Custom, ops.Custom]]:
         link = _dnnl_link_args()
         library = build(SOURCE, link=link, fallback="separate MatMul and GELU kernels") if link else None
         _ops["ops"] = _build_ops(library) if library is not None else None
-    return _ops["ops"]
+    return _ops["ops"][:2] if _ops["ops"] is not None else None
+
+
+def mlp_residual_op() -> Optional[ops.Custom]:
+    """Eval mode, the whole tail of a ConvNeXt block: `op(x, w1, b1, w2, b2 [C], gamma [C], shortcut [..., C]) ->
+    shortcut + gamma * (gelu(x @ w1.T + b1) @ w2.T + b2)` (float32; its gradient, rare in eval mode, runs the
+    training operators' forward and backward). None where `mlp_ops()` is."""
+    return _ops["ops"][2] if mlp_ops() is not None else None

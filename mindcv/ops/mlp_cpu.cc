@@ -56,10 +56,16 @@ void ForEachChunk(int64_t total, int64_t chunk, Body body) {
   for (int64_t begin = 0; begin < total; begin += chunk) body(begin, std::min(chunk, total - begin));
 }
 
+// The eval-mode tail of a ConvNeXt block, applied to rows of y in place: y = shortcut + gamma * (y + b2).
+struct Residual {
+  const float *b2, *gamma, *shortcut;
+};
+
 // y = gelu(x w1^T + b1) w2^T; with `pre` and `act` not null also the pre-activation x w1^T (no bias) and the
-// activation, for the backward pass (training); otherwise the hidden values never leave the chunk buffer.
+// activation, for the backward pass (training); otherwise the hidden values never leave the chunk buffer. With
+// `residual` not null, the residual tail too, while the chunk's output is in cache.
 void Forward(const Shapes &s, const float *x, const float *w1, const float *b1, const float *w2, float *y, float *pre,
-             float *act) {
+             float *act, const Residual *residual = nullptr) {
   const int64_t chunk = ChunkRows(s.rows, s.hidden);
 #pragma omp parallel
   {
@@ -71,6 +77,12 @@ void Forward(const Shapes &s, const float *x, const float *w1, const float *b1, 
       Gemm(false, true, rows, s.hidden, s.channels, x + begin * s.channels, w1, h, false);
       for (int64_t r = 0; r < rows; ++r) Gelu(h + r * s.hidden, b1, a + r * s.hidden, s.hidden);
       Gemm(false, true, rows, s.channels, s.hidden, a, w2, y + begin * s.channels, false);
+      if (residual)
+        for (int64_t r = begin; r < begin + rows; ++r) {
+          float *out = y + r * s.channels;
+          const float *shortcut = residual->shortcut + r * s.channels;
+          for (int64_t c = 0; c < s.channels; ++c) out[c] = shortcut[c] + residual->gamma[c] * (out[c] + residual->b2[c]);
+        }
     });
   }
 }
@@ -86,6 +98,18 @@ int MlpForward(int nparam, void **params, int *ndims, int64_t **shapes, const ch
   Forward(MlpShapes(ndims, shapes), static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
           static_cast<const float *>(params[2]), static_cast<const float *>(params[3]), static_cast<float *>(params[4]),
           nullptr, nullptr);
+  return 0;
+}
+
+// Eval mode, with the block's tail: inputs x, w1, b1, w2 (as MlpForward), b2 [C], gamma [C], shortcut [..., C];
+// output shortcut + gamma * (gelu(x w1^T + b1) w2^T + b2) (the residual kernel's arithmetic at drop-path scale 1).
+int MlpResidualForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                       void *extra) {
+  if (nparam != 8 || !AllFloat32(8, dtypes)) return 1;
+  auto in = [&](int i) { return static_cast<const float *>(params[i]); };
+  const Residual residual{in(4), in(5), in(6)};
+  Forward(MlpShapes(ndims, shapes), in(0), in(1), in(2), in(3), static_cast<float *>(params[7]), nullptr, nullptr,
+          &residual);
   return 0;
 }
 
