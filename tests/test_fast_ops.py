@@ -176,27 +176,24 @@ def test_layer_norm_matches_stock(shape):
 
 
 @pytest.mark.parametrize("shape", [(2, 5, 7, 16), (1, 3, 3, 40), (3, 17, 1, 5)])
-@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
-def test_layer_scale_residual_matches_stock(shape, channels_last):
-    """shortcut + scale[n] * to_nchw(gamma * (x + bias)) (no transpose for channels-last): the fused kernel against
-    stock operators, with a per-sample drop-path scale (0, 1 / keep_prob or 1), forward and the gradients of all
-    four tensors."""
+def test_layer_scale_residual_matches_stock(shape):
+    """shortcut + scale[n] * gamma * (x + bias), channels-last: the fused kernel against stock operators, with a
+    per-sample drop-path scale (0, 1 / keep_prob or 1), forward and the gradients of all four tensors; and the
+    layer's NCHW (stock) form, which transposes the branch."""
     rng = np.random.default_rng(shape[-1])
     n, h, w, c = shape
-    out_shape = shape if channels_last else (n, c, h, w)
-    x, shortcut = (ms.Tensor(rng.standard_normal(s).astype(np.float32)) for s in (shape, out_shape))
+    x, shortcut = (ms.Tensor(rng.standard_normal(shape).astype(np.float32)) for _ in range(2))
     bias, gamma = (ms.Tensor(rng.standard_normal(c).astype(np.float32)) for _ in range(2))
     scale = ms.Tensor(np.resize(np.array([0.0, 1.25, 1.0], np.float32), n))
-    dy = ms.Tensor(rng.standard_normal(out_shape).astype(np.float32))
-    layer = LayerScaleResidual(0.2, channels_last)
-    assert layer.uses_fast_kernel
+    dy = ms.Tensor(rng.standard_normal(shape).astype(np.float32))
+    layer = LayerScaleResidual(0.2, channels_last=True)
+    assert layer.uses_fast_kernel and not LayerScaleResidual(0.2).uses_fast_kernel
 
     def fast(x, bias, gamma, shortcut):
         return layer.fast_op(x, bias, gamma, shortcut, scale)
 
     def stock(x, bias, gamma, shortcut):
-        branch = gamma * (x + bias)
-        return shortcut + (branch if channels_last else ops.transpose(branch, (0, 3, 1, 2))) * scale.reshape(-1, 1, 1, 1)
+        return shortcut + gamma * (x + bias) * scale.reshape(-1, 1, 1, 1)
 
     inputs = (x, bias, gamma, shortcut)
     out, grads = _value_and_grads(fast, inputs, dy)
@@ -206,9 +203,13 @@ def test_layer_scale_residual_matches_stock(shape, channels_last):
         _assert_close(grad, ref)
     layer.set_train(False)  # eval: no drop path, the fused and stock paths of the layer agree
     with fast_cpu_ops(False):
-        stock_layer = LayerScaleResidual(0.2, channels_last)
+        stock_layer = LayerScaleResidual(0.2, channels_last=True)
     stock_layer.set_train(False)
     _assert_close(layer(shortcut, x, bias, gamma), stock_layer(shortcut, x, bias, gamma))
+    nchw_layer = LayerScaleResidual(0.2)
+    nchw_layer.set_train(False)
+    nchw_shortcut = ops.transpose(shortcut, (0, 3, 1, 2))
+    _assert_close(nchw_layer(nchw_shortcut, x, bias, gamma), ops.transpose(layer(shortcut, x, bias, gamma), (0, 3, 1, 2)))
 
 
 # (2, 15, 20) x 8: 600 rows, several chunks per thread (the weight gradients are summed over chunks and threads)

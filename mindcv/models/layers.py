@@ -37,15 +37,15 @@ class DropPath(nn.Cell):
 class LayerScaleResidual(nn.Cell):
     """The tail of a ConvNeXt block: `shortcut + drop_path(to_nchw(gamma * (x + bias)))`, with `x` the
     channels-last output of the second pointwise layer before its bias and `gamma` the layer scale (None:
-    none); with `channels_last` the shortcut and the result are channels-last too (no transpose). On the CPU
-    back end in float32 one fused kernel (mindcv.ops.residual) replaces the bias add, layer scale, drop path,
-    transpose and residual add, four or five passes over memory."""
+    none); with `channels_last` the shortcut and the result are channels-last too (no transpose), and on the CPU
+    back end in float32 one fused kernel (mindcv.ops.residual) replaces the bias add, layer scale, drop path and
+    residual add, three or four passes over memory."""
 
     def __init__(self, drop_path_rate: float = 0.0, channels_last: bool = False):
         super().__init__()
         self.drop_path = DropPath(drop_path_rate)
         self.channels_last = channels_last
-        self.fast_op = residual_op(channels_last)
+        self.fast_op = residual_op() if channels_last else None
         self.uses_fast_kernel = self.fast_op is not None
 
     def construct(self, shortcut: Tensor, x: Tensor, bias: Tensor, gamma: Optional[Tensor]) -> Tensor:

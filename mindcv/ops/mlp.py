@@ -47,7 +47,7 @@ def _build_ops(library: str):
 
     infer = ops.Custom(f"{library}:MlpForward", out_shape=lambda x, w1, b1, w2: x,
                        out_dtype=lambda x, w1, b1, w2: x, func_type="aot", bprop=infer_bprop)
-    residual_bprop = residual_op(channels_last=True).bprop
+    residual_bprop = residual_op().bprop
 
     def infer_residual_bprop(x, w1, b1, w2, b2, gamma, shortcut, out, dout):  # the training operators' gradients
         y, pre, act = train(x, w1, b1, w2)
