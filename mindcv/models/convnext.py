@@ -61,19 +61,21 @@ class Block(nn.Cell):
             self.gamma_ = Parameter(Tensor(np.full(dim, layer_scale_init_value, np.float32)), name="gamma_")
         self.residual = LayerScaleResidual(drop_path, channels_last)  # pwconv2's bias, layer scale, drop path, + x
         # Eval mode on CPU: the block as two kernels, dwconv + norm and MLP + layer scale + residual
-        self.eval_kernels = channels_last and self.fused_mlp is not None and self.gamma_ is not None
-        if self.eval_kernels:
+        self.dwconv_norm_op = self.mlp_residual_op = None
+        if channels_last and self.fused_mlp is not None and self.gamma_ is not None and self.dwconv.uses_fast_kernel:
             self.dwconv_norm_op, self.mlp_residual_op = depthwise_conv_norm_op(), mlp_residual_op()
+        self.eval_kernels = self.dwconv_norm_op is not None and self.mlp_residual_op is not None
 
     def construct(self, x: Tensor) -> Tensor:
-        if self.eval_kernels and not self.training and x.dtype == ms.float32:
+        float32 = x.dtype == ms.float32 and self.pwconv1.weight.dtype == ms.float32
+        if self.eval_kernels and not self.training and float32:
             y = self.dwconv_norm_op(x, self.dwconv.weight, self.dwconv.bias, self.norm.gamma, self.norm.beta,
                                     self.norm.epsilon_tensor)
             return self.mlp_residual_op(y, self.pwconv1.weight, self.pwconv1.bias, self.pwconv2.weight,
                                         self.pwconv2.bias, self.gamma_, x)
         shortcut = x
         x = self.norm(self.dwconv(x))  # channels-last from here on
-        if self.fused_mlp is not None and x.dtype == ms.float32 and self.pwconv1.weight.dtype == ms.float32:
+        if self.fused_mlp is not None and float32:
             x = self.fused_mlp(x, self.pwconv1.weight, self.pwconv1.bias, self.pwconv2.weight)
         else:
             x = self.act(self.pwconv1.project(x), self.pwconv1.bias)  # GELU adds the bias, fused

@@ -129,6 +129,7 @@ class DepthwiseConv2d(nn.Conv2d):
         super().__init__(dim, dim, kernel_size, pad_mode="pad", padding=kernel_size // 2, group=dim, has_bias=True)
         self.channels_last = channels_last
         self.uses_fast_kernel = fast_depthwise_available(kernel_size)
+        self.fast_op = None
         if self.uses_fast_kernel:
             self.fast_op = depthwise_conv_nhwc_op() if channels_last else depthwise_conv_op()
 

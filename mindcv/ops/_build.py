@@ -9,8 +9,8 @@ import warnings
 from typing import Optional
 
 _SOURCE_DIR = os.path.dirname(os.path.abspath(__file__))
-# -O3 auto-vectorises the kernels; instruction sets are chosen at load time by the target_clones
-# attributes in the sources, so no -march flag is needed and the library runs on any x86-64 CPU.
+# -O3 auto-vectorises the kernels; each has AVX-512, AVX2 and baseline versions (target attributes, see simd.h)
+# picked at load time, so no -march flag is needed and the library runs on any x86-64 CPU.
 # -Wno-psabi: the kernels' vector types never cross a call boundary, see simd.h.
 CXX_FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-Wno-psabi"]
 _HEADERS = ("simd.h", "gelu.h", "layer_norm.h")

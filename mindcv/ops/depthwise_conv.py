@@ -44,8 +44,11 @@ def depthwise_conv_nhwc_op(library: str) -> ops.Custom:
 def depthwise_conv_norm_op(library: str) -> ops.Custom:
     """Eval mode, channels-last: `op(x [N, H, W, C], weight [C, 1, K, K], bias [C], gamma [C], beta [C], eps [1])
     -> LayerNorm(dwconv(x))` over C, [N, H, W, C] (a ConvNeXt block's conv and norm in one pass). It keeps no
-    statistics: a gradient (rare in eval mode) runs the two separate operators again, then their gradients."""
+    statistics: a gradient (rare in eval mode) runs the two separate operators again, then their gradients. None
+    where the LayerNorm kernel is not built."""
     conv, norm = depthwise_conv_nhwc_op(), layer_norm_op(False)
+    if norm is None:  # (the norm kernel did not build: warned) its gradient is needed
+        return None
     conv_bprop, norm_bprop = conv.bprop, norm.bprop
 
     def bprop(x, weight, bias, gamma, beta, eps, out, dout):

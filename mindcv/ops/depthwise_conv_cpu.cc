@@ -1,7 +1,8 @@
-// Depthwise KxK convolution (stride 1, padding K/2, NCHW, float32) for MindSpore's CPU back end,
-// called through ops.Custom(func_type="aot"). MindSpore's stock CPU kernel for this case runs at
+// Depthwise KxK convolution (stride 1, padding K/2, float32; NCHW, and channels-last NHWC below) for MindSpore's
+// CPU back end, called through ops.Custom(func_type="aot"). MindSpore's stock CPU kernel for this case runs at
 // under 1 GFLOP/s; these kernels keep blocks of output (or of weight-gradient partial sums) in vector
-// registers across all K*K taps, one vector FMA per tap, and split the planes over OpenMP threads.
+// registers across all K*K taps, one vector FMA per tap, and split the planes (NCHW) or rows (NHWC) over
+// OpenMP threads.
 //
 // Every entry point has MindSpore's AOT signature:
 //   int f(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream, void *extra)
@@ -240,7 +241,6 @@ class RowWindow {
       row[a] = dst;
     }
   }
-  int64_t channels() const { return channels_; }
 
  private:
   static constexpr int64_t kNone = -1;
@@ -385,15 +385,25 @@ void ForEachThreadRows(const DimsNhwc &d, const float *x, ThreadBody thread_body
   }
 }
 
+// The weight [C, 1, K, K] as taps [K*K][channels] (rotated by 180 degrees with `flip`) and the bias (if any) as
+// [channels], zero in the padding channels.
+template <int K>
+void PackTaps(int64_t c, int64_t channels, const float *weight, const float *bias, bool flip, std::vector<float> *taps,
+              std::vector<float> *padded_bias) {
+  taps->assign(K * K * channels, 0.0f);
+  padded_bias->assign(channels, 0.0f);
+  for (int64_t ch = 0; ch < c; ++ch) {
+    for (int q = 0; q < K * K; ++q) (*taps)[q * channels + ch] = weight[ch * K * K + (flip ? K * K - 1 - q : q)];
+    if (bias) (*padded_bias)[ch] = bias[ch];
+  }
+}
+
 // Forward (flip = false) or input gradient (flip = true, the kernel rotated by 180 degrees), channels-last.
 template <int K>
 void ConvAllNhwc(const DimsNhwc &d, const float *x, const float *weight, const float *bias, bool flip, float *y) {
   const int64_t channels = RoundUp(d.c, kMaxLanes);
-  std::vector<float> taps(K * K * channels, 0.0f), padded_bias(channels, 0.0f);  // [tap][channel]
-  for (int64_t ch = 0; ch < d.c; ++ch) {
-    for (int q = 0; q < K * K; ++q) taps[q * channels + ch] = weight[ch * K * K + (flip ? K * K - 1 - q : q)];
-    if (bias) padded_bias[ch] = bias[ch];
-  }
+  std::vector<float> taps, padded_bias;
+  PackTaps<K>(d.c, channels, weight, bias, flip, &taps, &padded_bias);
   ForEachThreadRows(d, x, [&](RowWindow *window, int64_t begin, int64_t end) {
     const float *row[K];
     for (int64_t g = begin; g < end; ++g) {
@@ -410,11 +420,8 @@ template <int K>
 void ConvNormAllNhwc(const DimsNhwc &d, const float *x, const float *weight, const float *bias, const float *gamma,
                      const float *beta, float eps, float *y) {
   const int64_t channels = RoundUp(d.c, kMaxLanes);
-  std::vector<float> taps(K * K * channels, 0.0f), padded_bias(channels, 0.0f);
-  for (int64_t ch = 0; ch < d.c; ++ch) {
-    for (int q = 0; q < K * K; ++q) taps[q * channels + ch] = weight[ch * K * K + q];
-    padded_bias[ch] = bias[ch];
-  }
+  std::vector<float> taps, padded_bias;
+  PackTaps<K>(d.c, channels, weight, bias, false, &taps, &padded_bias);
   ForEachThreadRows(d, x, [&](RowWindow *window, int64_t begin, int64_t end) {
     const float *row[K];
     std::vector<float> conv_row(d.w * d.c), mean(d.w), rstd(d.w);

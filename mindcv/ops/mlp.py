@@ -47,7 +47,10 @@ def _build_ops(library: str):
 
     infer = ops.Custom(f"{library}:MlpForward", out_shape=lambda x, w1, b1, w2: x,
                        out_dtype=lambda x, w1, b1, w2: x, func_type="aot", bprop=infer_bprop)
-    residual_bprop = residual_op().bprop
+    residual = residual_op()
+    if residual is None:  # (its kernel did not build: warned) the eval-mode tail kernel needs its gradient
+        return train, infer, None
+    residual_bprop = residual.bprop
 
     def infer_residual_bprop(x, w1, b1, w2, b2, gamma, shortcut, out, dout):  # the training operators' gradients
         y, pre, act = train(x, w1, b1, w2)
@@ -64,9 +67,9 @@ def _build_ops(library: str):
 def mlp_ops() -> Optional[Tuple[ops.Custom, ops.Custom]]:
     """The fast operators `(train, infer)` for x [..., C], w1 [4C, C], b1 [4C], w2 [C, 4C] (float32):
     `train(x, w1, b1, w2) -> (y, pre, act)`, differentiable, with y = gelu(x @ w1.T + b1) @ w2.T and the hidden
-    values its gradient needs; `infer(x, w1, b1, w2) -> y`, which keeps no hidden values (its gradient computes them again). Built once
-    per process; None on back ends other than CPU, with the fast kernels switched off, or where MindSpore ships no
-    libdnnl or the kernel cannot be compiled (a warning says why)."""
+    values its gradient needs; `infer(x, w1, b1, w2) -> y`, which keeps no hidden values (its gradient computes
+    them again). Built once per process; None on back ends other than CPU, with the fast kernels switched off, or
+    where MindSpore ships no libdnnl or the kernel cannot be compiled (a warning says why)."""
     if not fast_cpu_ops_enabled():
         return None
     if "ops" not in _ops:
@@ -77,7 +80,8 @@ def mlp_ops() -> Optional[Tuple[ops.Custom, ops.Custom]]:
 
 
 def mlp_residual_op() -> Optional[ops.Custom]:
-    """Eval mode, the whole tail of a ConvNeXt block: `op(x, w1, b1, w2, b2 [C], gamma [C], shortcut [..., C]) ->
-    shortcut + gamma * (gelu(x @ w1.T + b1) @ w2.T + b2)` (float32; its gradient, rare in eval mode, runs the
-    training operators' forward and backward). None where `mlp_ops()` is."""
+    """Eval mode, the whole tail of a channels-last ConvNeXt block: `op(x [N, H, W, C], w1, b1, w2, b2 [C], gamma [C],
+    shortcut [N, H, W, C]) -> shortcut + gamma * (gelu(x @ w1.T + b1) @ w2.T + b2)` (float32; its gradient, rare in
+    eval mode, runs the training operators' forward and backward). None where `mlp_ops()` is, or where the
+    residual kernel is not built."""
     return _ops["ops"][2] if mlp_ops() is not None else None

@@ -28,7 +28,7 @@ extern "C" {
 
 // inputs x [N, H, W, C], bias [C], gamma [C], shortcut [N, H, W, C], scale [N]; output [N, H, W, C].
 int ResidualForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
-                        void *extra) {
+                    void *extra) {
   if (nparam != 6 || !AllFloat32(6, dtypes) || ndims[0] != 4) return 1;
   auto x = static_cast<const float *>(params[0]);
   auto bias = static_cast<const float *>(params[1]), gamma = static_cast<const float *>(params[2]);
@@ -47,7 +47,7 @@ int ResidualForward(int nparam, void **params, int *ndims, int64_t **shapes, con
 // inputs dout [N, H, W, C], x [N, H, W, C], bias [C], gamma [C], scale [N]; outputs dx [N, H, W, C], dbias [C],
 // dgamma [C] (summed in float per chunk of rows, in double across chunks).
 int ResidualBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
-                         void *extra) {
+                     void *extra) {
   if (nparam != 8 || !AllFloat32(8, dtypes) || ndims[1] != 4) return 1;
   auto dout = static_cast<const float *>(params[0]), x = static_cast<const float *>(params[1]);
   auto bias = static_cast<const float *>(params[2]), gamma = static_cast<const float *>(params[3]);
