@@ -73,19 +73,12 @@ int BiasGeluBackward(int nparam, void **params, int *ndims, int64_t **shapes, co
   auto bias = static_cast<const float *>(params[2]);
   auto dx = static_cast<float *>(params[3]), dbias = static_cast<float *>(params[4]);
   const int64_t channels = shapes[1][ndims[1] - 1], rows = Elements(ndims[1], shapes[1]) / channels;
-  ChannelSums sums(channels);
-#pragma omp parallel
-  {
-    ChannelSums thread_sums(channels);
-#pragma omp for schedule(static)
-    for (int64_t begin = 0; begin < rows; begin += kRowsPerChunk) {
-      for (int64_t r = begin; r < std::min(rows, begin + kRowsPerChunk); ++r)
-        GeluGrad(dy + r * channels, x + r * channels, bias, dx + r * channels, thread_sums.chunk(), channels);
-      thread_sums.Flush();
-    }
-    thread_sums.MergeInto(&sums);
-  }
-  sums.Write(dbias);
+  const int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
+  ParallelChannelSums(chunks, channels, {dbias}, [&](int64_t chunk, float *const *sums) {
+    const int64_t begin = chunk * kRowsPerChunk;
+    for (int64_t r = begin; r < std::min(rows, begin + kRowsPerChunk); ++r)
+      GeluGrad(dy + r * channels, x + r * channels, bias, dx + r * channels, sums[0], channels);
+  });
   return 0;
 }
 

@@ -74,23 +74,11 @@ int LayerNormBackward(int nparam, void **params, int *ndims, int64_t **shapes, c
   auto dgamma = static_cast<float *>(params[6]), dbeta = static_cast<float *>(params[7]);
   const int c = static_cast<int>(shapes[0][ndims[0] - 1]);
   const int64_t rows = Elements(ndims[0] - 1, shapes[0]);
-  ChannelSums dgamma_sums(c), dbeta_sums(c);
-#pragma omp parallel
-  {
-    ChannelSums dgamma_thread(c), dbeta_thread(c);
-#pragma omp for schedule(static)
-    for (int64_t begin = 0; begin < rows; begin += kRowsPerChunk) {
-      const int64_t n = std::min(kRowsPerChunk, rows - begin), at = begin * c;
-      BackwardAny(dy + at, x + at, gamma, mean + begin, rstd + begin, n, c, dx + at, dgamma_thread.chunk(),
-                  dbeta_thread.chunk());
-      dgamma_thread.Flush();
-      dbeta_thread.Flush();
-    }
-    dgamma_thread.MergeInto(&dgamma_sums);
-    dbeta_thread.MergeInto(&dbeta_sums);
-  }
-  dgamma_sums.Write(dgamma);
-  dbeta_sums.Write(dbeta);
+  const int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
+  ParallelChannelSums(chunks, c, {dgamma, dbeta}, [&](int64_t chunk, float *const *sums) {
+    const int64_t begin = chunk * kRowsPerChunk, n = std::min(kRowsPerChunk, rows - begin), at = begin * c;
+    BackwardAny(dy + at, x + at, gamma, mean + begin, rstd + begin, n, c, dx + at, sums[0], sums[1]);
+  });
   return 0;
 }
 
@@ -131,27 +119,15 @@ int LayerNormNchwBackward(int nparam, void **params, int *ndims, int64_t **shape
   auto dgamma = static_cast<float *>(params[6]), dbeta = static_cast<float *>(params[7]);
   const int c = static_cast<int>(shapes[1][1]);
   const int64_t batch = shapes[1][0], pixels = shapes[1][2] * shapes[1][3], tiles = (pixels + kTile - 1) / kTile;
-  ChannelSums dgamma_sums(c), dbeta_sums(c);
-#pragma omp parallel
-  {
+  ParallelChannelSums(batch * tiles, c, {dgamma, dbeta}, [&](int64_t task, float *const *sums) {
     std::vector<float> rows(static_cast<size_t>(kTile) * c), dx_rows(static_cast<size_t>(kTile) * c);
-    ChannelSums dgamma_thread(c), dbeta_thread(c);
-#pragma omp for schedule(static)
-    for (int64_t task = 0; task < batch * tiles; ++task) {
-      const int64_t n = task / tiles, p0 = (task % tiles) * kTile, np = std::min<int64_t>(kTile, pixels - p0);
-      GatherRows(x + n * c * pixels, pixels, p0, np, c, rows.data());
-      const int64_t row0 = n * pixels + p0;
-      BackwardAny(dy + row0 * c, rows.data(), gamma, mean + row0, rstd + row0, np, c, dx_rows.data(),
-                  dgamma_thread.chunk(), dbeta_thread.chunk());
-      dgamma_thread.Flush();
-      dbeta_thread.Flush();
-      ScatterRows(dx_rows.data(), np, c, pixels, p0, dx + n * c * pixels);
-    }
-    dgamma_thread.MergeInto(&dgamma_sums);
-    dbeta_thread.MergeInto(&dbeta_sums);
-  }
-  dgamma_sums.Write(dgamma);
-  dbeta_sums.Write(dbeta);
+    const int64_t n = task / tiles, p0 = (task % tiles) * kTile, np = std::min<int64_t>(kTile, pixels - p0);
+    GatherRows(x + n * c * pixels, pixels, p0, np, c, rows.data());
+    const int64_t row0 = n * pixels + p0;
+    BackwardAny(dy + row0 * c, rows.data(), gamma, mean + row0, rstd + row0, np, c, dx_rows.data(), sums[0],
+                sums[1]);
+    ScatterRows(dx_rows.data(), np, c, pixels, p0, dx + n * c * pixels);
+  });
   return 0;
 }
 

@@ -18,7 +18,7 @@
 namespace {
 
 using mindcv_ops::AllFloat32;
-using mindcv_ops::ChannelSums;
+using mindcv_ops::ParallelChannelSums;
 
 constexpr int64_t kRowsPerChunk = 16;  // rows per task; the parameter-gradient sums are flushed per chunk
 
@@ -56,31 +56,21 @@ int ResidualBackward(int nparam, void **params, int *ndims, int64_t **shapes, co
   auto dbias = static_cast<float *>(params[6]), dgamma = static_cast<float *>(params[7]);
   const int64_t batch = shapes[1][0], pixels = shapes[1][1] * shapes[1][2], channels = shapes[1][3];
   const int64_t rows = batch * pixels;
-  ChannelSums dbias_sums(channels), dgamma_sums(channels);
-#pragma omp parallel
-  {
-    ChannelSums dbias_thread(channels), dgamma_thread(channels);
-    float *dbias_chunk = dbias_thread.chunk(), *dgamma_chunk = dgamma_thread.chunk();
-#pragma omp for schedule(static)
-    for (int64_t begin = 0; begin < rows; begin += kRowsPerChunk) {
-      for (int64_t row = begin; row < std::min(rows, begin + kRowsPerChunk); ++row) {
-        const float s = scale[row / pixels];
-        const int64_t at = row * channels;
-        for (int64_t c = 0; c < channels; ++c) {
-          const float g = dout[at + c] * s;
-          dx[at + c] = g * gamma[c];
-          dbias_chunk[c] += g * gamma[c];
-          dgamma_chunk[c] += g * (x[at + c] + bias[c]);
-        }
+  const int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
+  ParallelChannelSums(chunks, channels, {dbias, dgamma}, [&](int64_t chunk, float *const *sums) {
+    const int64_t begin = chunk * kRowsPerChunk;
+    float *dbias_sum = sums[0], *dgamma_sum = sums[1];
+    for (int64_t row = begin; row < std::min(rows, begin + kRowsPerChunk); ++row) {
+      const float s = scale[row / pixels];
+      const int64_t at = row * channels;
+      for (int64_t c = 0; c < channels; ++c) {
+        const float g = dout[at + c] * s;
+        dx[at + c] = g * gamma[c];
+        dbias_sum[c] += g * gamma[c];
+        dgamma_sum[c] += g * (x[at + c] + bias[c]);
       }
-      dbias_thread.Flush();
-      dgamma_thread.Flush();
     }
-    dbias_thread.MergeInto(&dbias_sums);
-    dgamma_thread.MergeInto(&dgamma_sums);
-  }
-  dbias_sums.Write(dbias);
-  dgamma_sums.Write(dgamma);
+  });
   return 0;
 }
 

@@ -105,6 +105,27 @@ class ChannelSums {
   std::vector<double> total_;
 };
 
+// Runs body(task, sums) for every task in [0, tasks) over the OpenMP threads, where sums[k] (k < outs.size())
+// is the calling thread's float array of `channels` partial sums for output k, flushed to double after each
+// task; writes the totals over all tasks to outs[k]. The parameter-gradient sums of the backward kernels.
+template <typename Body>
+void ParallelChannelSums(int64_t tasks, int64_t channels, const std::vector<float *> &outs, Body body) {
+  std::vector<ChannelSums> totals(outs.size(), ChannelSums(channels));
+#pragma omp parallel
+  {
+    std::vector<ChannelSums> thread_sums(outs.size(), ChannelSums(channels));
+    std::vector<float *> chunks;
+    for (ChannelSums &sums : thread_sums) chunks.push_back(sums.chunk());
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < tasks; ++task) {
+      body(task, chunks.data());
+      for (ChannelSums &sums : thread_sums) sums.Flush();
+    }
+    for (size_t k = 0; k < outs.size(); ++k) thread_sums[k].MergeInto(&totals[k]);
+  }
+  for (size_t k = 0; k < outs.size(); ++k) totals[k].Write(outs[k]);
+}
+
 inline bool HasAvx512Vbmi() {
 #ifdef MINDCV_X86
   __builtin_cpu_init();
