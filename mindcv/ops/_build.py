@@ -17,10 +17,12 @@ _HEADERS = ("simd.h", "gelu.h", "layer_norm.h")
 _built = {}
 
 
-def op_from_library(source_name: str):
-    """Decorator for `make(library_path) -> ops.Custom`: the decorated function takes no arguments, builds the
-    operator from the compiled `source_name` on its first call and returns that same operator afterwards;
-    None, every time, where the library cannot be built (`build` warns once)."""
+def op_from_library(source_name: str, link=lambda: (), **build_options):
+    """Decorator for `make(library_path) -> ops.Custom` (or a tuple of them): the decorated function takes no
+    arguments, builds the operator from the compiled `source_name` on its first call and returns that same result
+    afterwards; None, every time, where the library cannot be built (`build` warns once). `link()`, called at the
+    first build, gives the linker arguments, or None where a library to link is missing (then None, silently: the
+    caller's separate operators run); `build_options` go to `build`."""
 
     def decorate(make):
         built = []
@@ -28,7 +30,8 @@ def op_from_library(source_name: str):
         @functools.wraps(make)
         def get():
             if not built:
-                library = build(source_name)
+                link_args = link()
+                library = build(source_name, link=link_args, **build_options) if link_args is not None else None
                 built.append(make(library) if library is not None else None)
             return built[0]
 

@@ -8,24 +8,25 @@ from typing import Optional, Tuple
 import mindspore as ms
 from mindspore import ops
 
-from ._build import build
+from ._build import op_from_library
 from .residual import residual_op
 from .switch import fast_cpu_ops_enabled
 
 SOURCE = "mlp_cpu.cc"
-_ops = {}
 
 
-def _dnnl_link_args() -> Tuple[str, ...]:
-    """Linker arguments for MindSpore's own libdnnl (found at run time through an rpath), or () if it has none."""
+def _dnnl_link_args() -> Optional[Tuple[str, ...]]:
+    """Linker arguments for MindSpore's own libdnnl (found at run time through an rpath), or None if it has none."""
     lib_dir = os.path.join(os.path.dirname(os.path.abspath(ms.__file__)), "lib")
     found = sorted(glob.glob(os.path.join(lib_dir, "libdnnl.so*")))
     if not found:
-        return ()
+        return None
     return (f"-L{lib_dir}", f"-l:{os.path.basename(found[0])}", f"-Wl,-rpath,{lib_dir}")
 
 
-def _build_ops(library: str):
+@op_from_library(SOURCE, link=_dnnl_link_args, fallback="separate MatMul and GELU kernels")
+def _mlp_kernels(library: str):
+    """(train, infer, infer_residual or None)."""
     backward = ops.Custom(f"{library}:MlpBackward",
                           out_shape=lambda dy, x, w1, b1, w2, pre, act: (x, w1, b1, w2),
                           out_dtype=lambda dy, x, w1, b1, w2, pre, act: (x, x, x, x), func_type="aot")
@@ -70,13 +71,8 @@ def mlp_ops() -> Optional[Tuple[ops.Custom, ops.Custom]]:
     values its gradient needs; `infer(x, w1, b1, w2) -> y`, which keeps no hidden values (its gradient computes
     them again). Built once per process; None on back ends other than CPU, with the fast kernels switched off, or
     where MindSpore ships no libdnnl or the kernel cannot be compiled (a warning says why)."""
-    if not fast_cpu_ops_enabled():
-        return None
-    if "ops" not in _ops:
-        link = _dnnl_link_args()
-        library = build(SOURCE, link=link, fallback="separate MatMul and GELU kernels") if link else None
-        _ops["ops"] = _build_ops(library) if library is not None else None
-    return _ops["ops"][:2] if _ops["ops"] is not None else None
+    kernels = _mlp_kernels() if fast_cpu_ops_enabled() else None
+    return kernels[:2] if kernels is not None else None
 
 
 def mlp_residual_op() -> Optional[ops.Custom]:
@@ -84,4 +80,5 @@ def mlp_residual_op() -> Optional[ops.Custom]:
     shortcut [N, H, W, C]) -> shortcut + gamma * (gelu(x @ w1.T + b1) @ w2.T + b2)` (float32; its gradient, rare in
     eval mode, runs the training operators' forward and backward). None where `mlp_ops()` is, or where the
     residual kernel is not built."""
-    return _ops["ops"][2] if mlp_ops() is not None else None
+    kernels = _mlp_kernels() if fast_cpu_ops_enabled() else None
+    return kernels[2] if kernels is not None else None
