@@ -34,10 +34,15 @@ SCHEMA: List[Option] = [
     # system
     _opt("mode", int, 0, "0: graph mode (compiled), 1: PyNative (eager)", (0, 1)),
     _opt("device_target", str, "auto", "CPU, GPU, Ascend, or auto: what this machine has", ("auto", "CPU", "GPU", "Ascend")),
-    _opt("distribute", bool, False, "data-parallel training under msrun (one process per device)"),
+    _opt("distribute", bool, False, "data-parallel training under msrun (one process per device); from a recipe it "
+         "applies only when a launcher (msrun) started the process, from the command line always"),
+    _opt("jit_level", str, "O0", "graph compilation level (mindspore.JitConfig): O0 kernel by kernel, O1 with "
+         "operator fusion, O2 whole graph sunk to the device (Ascend; elsewhere O0 is used)", ("O0", "O1", "O2")),
     _opt("seed", int, 42, "seed of weights initialisation, data order and augmentation"),
     _opt("val_while_train", bool, True, "validate during training"),
     _opt("val_interval", int, 1, "validate every this many epochs"),
+    _opt("log_interval", int, 100, "steps between progress reports (loss, lr, images/s) when batches are fed from "
+         "the host; the loss is read from the device only then"),
     # dataset
     _opt("dataset", str, "imagefolder", "dataset kind: imagenet or imagefolder (root/<split>/<class>/<image>)"),
     _opt("data_dir", str, "", "dataset root holding the train and val split folders"),
@@ -46,7 +51,9 @@ SCHEMA: List[Option] = [
     _opt("dataset_download", bool, False, "download the dataset (only for datasets that can be downloaded)"),
     _opt("shuffle", bool, True, "shuffle the training set each epoch"),
     _opt("num_samples", int, None, "use only this many samples (debugging)"),
-    _opt("num_parallel_workers", int, 4, "data loading worker threads per process (at most the CPU count)"),
+    _opt("num_parallel_workers", int, 4, "data loading workers per process (at most the CPU count)"),
+    _opt("python_multiprocessing", bool, False, "run the data loading workers as processes instead of threads "
+         "(for Python transforms that hold the GIL; the built-in transforms release it)"),
     _opt("batch_size", int, 32, "images per step per device; the global batch is batch_size x devices"),
     _opt("drop_remainder", bool, True, "drop the last incomplete training batch"),
     # augmentation
@@ -86,7 +93,11 @@ SCHEMA: List[Option] = [
     # training loop and checkpoints
     _opt("epoch_size", int, 90, "training epochs"),
     _opt("dataset_sink_mode", bool, True, "feed data through the device queue (Ascend/GPU; CPU reads on the host)"),
+    _opt("sink_size", int, -1, "steps per device-side loop (data sink) between host reads of the loss; -1: one "
+         "epoch. Host-fed runs read every min(sink_size, log_interval) steps"),
     _opt("amp_level", str, "O0", "mixed precision: O0 fp32, O1 / O2 / O3 float16 (O2 keeps LayerNorm fp32)",
+         ("O0", "O1", "O2", "O3")),
+    _opt("val_amp_level", str, None, "mixed precision of validate.py / infer (default: amp_level)",
          ("O0", "O1", "O2", "O3")),
     _opt("ckpt_save_dir", str, "./runs/train", "run folder: checkpoints, resolved config, metrics, plot"),
     _opt("ckpt_save_interval", int, 1, "save a checkpoint every this many epochs"),
@@ -233,7 +244,10 @@ def parse_config(argv: Optional[List[str]] = None, description: str = "", extra=
             values[name] = coerce(OPTIONS[name], value)
         else:
             values[name] = value
-    return argparse.Namespace(**values)
+    config = argparse.Namespace(**values)
+    # some keys mean more when typed than when inherited from a recipe (distribute: see setup_context)
+    config.command_line_keys = frozenset(name for name in vars(args) if name in OPTIONS)
+    return config
 
 
 def dump_config(config: argparse.Namespace, path: str) -> None:
