@@ -13,7 +13,8 @@ from mindcv.loss import create_loss
 from mindcv.models import create_model
 from mindcv.models.weights import to_mindcv_names
 from mindcv.optim import create_optimizer
-from mindcv.utils.train_step import create_train_step
+from mindcv.ops import fast_cpu_ops
+from mindcv.utils.train_step import LOSS_SCALE_CAP, create_train_step, select_overflow_check
 
 FIXTURE_LOSSES = [3.7686476707458496, 3.2036941051483154, 3.2876017093658447]
 BETA1 = 0.9
@@ -124,7 +125,14 @@ def test_dynamic_loss_scale_skips_overflow_on_cpu():
 
     train_step.loss_scale.set_data(ms.Tensor(4.0, ms.float32))
     scales = [call(train_step)[2] for _ in range(4)]
-    assert scales == [4.0, 4.0, 8.0, 8.0]  # grows after loss_scale_window calls without overflow
+    # the rule, simulated: after call `step` without overflow the scale doubles once loss_scale_window (2) calls
+    # have passed since the last change (the overflow at call 0)
+    expected, scale, last_change = [], 4.0, 0
+    for step in range(1, 5):
+        expected.append(scale)
+        if step - last_change >= 2:
+            scale, last_change = scale * 2.0, step
+    assert scales == expected
     assert train_step.optimizer.beta1_power.asnumpy() == pytest.approx(0.9 ** 4)  # four updates applied
 
     bad = IMAGES.copy()
@@ -241,3 +249,54 @@ def test_bad_arguments():
         tiny_step(loss_scale_type="static")
     with pytest.raises(ValueError, match="amp_level"):
         tiny_step(amp_level="O4")
+
+
+def test_overflow_check_follows_the_back_end():
+    """mindcv's AllFinite kernel only on the CPU with the fast kernels on and float32 gradients; MindSpore's own
+    amp.all_finite (NPU float status on 910A) on Ascend and GPU, and on the CPU's device path."""
+    assert select_overflow_check("CPU", True, True) == "cpu_kernel"
+    for device, fast, float32 in [("Ascend", True, True), ("GPU", True, True), ("CPU", False, True),
+                                  ("CPU", True, False), ("Ascend", False, False)]:
+        assert select_overflow_check(device, fast, float32) == "mindspore"
+
+
+def test_device_path_calls_mindspores_all_finite(monkeypatch):
+    """With the fast kernels off, the step's overflow flag comes from mindspore.amp.all_finite (PyNative, so the
+    call is seen); an overflow it reports skips the update and halves the scale."""
+    calls = []
+    original = ms.amp.all_finite
+
+    def recording(inputs):
+        calls.append(len(inputs))
+        return original(inputs)
+
+    monkeypatch.setattr(ms.amp, "all_finite", recording)
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        with fast_cpu_ops(False):
+            network = nn.SequentialCell(nn.Dense(4, 8), nn.GELU(approximate=False), nn.Dense(8, 3))
+            train_step = create_train_step(network, create_loss("ce"), create_optimizer(network, "adamw", lr=0.01),
+                                           loss_scale_type="dynamic", loss_scale=2.0 ** 100,
+                                           drop_overflow_update=True)
+        assert train_step.overflow_check == "mindspore" and train_step.all_finite is None
+        start = state(train_step.network)
+        loss, overflow, _ = call(train_step, IMAGES * 1e20)
+        assert calls == [4] and overflow and np.isfinite(loss)  # 4 gradients: two Dense layers' weight and bias
+        assert all(np.array_equal(v, state(train_step.network)[k]) for k, v in start.items())
+        assert float(train_step.loss_scale.asnumpy()) == 2.0 ** 99
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+
+
+def test_dynamic_loss_scale_never_grows_past_its_cap():
+    """Growth is min(scale x factor, 2^24): from below the cap it reaches the cap and stays there however many
+    clean windows follow, so it can never become inf and skip every later update."""
+    train_step = tiny_step(loss_scale_type="dynamic", loss_scale=0.75 * LOSS_SCALE_CAP, drop_overflow_update=True,
+                           loss_scale_window=1)
+    scales = [call(train_step)[2] for _ in range(5)]
+    # the first call (iterator step 0) is no window after the start; x2 after the second would give 1.5 x cap
+    assert scales == [0.75 * LOSS_SCALE_CAP] * 2 + [LOSS_SCALE_CAP] * 3
+    assert float(train_step.loss_scale.asnumpy()) == LOSS_SCALE_CAP
+    train_step.loss_scale.set_data(ms.Tensor(LOSS_SCALE_CAP, ms.float32))
+    call(train_step, IMAGES * 1e20)  # an overflow still halves it
+    assert float(train_step.loss_scale.asnumpy()) == LOSS_SCALE_CAP / 2

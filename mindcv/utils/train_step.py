@@ -13,6 +13,7 @@ State for exact resume, all Parameters, so `mindspore.save_checkpoint(train_step
 - `ema.<param>`: EMA of every network parameter (ema=True).
 """
 import contextlib
+import os
 from typing import Tuple
 
 import mindspore as ms
@@ -20,23 +21,44 @@ from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 from mindspore import dtype as mstype
 
 from ..ops.finite import all_finite_op
+from ..ops.switch import fast_cpu_ops_enabled
 
 AMP_LEVELS = ("O0", "O1", "O2", "O3")
+# Dynamic scaling doubles the scale after every clean window: unbounded, a long run would reach inf (float32) and
+# skip every later update. 2^24 is far above what fp16 training needs (MindSpore's default start is 2^24).
+LOSS_SCALE_CAP = 2.0 ** 24
+OVERFLOW_CHECKS = ("cpu_kernel", "mindspore")
+
+
+def select_overflow_check(device_target: str, fast_kernels: bool, float32_gradients: bool) -> str:
+    """Which gradient overflow check a train step uses: "cpu_kernel" (mindcv's one-launch AllFinite kernel, on the
+    CPU back end with the fast kernels on and float32 gradients) or "mindspore" (`mindspore.amp.all_finite`, which
+    on Ascend 910A, and 910B in saturation mode, reads the NPU float status register: those chips clamp fp16
+    overflow to +-65504, so an isfinite test of the gradients would never see it)."""
+    if device_target == "CPU" and fast_kernels and float32_gradients:
+        return "cpu_kernel"
+    return "mindspore"
+
+
+def npu_float_status_in_use() -> bool:
+    """True on the Ascend chips whose overflow is read from the float status register (910A; 910B with
+    MS_ASCEND_CHECK_OVERFLOW_MODE=SATURATION_MODE): the register must be cleared before the forward pass, as
+    MindSpore's TrainOneStepWithLossScaleCell.start_overflow_check does, so that the check after backward sees
+    this step's overflow only. The SoC features are the ones MindSpore's own amp.all_finite tests."""
+    if ms.get_context("device_target") != "Ascend":
+        return False
+    from mindspore._c_expression import MSContext  # pylint: disable=import-outside-toplevel
+    soc = MSContext.get_instance()
+    return bool(soc.ascend_soc_supports_feature("amp_loss_scale_train_classic_target") or (
+        soc.ascend_soc_supports_feature("train_hq_dtype_line") and
+        os.environ.get("MS_ASCEND_CHECK_OVERFLOW_MODE") == "SATURATION_MODE"))
 
 _unscale = ops.MultitypeFuncGraph("unscale")
-_float32_sum = ops.MultitypeFuncGraph("float32_sum")
 
 
 @_unscale.register("Tensor", "Tensor")
 def _unscale_one(scale, grad):
     return grad / scale.astype(grad.dtype)
-
-
-# A sum is finite only if every element is (or the float32 sum overflows, which such gradients deserve): one
-# reduction per gradient instead of an IsFinite and a ReduceAll, then one check of the sums.
-@_float32_sum.register("Tensor")
-def _float32_sum_one(grad):
-    return grad.astype(mstype.float32).sum()
 
 
 _accumulate = ops.MultitypeFuncGraph("accumulate")
@@ -77,8 +99,8 @@ class TrainStep(nn.Cell):
     """construct(images, labels) -> (loss, overflow, loss_scale) for one micro-batch.
 
     - loss: float32 scalar, the batch loss (unscaled) of this call;
-    - overflow: bool scalar, True when this call's loss or any of its gradients is not finite
-      (all ranks agree when distributed);
+    - overflow: bool scalar, True when this call's loss or any of its gradients is not finite, or the NPU's
+      float status reports an fp16 overflow (all ranks agree when distributed);
     - loss_scale: float32 scalar, the scale this call used (dynamic scaling may change it for the next call).
 
     An update happens on every `gradient_accumulation_steps`-th call, with the mean of the window's gradients.
@@ -93,7 +115,9 @@ class TrainStep(nn.Cell):
         optimizer: an nn.Optimizer over the parameters to train, with loss_scale 1.0.
         loss_scale_type: "fixed" (the scale never changes) or "dynamic": on an update step with non-finite
             gradients the scale is divided by `loss_scale_factor` (not below 1); after `loss_scale_window`
-            calls without overflow it is multiplied by `loss_scale_factor`. Default "fixed".
+            calls without overflow it is multiplied by `loss_scale_factor`, up to LOSS_SCALE_CAP (2^24).
+            Default "fixed". Overflow is detected as MindSpore's loss-scale cells detect it on each back end
+            (see `select_overflow_check`).
         loss_scale: initial scale; the loss is multiplied by it before backward and gradients divided after.
         loss_scale_factor, loss_scale_window: dynamic scaling factor (default 2.0) and growth interval in calls
             (default 2000).
@@ -124,8 +148,15 @@ class TrainStep(nn.Cell):
         self.weights = optimizer.parameters
         self.grad_fn = ops.GradOperation(get_by_list=True, sens_param=True)
         self.map = ops.HyperMap()
-        # on CPU one kernel checks every float32 gradient (one launch instead of one reduction per gradient)
-        self.all_finite = all_finite_op() if all(w.dtype == mstype.float32 for w in self.weights) else None
+        self.overflow_check = select_overflow_check(ms.get_context("device_target"), fast_cpu_ops_enabled(),
+                                                    all(w.dtype == mstype.float32 for w in self.weights))
+        self.all_finite = all_finite_op() if self.overflow_check == "cpu_kernel" else None
+        if self.all_finite is None:  # the kernel could not be built: MindSpore's check serves
+            self.overflow_check = "mindspore"
+        self.clear_float_status = npu_float_status_in_use()
+        if self.clear_float_status:
+            from mindspore.ops.operations.math_ops import NPUClearFloatStatusV2  # pylint: disable=import-outside-toplevel
+            self.npu_clear_float_status = NPUClearFloatStatusV2()
         self.dynamic_loss_scale = loss_scale_type == "dynamic"
         # a fixed scale of 1 (float32 training) needs no division of every gradient; it is then a constant, so that
         # a loss_scale restored from another run's checkpoint cannot scale the gradients unnoticed
@@ -157,6 +188,8 @@ class TrainStep(nn.Cell):
 
     def construct(self, images: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         scale = self.loss_scale * 1.0 if self.unscale else self.unit_scale  # this call's, before any update
+        if self.clear_float_status:  # the status register then holds this step's overflow only
+            images = ops.depend(images, self.npu_clear_float_status(ops.depend(Tensor([0] * 8, mstype.int32), scale)))
         loss = self.net_with_loss(images, labels)
         sens = scale.astype(loss.dtype)
         grads = self.grad_fn(self.net_with_loss, self.weights)(images, labels, sens)
@@ -204,8 +237,8 @@ class TrainStep(nn.Cell):
     def _any_non_finite(self, loss: Tensor, grads) -> Tensor:
         if self.all_finite is not None:
             grads_finite = self.all_finite(*grads)[0] > 0.5
-        else:  # one flag per gradient, mapped rather than unrolled so that the graph compiles quickly
-            grads_finite = ops.isfinite(ops.stack(self.map(_float32_sum, grads))).all()
+        else:
+            grads_finite = ms.amp.all_finite(grads)
         non_finite = ops.logical_or(ops.logical_not(ops.isfinite(loss).all()), ops.logical_not(grads_finite))
         if self.distribute:
             non_finite = self.all_reduce_sum(non_finite.astype(mstype.float32)) > 0
@@ -220,7 +253,8 @@ class TrainStep(nn.Cell):
         calls_since_change = step - self.last_overflow_iterator_step
         grow = ops.logical_and(ops.logical_not(overflow), calls_since_change >= self.loss_scale_window)
         shrunk = ops.maximum(scale / self.loss_scale_factor, 1.0)
-        new_scale = ops.select(overflow, shrunk, ops.select(grow, scale * self.loss_scale_factor, scale))
+        grown = ops.minimum(scale * self.loss_scale_factor, LOSS_SCALE_CAP)
+        new_scale = ops.select(overflow, shrunk, ops.select(grow, grown, scale))
         ops.assign(self.loss_scale, new_scale)
         ops.assign(self.last_overflow_iterator_step,
                    ops.select(ops.logical_or(overflow, grow), step, self.last_overflow_iterator_step))
