@@ -88,17 +88,25 @@ def test_update_rules_match_pytorch(opt, kwargs, rule):
     assert optimizer.global_step.asnumpy()[0] == 3
 
 
-def test_adamw_runs_fused_on_cpu_and_the_same_rule_without():
-    """On CPU, AdamW runs MindSpore's in-place AdamWeightDecay with the bias correction folded into its lr, eps and
-    decay (the parametrized test above checks that against PyTorch); with the fast CPU paths off it runs the
-    per-operation rule, and both give the same parameters."""
+def test_adamw_is_fused_on_the_device_path_too_and_matches_the_per_operation_rule():
+    """AdamW runs MindSpore's in-place AdamWeightDecay primitive (the one nn.AdamWeightDecay uses on Ascend, GPU and
+    CPU) with the bias correction folded into its lr, eps and decay, whatever the fast-kernel switch (off = the
+    device path); the parametrized test above checks it against PyTorch. The per-operation rule (Adam, float16
+    parameters) gives the same parameters."""
     fused, optimizer = run_optimizer("adamw", betas=(0.8, 0.99), eps=1e-3)
     assert optimizer.fused_op is not None
     with fast_cpu_ops(False):
-        stock, stock_optimizer = run_optimizer("adamw", betas=(0.8, 0.99), eps=1e-3)
-    assert stock_optimizer.fused_op is None and run_optimizer("adam")[1].fused_op is None
+        device_path, device_optimizer = run_optimizer("adamw", betas=(0.8, 0.99), eps=1e-3)
+    assert device_optimizer.fused_op is not None and run_optimizer("adam")[1].fused_op is None
+    params = [Parameter(Tensor(INIT[k]), name=k) for k in ("w", "b")]
+    per_operation = create_optimizer(params, "adamw", lr=LRS, weight_decay=WD["w"],
+                                     weight_decay_filter="norm_and_bias", betas=(0.8, 0.99), eps=1e-3)
+    per_operation.fused_op = None  # as for float16 parameters
+    for grads in GRADS:
+        per_operation(tuple(Tensor(grads[k]) for k in ("w", "b")))
     for k in INIT:
-        np.testing.assert_allclose(fused[k], stock[k], rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(device_path[k], fused[k])
+        np.testing.assert_allclose(fused[k], params[("w", "b").index(k)].asnumpy(), rtol=1e-6, atol=1e-7)
 
 
 def test_adamw_state_names_mark_training_state():
