@@ -14,6 +14,9 @@ from typing import Dict, List, Tuple
 import numpy as np
 from mindspore import Tensor, nn
 
+from mindcv.utils.checkpoint import load_checkpoint_checked
+from mindcv.utils.ckpt_check import require_file
+
 _logger = logging.getLogger(__name__)
 
 # Entries that training writes beside the weights (optimizer moments, step counters, loss scale, EMA).
@@ -94,22 +97,33 @@ def to_mindcv_names(state: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray]
 
 
 def read_state(path: str) -> Dict[str, np.ndarray]:
-    """Every tensor of a `.ckpt`, `.safetensors` or `.pth` file as numpy arrays, training state removed."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+    """Every tensor of a `.ckpt`, `.safetensors` or `.pth` file as numpy arrays, training state removed.
+
+    A missing file is a FileNotFoundError; a directory, an unreadable file, or one that is damaged or not
+    of the format its suffix names is a one-line ValueError naming it (`.ckpt` files are checked before
+    MindSpore parses them: see `mindcv.utils.ckpt_check`)."""
+    require_file(path)
     ext = os.path.splitext(path)[1].lower()
-    if ext == ".safetensors":
-        from safetensors.numpy import load_file
-        state = load_file(path)
-    elif ext in (".pth", ".pt", ".bin"):
-        state = _read_torch(path)
-    else:
-        import mindspore as ms
-        try:
-            state = {k: v.asnumpy() for k, v in ms.load_checkpoint(path).items()}
-        except (ValueError, RuntimeError) as error:
-            raise ValueError(f"cannot read {path} as a MindSpore checkpoint: {error}") from None
+    try:
+        if ext == ".safetensors":
+            state = _read_safetensors(path)
+        elif ext in (".pth", ".pt", ".bin"):
+            state = _read_torch(path)
+        else:
+            # text entries (MindSpore saves strings of append_dict so) are not weights
+            state = {k: v.asnumpy() for k, v in load_checkpoint_checked(path).items() if not isinstance(v, str)}
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {error.strerror or error}") from None
     return {k: v for k, v in state.items() if not is_training_state(k)}
+
+
+def _read_safetensors(path: str) -> Dict[str, np.ndarray]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+    try:
+        return load_file(path)
+    except SafetensorError as error:
+        raise ValueError(f"cannot read {path} as a safetensors file: {str(error).splitlines()[0]}") from None
 
 
 def is_training_state(name: str) -> bool:

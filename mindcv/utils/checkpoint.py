@@ -1,8 +1,11 @@
-"""Writing checkpoints so that a crash or Ctrl-C never leaves a half-written file behind."""
+"""Writing checkpoints so that a crash or Ctrl-C never leaves a half-written file behind, and reading them
+only after checking that MindSpore will read them faithfully."""
 import os
-from typing import Union
+from typing import Dict, Union
 
 import mindspore as ms
+
+from mindcv.utils.ckpt_check import validate_checkpoint_file
 
 
 def save_checkpoint_atomic(save_obj: Union[ms.nn.Cell, list, dict], path: str, append_dict: dict = None) -> str:
@@ -23,3 +26,17 @@ def save_checkpoint_atomic(save_obj: Union[ms.nn.Cell, list, dict], path: str, a
         if os.path.exists(temporary):
             os.remove(temporary)
     return path
+
+
+def load_checkpoint_checked(path: str) -> Dict[str, Union[ms.Parameter, str]]:
+    """`mindspore.load_checkpoint(path)` of a file that `validate_checkpoint_file` accepts.
+
+    A damaged or crafted file (negative dims, data shorter or longer than its dims, a repeated name, not a
+    checkpoint at all) is a ValueError naming the file and the tensor, where MindSpore would crash the
+    process or load zero-padded weights; a missing file is a FileNotFoundError. Errors MindSpore still
+    raises become a one-line ValueError naming the file."""
+    validate_checkpoint_file(path)
+    try:
+        return ms.load_checkpoint(path)
+    except (ValueError, RuntimeError, TypeError) as error:
+        raise ValueError(f"cannot read {path} as a MindSpore checkpoint: {str(error).splitlines()[0]}") from None

@@ -1,0 +1,250 @@
+"""Hostile and mistaken input: crafted or damaged weight files.
+Each must end in a one-line error that names the problem, never a crash, a traceback or silently wrong weights."""
+import os
+import re
+import subprocess
+import sys
+
+import mindspore as ms
+import numpy as np
+import pytest
+from mindspore.train import checkpoint_pb2
+from mindspore.train.serialization import tensor_to_ms_type
+
+from conftest import DEMO_DATA, ROOT
+from mindcv.models.weights import read_state
+from mindcv.utils import ckpt_check
+from mindcv.utils.checkpoint import load_checkpoint_checked
+from mindcv.utils.ckpt_check import validate_checkpoint_file
+
+FLOATS = np.arange(8, dtype=np.float32).tobytes()  # 8 float32 values
+DAMAGED = "; the file is damaged or not a MindSpore checkpoint"
+
+
+def write_checkpoint(path, entries, trailer=b"") -> str:
+    """A .ckpt holding `entries`, (tag, dims, tensor_type, content) each, serialized as MindSpore does:
+    one Checkpoint message per entry, concatenated."""
+    with open(path, "wb") as f:
+        for tag, dims, tensor_type, content in entries:
+            message = checkpoint_pb2.Checkpoint()
+            value = message.value.add()
+            value.tag = tag
+            value.tensor.dims.extend(dims)
+            value.tensor.tensor_type = tensor_type
+            value.tensor.tensor_content = content
+            f.write(message.SerializeToString())
+        f.write(trailer)
+    return str(path)
+
+
+def protobuf_view(path) -> dict:
+    """{tag: (type, dims, data bytes)} as MindSpore's protobuf parser sees the file (slices joined)."""
+    message = checkpoint_pb2.Checkpoint()
+    with open(path, "rb") as f:
+        message.ParseFromString(f.read())
+    view = {}
+    for value in message.value:
+        joined = view.get(value.tag, (None, None, 0))[2] + len(value.tensor.tensor_content)
+        view[value.tag] = (value.tensor.tensor_type, tuple(value.tensor.dims), joined)
+    return view
+
+
+# ---------------------------------------------------------------------------------------------------------
+# .ckpt validation
+
+
+def test_validator_reads_the_installed_mindspore_schema():
+    value = checkpoint_pb2.Checkpoint.Value.DESCRIPTOR.fields_by_name
+    tensor = checkpoint_pb2.TensorProto.DESCRIPTOR.fields_by_name
+    assert checkpoint_pb2.Checkpoint.DESCRIPTOR.fields_by_name["value"].number == ckpt_check.CHECKPOINT_VALUE
+    assert (value["tag"].number, value["tensor"].number, value["maptensor"].number) == (
+        ckpt_check.VALUE_TAG, ckpt_check.VALUE_TENSOR, ckpt_check.VALUE_MAPTENSOR)
+    assert (tensor["dims"].number, tensor["tensor_type"].number, tensor["tensor_content"].number) == (
+        ckpt_check.TENSOR_DIMS, ckpt_check.TENSOR_TYPE, ckpt_check.TENSOR_CONTENT)
+    assert {name: tensor_to_ms_type[name].itemsize for name in ckpt_check.ITEMSIZE} == ckpt_check.ITEMSIZE
+    assert set(tensor_to_ms_type) - set(ckpt_check.ITEMSIZE) == {ckpt_check.STRING_TYPE, "Int4"}
+
+
+def test_checkpoints_mindspore_writes_are_accepted_as_mindspore_reads_them(tmp_path):
+    path = str(tmp_path / "net.ckpt")
+    ms.save_checkpoint(ms.nn.Dense(3, 2), path, append_dict={"epoch_num": 3, "lr": 0.5, "note": "text",
+                                                             "flag": True})
+    tensors = validate_checkpoint_file(path)
+    assert tensors == {tag: (kind, dims) for tag, (kind, dims, _) in protobuf_view(path).items()}
+    assert tensors["weight"] == ("Float32", (2, 3)) and tensors["epoch_num"] == ("Int64", ())
+    assert tensors["note"] == ("str", (0,))
+    # the checked loader hands back what MindSpore loads, text entries included
+    assert load_checkpoint_checked(path)["note"] == "text"
+    assert "note" not in read_state(path)
+
+
+def test_a_tensor_written_in_slices_counts_once(tmp_path):
+    path = write_checkpoint(tmp_path / "sliced.ckpt", [("w", [4, 2], "Float32", FLOATS[:16]),
+                                                       ("w", [4, 2], "Float32", FLOATS[16:]),
+                                                       ("b", [2], "Float32", FLOATS[:8])])
+    assert validate_checkpoint_file(path) == {"w": ("Float32", (4, 2)), "b": ("Float32", (2,))}
+    assert np.array_equal(load_checkpoint_checked(path)["w"].asnumpy().ravel(), np.arange(8))
+
+
+CRAFTED = {
+    "negative dims": ([("conv.weight", [-1, 4], "Float32", bytes(4096))], r"'conv.weight' has dims \[-1, 4\]"),
+    "data shorter than dims": ([("w", [2, 4], "Float32", FLOATS[:8])],
+                               r"'w' has dims \[2, 4\] of Float32 \(32 bytes\) but 8 bytes of data"),
+    "data longer than dims": ([("w", [1], "Float32", FLOATS)], "'w' has dims .* but 32 bytes of data"),
+    "empty data for a scalar": ([("w", [0], "Float32", b"")], r"'w' has dims \[0\] of Float32 \(4 bytes\)"),
+    "unknown type": ([("w", [2], "Float128", FLOATS)], "'w' has the unknown type 'Float128'"),
+    "repeated name": ([("w", [2], "Float32", FLOATS[:8]), ("b", [2], "Float32", FLOATS[:8]),
+                       ("w", [2], "Float32", FLOATS[:8])], "'w' appears twice"),
+    "slices that disagree": ([("w", [2], "Float32", FLOATS[:4]), ("w", [4], "Float32", FLOATS[:4])],
+                             "'w' is split into slices of different dims"),
+    "too many dims": ([("w", [1] * 33, "Float32", FLOATS[:4])], r"'w' has 33 dims \(at most 32\)"),
+    "text of a partial character": ([("note", [0], "str", b"abc")], "'note' is text of 3 bytes"),
+    "a name with a line break": ([("a\nb", [-1], "Float32", b"")], r"'a\\nb' has dims"),
+}
+
+
+@pytest.mark.parametrize("case", CRAFTED, ids=list(CRAFTED))
+def test_crafted_tensors_are_refused_naming_file_and_tensor(tmp_path, case):
+    entries, message = CRAFTED[case]
+    path = write_checkpoint(tmp_path / "crafted.ckpt", entries)
+    with pytest.raises(ValueError, match=f"^{re.escape(path)}: tensor {message}.*{DAMAGED}$") as error:
+        validate_checkpoint_file(path)
+    assert "\n" not in str(error.value)
+
+
+def test_zero_padded_weights_never_reach_the_model(tmp_path):
+    """MindSpore alone loads a tensor with half its data, zero-padded; read_state (every script's loader)
+    must refuse it."""
+    path = write_checkpoint(tmp_path / "short.ckpt", [("w", [2, 4], "Float32", FLOATS[:16])])
+    assert np.count_nonzero(ms.load_checkpoint(path)["w"].asnumpy()) == 3  # the silent failure
+    with pytest.raises(ValueError, match="'w' has dims"):
+        read_state(path)
+
+
+def entry_bytes(tag="w", tensor: bytes = None) -> bytes:
+    """One serialized Checkpoint.Value entry; `tensor` replaces the TensorProto bytes when given."""
+    message = checkpoint_pb2.Checkpoint()
+    value = message.value.add()
+    value.tag = tag
+    value.tensor.dims.extend([2])
+    value.tensor.tensor_type = "Float32"
+    value.tensor.tensor_content = FLOATS[:8]
+    data = message.SerializeToString()
+    if tensor is None:
+        return data
+    tag_field = value.tag.encode()
+    body = bytes([0x0A, len(tag_field)]) + tag_field + bytes([0x12, len(tensor)]) + tensor
+    return bytes([0x0A, len(body)]) + body
+
+
+NOT_CHECKPOINTS = {
+    "random bytes": (np.random.default_rng(0).bytes(256), ""),
+    "text": (b"model: convnext_tiny\n" * 4, ""),
+    "empty": (b"", "it is empty"),
+    "cut in a tensor's data": (entry_bytes()[:-3], "runs past the end of its message"),
+    # protobuf's Python parser would skip the second entry, under a key padded to two bytes
+    "padded field key": (entry_bytes() + bytes([0x8A, 0x00]) + entry_bytes("v")[1:], "padded number"),
+    "no tensor": (bytes([0x0A, 0x03, 0x0A, 0x01]) + b"w", "entry 'w' holds no tensor"),
+    "a MapParameter": (bytes([0x0A, 0x05, 0x0A, 0x01]) + b"w" + bytes([0x1A, 0x00]), "is a MapParameter"),
+    "no data field": (entry_bytes(tensor=bytes([0x08, 0x02, 0x12, 0x07]) + b"Float32"), "'w' lacks its type or data"),
+    "only unknown fields": (bytes([0x10, 0x01]), "holds no tensors"),
+}
+
+
+@pytest.mark.parametrize("case", NOT_CHECKPOINTS, ids=list(NOT_CHECKPOINTS))
+def test_files_that_are_not_checkpoints_are_refused(tmp_path, case):
+    data, message = NOT_CHECKPOINTS[case]
+    path = tmp_path / "model.ckpt"
+    path.write_bytes(data)
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: .*{message}.*{DAMAGED}$") as error:
+        validate_checkpoint_file(str(path))
+    assert "\n" not in str(error.value)
+
+
+def test_packed_dims_and_a_checksum_trailer_are_read_as_mindspore_reads_them(tmp_path):
+    packed = bytes([0x0A, 0x02, 0x02, 0x01, 0x12, 0x07]) + b"Float32" + bytes([0x1A, 0x08]) + FLOATS[:8]
+    path = tmp_path / "packed.ckpt"
+    path.write_bytes(entry_bytes(tensor=packed) + b"crc_num" + bytes(10))
+    assert validate_checkpoint_file(str(path)) == {"w": ("Float32", (2, 1))}
+    assert load_checkpoint_checked(str(path))["w"].shape == (2, 1)
+
+
+def test_validator_never_accepts_what_protobuf_reads_differently(tmp_path):
+    """Every truncation, single-bit and single-byte changes, and random two-byte changes of a small checkpoint:
+    where the validator accepts the file, MindSpore's parser must see the same tensors with the same dims,
+    types and data sizes."""
+    original = open(write_checkpoint(tmp_path / "a.ckpt", [("w", [2, 4], "Float32", FLOATS),
+                                                           ("b", [], "Int64", FLOATS[:8])]), "rb").read()
+    variants = [original[:cut] for cut in range(1, len(original))]
+    variants += [original[:i] + bytes([original[i] ^ mask]) + original[i + 1:]
+                 for i in range(len(original)) for mask in (0x01, 0x08, 0x80, 0xFF)]
+    rng = np.random.default_rng(0)  # and two bytes at random, each replaced by a random one
+    for i, j in rng.integers(0, len(original), (600, 2)):
+        variant = bytearray(original)
+        variant[i], variant[j] = rng.integers(0, 256, 2)
+        variants.append(bytes(variant))
+    path, accepted = str(tmp_path / "variant.ckpt"), 0
+    for variant in variants:
+        with open(path, "wb") as f:
+            f.write(variant)
+        try:
+            tensors = validate_checkpoint_file(path)
+        except ValueError:
+            continue
+        accepted += 1
+        view = protobuf_view(path)
+        assert tensors == {tag: (kind, dims) for tag, (kind, dims, _) in view.items()}, variant
+        # MindSpore reads dims [] and [0] as a scalar
+        assert all(size == ckpt_check.ITEMSIZE[kind] * (1 if dims in ((), (0,)) else int(np.prod(dims)))
+                   for kind, dims, size in view.values()), variant
+    assert 0 < accepted < len(variants)
+
+
+def test_a_crafted_checkpoint_ends_validate_py_with_a_one_line_error(tmp_path):
+    """Before the check, MindSpore corrupted the heap on this file and the process died with SIGABRT."""
+    path = write_checkpoint(tmp_path / "crafted.ckpt", [("feature.0.0.weight", [-1, 4], "Float32", bytes(4096))])
+    result = subprocess.run([sys.executable, "validate.py", "--data_dir", DEMO_DATA, "--model", "convnext_atto",
+                             "--depths", "1", "1", "1", "1", "--dims", "16", "32", "64", "128", "--image_resize", "32",
+                             "--num_samples", "16", "--ckpt_path", path], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2, result.stderr  # not killed by a signal (negative)
+    lines = result.stderr.splitlines()  # the script's log lines, then the error
+    assert lines[-1].startswith("error: ") and "dims [-1, 4]" in lines[-1], result.stderr
+    assert "Traceback" not in result.stderr and "CRITICAL" not in result.stderr, result.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------
+# files that cannot be read
+
+
+@pytest.mark.parametrize("suffix", [".ckpt", ".safetensors"])
+def test_a_directory_given_as_weights_is_a_clear_error(tmp_path, suffix):
+    folder = tmp_path / f"run{suffix}"
+    folder.mkdir()
+    with pytest.raises(ValueError, match=f"^{folder} is a directory; pass the checkpoint file inside it$"):
+        read_state(str(folder))
+
+
+def test_an_unreadable_checkpoint_is_a_clear_error(tmp_path, monkeypatch):
+    path = write_checkpoint(tmp_path / "w.ckpt", [("w", [2], "Float32", FLOATS[:8])])
+
+    def denied(name, *args, **kwargs):  # what open() raises without read permission (root would read it)
+        raise PermissionError(13, "Permission denied", name)
+
+    monkeypatch.setattr(ckpt_check, "open", denied, raising=False)
+    with pytest.raises(ValueError, match=f"^cannot read {path}: Permission denied$"):
+        read_state(path)
+
+
+def test_a_damaged_or_unreadable_safetensors_file_is_a_clear_error(tmp_path, monkeypatch):
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    with pytest.raises(ValueError, match=f"^cannot read {path} as a safetensors file: .*header"):
+        read_state(str(path))
+
+    def denied(name, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", name)
+
+    monkeypatch.setattr("safetensors.numpy.load_file", denied)
+    with pytest.raises(ValueError, match=f"^cannot read {path}: Permission denied$"):
+        read_state(str(path))
