@@ -1,7 +1,8 @@
-"""Hostile and mistaken input: crafted or damaged weight files.
+"""Hostile and mistaken input: crafted or damaged weight files, interrupted saves, malicious recipes.
 Each must end in a one-line error that names the problem, never a crash, a traceback or silently wrong weights."""
 import os
 import re
+import socket
 import subprocess
 import sys
 
@@ -13,8 +14,9 @@ from mindspore.train.serialization import tensor_to_ms_type
 
 from conftest import DEMO_DATA, ROOT
 from mindcv.models.weights import read_state
+from mindcv.utils import checkpoint as checkpoint_module
 from mindcv.utils import ckpt_check
-from mindcv.utils.checkpoint import load_checkpoint_checked
+from mindcv.utils.checkpoint import load_checkpoint_checked, save_checkpoint_atomic
 from mindcv.utils.ckpt_check import validate_checkpoint_file
 
 FLOATS = np.arange(8, dtype=np.float32).tobytes()  # 8 float32 values
@@ -248,3 +250,41 @@ def test_a_damaged_or_unreadable_safetensors_file_is_a_clear_error(tmp_path, mon
     monkeypatch.setattr("safetensors.numpy.load_file", denied)
     with pytest.raises(ValueError, match=f"^cannot read {path}: Permission denied$"):
         read_state(str(path))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# interrupted saves
+
+
+def test_an_interrupted_save_leaves_only_the_previous_checkpoint(tmp_path, monkeypatch):
+    net = ms.nn.Dense(3, 2)
+    path = save_checkpoint_atomic(net, str(tmp_path / "net.ckpt"))
+    good = open(path, "rb").read()
+    from mindspore.train import serialization
+    written = []
+
+    def interrupting(write):  # Ctrl-C after MindSpore has written a tensor into its own temporary file
+        def wrapper(*args, **kwargs):
+            if written:
+                raise KeyboardInterrupt
+            written.append(args[0])
+            return write(*args, **kwargs)
+        return wrapper
+
+    for name in ("_write_parameter_data", "_write_parameter_bytes_data"):  # for numpy arrays, for tensors
+        monkeypatch.setattr(serialization, name, interrupting(getattr(serialization, name)))
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint_atomic(net, path, append_dict={"epoch_num": 2})
+    assert written and os.listdir(tmp_path) == ["net.ckpt"]
+    assert open(path, "rb").read() == good
+
+
+def test_processes_saving_one_path_use_different_temporary_files(tmp_path, monkeypatch):
+    """The ranks of a distributed run may save the same path on a shared file system at once."""
+    names = []
+    monkeypatch.setattr(checkpoint_module.ms, "save_checkpoint", lambda obj, name, **kwargs: names.append(name))
+    monkeypatch.setattr(checkpoint_module.os, "replace", lambda *args: None)
+    for pid in (101, 102):
+        monkeypatch.setattr(checkpoint_module.os, "getpid", lambda: pid)
+        save_checkpoint_atomic([], str(tmp_path / "net.ckpt"))
+    assert len(set(names)) == 2 and all(socket.gethostname() in name for name in names)

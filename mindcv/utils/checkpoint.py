@@ -1,6 +1,8 @@
 """Writing checkpoints so that a crash or Ctrl-C never leaves a half-written file behind, and reading them
 only after checking that MindSpore will read them faithfully."""
+import contextlib
 import os
+import socket
 from typing import Dict, Union
 
 import mindspore as ms
@@ -12,19 +14,24 @@ def save_checkpoint_atomic(save_obj: Union[ms.nn.Cell, list, dict], path: str, a
     """`mindspore.save_checkpoint` into a temporary file beside `path`, then rename it over `path`.
 
     The rename is atomic on POSIX file systems, so readers see either the old complete file or the
-    new complete file. Returns `path`."""
+    new complete file. Whatever stops the save (an error, Ctrl-C), no temporary file is left behind.
+    Returns `path`."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    # The temporary name keeps the .ckpt suffix: save_checkpoint appends one otherwise.
-    temporary = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    # Host and pid make the name unique to this process: the ranks of a distributed run may save the same
+    # path on a shared file system. It keeps the .ckpt suffix: save_checkpoint appends one otherwise.
+    temporary = os.path.join(directory, f".tmp-{socket.gethostname()}-{os.getpid()}-{os.path.basename(path)}")
     if not temporary.endswith(".ckpt"):
         temporary += ".ckpt"
+    # save_checkpoint itself writes <name>.tmp first, then renames it to <name>.ckpt
+    leftovers = (temporary, os.path.splitext(temporary)[0] + ".tmp")
     try:
         ms.save_checkpoint(save_obj, temporary, append_dict=append_dict)
         os.replace(temporary, path)
     finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+        for leftover in leftovers:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(leftover)
     return path
 
 
