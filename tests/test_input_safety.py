@@ -18,6 +18,7 @@ from mindcv.utils import checkpoint as checkpoint_module
 from mindcv.utils import ckpt_check
 from mindcv.utils.checkpoint import load_checkpoint_checked, save_checkpoint_atomic
 from mindcv.utils.ckpt_check import validate_checkpoint_file
+from mindcv.utils.config import ConfigError, load_yaml
 
 FLOATS = np.arange(8, dtype=np.float32).tobytes()  # 8 float32 values
 DAMAGED = "; the file is damaged or not a MindSpore checkpoint"
@@ -288,3 +289,42 @@ def test_processes_saving_one_path_use_different_temporary_files(tmp_path, monke
         monkeypatch.setattr(checkpoint_module.os, "getpid", lambda: pid)
         save_checkpoint_atomic([], str(tmp_path / "net.ckpt"))
     assert len(set(names)) == 2 and all(socket.gethostname() in name for name in names)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# recipes
+
+
+def billion_laughs(levels: int, fan_out: int = 9) -> str:
+    """A recipe of nested sections (whose keys recipes may hold) where each level aliases the one below
+    `fan_out` times: a few hundred bytes that expand to fan_out ** levels values."""
+    lines = ["l0: &l0 {lr: 0.1}"]
+    for i in range(1, levels + 1):
+        lines.append(f"l{i}: &l{i} {{" + ", ".join(f"k{j}: *l{i - 1}" for j in range(fan_out)) + "}")
+    return "\n".join(lines) + "\n"
+
+
+RECIPES = {
+    "repeated key": ("lr: 0.1\nbatch_size: 8\nlr: 0.2\n", r"key 'lr' appears twice, on lines 1 and 3; keep one"),
+    "repeated key in a section": ("optim:\n  lr: 0.1\n  lr: 0.2\n", r"key 'lr' appears twice, on lines 2 and 3"),
+    "recursive alias in a list": ("scale: &a [0.1, *a]\n", "the value on line 1 contains itself through an alias"),
+    "recursive alias in a section": ("optim: &s {lr: 0.1, inner: *s}\n", "contains itself through an alias"),
+    "alias bomb": (billion_laughs(8), "expands to more than 10000 values through its aliases"),
+    "deep nesting": ("scale: " + "[" * 5000 + "]" * 5000 + "\n", "nests values more than 50 levels deep"),
+}
+
+
+@pytest.mark.parametrize("case", RECIPES, ids=list(RECIPES))
+def test_malicious_or_mistaken_recipes_are_refused_quickly(tmp_path, case):
+    text, message = RECIPES[case]
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(text)
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(recipe))}.*{message}"):
+        load_yaml(str(recipe))
+
+
+def test_recipes_may_still_share_values_through_aliases_and_merges(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("base: &base {lr: 0.1, batch_size: 8}\ntrain:\n  <<: *base\n  lr: 0.2\n"
+                      "scale: &range [0.2, 1.0]\nre_scale: *range\n")
+    assert load_yaml(str(recipe)) == dict(lr=0.2, batch_size=8, scale=[0.2, 1.0], re_scale=[0.2, 1.0])

@@ -182,11 +182,82 @@ def unknown_key_error(key: str, where: str) -> ConfigError:
     return ConfigError(f"unknown config key '{key}' in {where}{hint}")
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that also refuses a key repeated in one mapping (YAML keeps the last silently), an
+    alias inside the value it names (expanding it never ends), aliases that expand the document to more
+    than MAX_NODES values (a "billion laughs" file: 1 KB that expands to millions), and values nested more
+    than MAX_DEPTH deep (thousands of brackets exhaust Python's recursion, slowly). Recipes are flat lists
+    of a hundred keys or so; the checks run on the parsed document, before any value is built."""
+
+    MAX_NODES = 10_000
+    MAX_DEPTH = 50
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > self.MAX_DEPTH:
+                raise ConfigError(f"{self.name} nests values more than {self.MAX_DEPTH} levels deep (line "
+                                  f"{self.peek_event().start_mark.line + 1}); a recipe needs two or three")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            self._check(node, set())
+        return node
+
+    def _check(self, node: yaml.Node, enclosing: set) -> None:
+        """Count `node` and what it holds, as many times as aliases repeat them; `enclosing`: the ids of the
+        collections it lies in."""
+        self._nodes += 1
+        if self._nodes > self.MAX_NODES:
+            raise ConfigError(f"{self.name} expands to more than {self.MAX_NODES} values through its aliases "
+                              "(*name); write the values out")
+        if id(node) in enclosing:
+            raise ConfigError(f"{self.name}: the value on line {node.start_mark.line + 1} contains itself "
+                              "through an alias (*name); write the value out")
+        if isinstance(node, yaml.ScalarNode):
+            return
+        enclosing.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            self._check_unique_keys(node)
+            children = [child for pair in node.value for child in pair]
+        else:
+            children = node.value
+        for child in children:
+            self._check(child, enclosing)
+        enclosing.discard(id(node))
+
+    def _check_unique_keys(self, node: yaml.MappingNode) -> None:
+        lines = {}
+        for key, _ in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue  # keys merged in with `<<: *base` may be overridden: that is what merging is for
+            line = key.start_mark.line + 1
+            if key.value in lines:
+                raise ConfigError(f"{self.name}: key '{key.value}' appears twice, on lines {lines[key.value]} and "
+                                  f"{line}; keep one")
+            lines[key.value] = line
+
+
 def load_yaml(path: str) -> Dict[str, Any]:
-    """The keys of a recipe, checked and typed. Nested sections are flattened (their keys must be known)."""
+    """The keys of a recipe, checked and typed. Nested sections are flattened (their keys must be known).
+    Raises ConfigError for a missing file, invalid YAML, a repeated key, aliases that expand without end
+    or beyond reason, deep nesting, and unknown keys or values of the wrong type."""
     try:
         with open(path) as f:
-            data = yaml.safe_load(f) or {}
+            loader = _RecipeLoader(f)
+            try:
+                data = loader.get_single_data() or {}
+            finally:
+                loader.dispose()
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except yaml.YAMLError as error:
