@@ -5,7 +5,7 @@ import os
 import pytest
 
 from conftest import ROOT
-from mindcv.utils.config import OPTIONS, SCHEMA, ConfigError, dump_config, load_yaml, parse_config
+from mindcv.utils.config import OPTIONS, SCHEMA, ConfigError, dump_config, load_yaml, parse_config, schema_table
 
 RECIPES = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True))
 
@@ -22,6 +22,7 @@ def test_every_option_has_type_default_and_help():
 def test_shipped_recipes_fit_the_schema(recipe):
     values = load_yaml(recipe)
     assert values["model"] and values["epoch_size"] >= 1
+    parse_config(["-c", recipe])  # and every value lies in its range
 
 
 def test_convnext_tiny_recipe_has_the_published_values():
@@ -77,3 +78,63 @@ def test_resolved_config_reloads_to_the_same_values(tmp_path):
     dump_config(config, str(tmp_path / "config.yaml"))
     again = parse_config(["-c", str(tmp_path / "config.yaml")])
     assert {k: getattr(again, k) for k in OPTIONS} == {k: getattr(config, k) for k in OPTIONS}
+
+
+def test_every_numeric_option_declares_its_valid_values():
+    for option in SCHEMA:
+        if option.type in (int, float, list) and not option.choices:
+            assert option.valid is not None, option.name
+    assert parse_config([])  # the defaults are valid
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--lr", "-0.1"], r"lr must be >= 0, got -0.1 \(on the command line\)$"),
+    (["--lr", "nan"], "lr must be >= 0, got nan"),
+    (["--weight_decay", "inf"], "weight_decay must be >= 0, got inf"),
+    (["--batch_size", "0"], "batch_size must be >= 1, got 0"),
+    (["--crop_pct", "0"], r"crop_pct must be in \(0, 1\], got 0.0"),
+    (["--hflip", "1.5"], r"hflip must be in \[0, 1\], got 1.5"),
+    (["--label_smoothing", "1"], r"label_smoothing must be in \[0, 1\), got 1.0"),
+    (["--sink_size", "0"], "sink_size must be -1 or >= 1, got 0"),
+    (["--loss_scale", "0"], "loss_scale must be > 0, got 0.0"),
+    (["--scale", "0.9", "0.2"], r"scale must be 2 numbers, each in \(0, 1\], min <= max, got \[0.9, 0.2\]"),
+    (["--ratio", "0.75"], r"ratio must be 2 numbers, each > 0, min <= max, got \[0.75\]"),
+    (["--depths", "1", "1", "1"], r"depths must be 4 numbers, each >= 1, got \[1, 1, 1\]"),
+    (["--std", "58", "0", "57"], r"std must be numbers, each > 0, got \[58.0, 0.0, 57.0\]"),
+    (["--multi_step_decay_milestones", "60", "30"], r"multi_step_decay_milestones must be numbers, each >= 0, in "
+                                                    r"ascending order, got \[60, 30\]"),
+])
+def test_values_out_of_range_are_rejected_with_the_range(argv, message):
+    with pytest.raises(ConfigError, match=f"^{message}"):
+        parse_config(argv)
+
+
+def test_a_recipe_value_out_of_range_names_the_recipe(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("lr: -0.1\n")
+    with pytest.raises(ConfigError, match=f"^lr must be >= 0, got -0.1 \\(in {recipe}\\)$"):
+        parse_config(["-c", str(recipe)])
+    assert parse_config(["-c", str(recipe), "--lr", "0.1"]).lr == 0.1  # the command line overrides it first
+
+
+def test_the_ends_of_ranges_are_accepted():
+    config = parse_config(["--sink_size", "-1", "--crop_pct", "1", "--hflip", "1", "--vflip", "0", "--lr", "0",
+                           "--keep_checkpoint_max", "0", "--scale", "1", "1", "--ema_decay", "1"])
+    assert (config.sink_size, config.crop_pct, config.scale) == (-1, 1.0, [1.0, 1.0])
+
+
+def test_mean_and_std_must_fit_in_channels_wherever_each_is_set(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("in_channels: 1\n")
+    with pytest.raises(ConfigError, match=r"^mean must have one value per channel \(in_channels is 1\), got 2"):
+        parse_config(["-c", str(recipe), "--mean", "120", "110"])
+    with pytest.raises(ConfigError, match=r"^std must have one value per channel \(in_channels is 3\), got 1"):
+        parse_config(["--std", "58"])
+    # one channel: ImageNet's three values are averaged by the transforms
+    assert parse_config(["-c", str(recipe), "--mean", "124", "116", "104"]).mean == [124.0, 116.0, 104.0]
+
+
+def test_key_table_shows_each_range():
+    rows = {line.split(" | ")[0].strip("| `"): line for line in schema_table().splitlines()[2:]}
+    assert len(rows) == len(SCHEMA)
+    assert "| >= 0 |" in rows["lr"] and "| -1 or >= 1 |" in rows["sink_size"] and "| ce / bce |" in rows["loss"]

@@ -1,18 +1,60 @@
 """The configuration schema: every key a recipe or the command line may set, with type, default and help.
 
 `parse_config(argv)` reads `-c/--config RECIPE.yaml`, then applies `--key value` overrides; both are
-checked against `SCHEMA`, and an unknown key is a `ConfigError` that suggests the closest known key.
+checked against `SCHEMA`: an unknown key is a `ConfigError` that suggests the closest known key, and a value
+outside its option's valid range (`Option.valid`, shown by `python -m mindcv.utils.config`) one that names
+the range.
 """
 import argparse
 import difflib
+import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
 
 class ConfigError(ValueError):
     """A recipe or command line that does not fit the schema."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """The numbers an option accepts (for a list option: each of its numbers): finite ones from `low` to
+    `high` (None: unbounded), each end included unless `low_open` / `high_open`, and the values in `also`."""
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False
+    high_open: bool = False
+    also: Tuple[float, ...] = ()
+
+    def __contains__(self, value) -> bool:
+        if value in self.also:
+            return True
+        if not math.isfinite(value):
+            return False
+        above = self.low is None or value > self.low or (value == self.low and not self.low_open)
+        below = self.high is None or value < self.high or (value == self.high and not self.high_open)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.low is not None and self.high is not None:
+            text = f"in {'(' if self.low_open else '['}{self.low}, {self.high}{')' if self.high_open else ']'}"
+        elif self.low is not None:
+            text = f"{'>' if self.low_open else '>='} {self.low}"
+        elif self.high is not None:
+            text = f"{'<' if self.high_open else '<='} {self.high}"
+        else:
+            text = "finite"
+        return " or ".join([*map(str, self.also), text])
+
+
+NON_NEGATIVE = Range(0)
+POSITIVE = Range(0, low_open=True)
+AT_LEAST_1 = Range(1)
+PROBABILITY = Range(0, 1)
+BELOW_1 = Range(0, 1, high_open=True)  # [0, 1): rates that must leave something
+FRACTION = Range(0, 1, low_open=True)  # (0, 1]: parts of a whole
 
 
 @dataclass(frozen=True)
@@ -24,10 +66,40 @@ class Option:
     choices: Optional[Sequence] = None
     optional: bool = False  # None is an accepted value
     item: type = float  # element type of a list option
+    valid: Optional[Range] = None  # numbers accepted: the value, or each item of a list
+    length: Optional[Tuple[int, int]] = None  # a list's fewest and most items
+    ordered: bool = False  # a list's items ascend (a (min, max) pair: min <= max)
+
+    def accepts(self, value) -> bool:
+        """Whether `value` (already of the option's type) lies in the option's valid range."""
+        if value is None or self.valid is None:
+            return True
+        if self.type is not list:
+            return value in self.valid
+        fewest, most = self.length or (0, math.inf)
+        return (fewest <= len(value) <= most and all(v in self.valid for v in value)
+                and (not self.ordered or all(a <= b for a, b in zip(value, value[1:]))))
+
+    def requirement(self) -> str:
+        """The valid range in words: '>= 0', '2 numbers, each in (0, 1], min <= max'."""
+        if self.valid is None:
+            return ""
+        if self.type is not list:
+            return str(self.valid)
+        if self.length is None:
+            count = "numbers"
+        else:
+            fewest, most = self.length
+            count = f"{fewest} numbers" if fewest == most else f"{fewest} to {most} numbers"
+        parts = [count, f"each {self.valid}"]
+        if self.ordered:
+            parts.append("min <= max" if self.length == (2, 2) else "in ascending order")
+        return ", ".join(parts)
 
 
-def _opt(name, type_, default, help_, choices=None, item=float):
-    return Option(name, type_, default, help_, choices, optional=default is None, item=item)
+def _opt(name, type_, default, help_, choices=None, item=float, valid=None, length=None, ordered=False):
+    return Option(name, type_, default, help_, choices, optional=default is None, item=item, valid=valid,
+                  length=length, ordered=ordered)
 
 
 SCHEMA: List[Option] = [
@@ -38,11 +110,11 @@ SCHEMA: List[Option] = [
          "applies only when a launcher (msrun) started the process, from the command line always"),
     _opt("jit_level", str, "O0", "graph compilation level (mindspore.JitConfig): O0 kernel by kernel, O1 with "
          "operator fusion, O2 whole graph sunk to the device (Ascend; elsewhere O0 is used)", ("O0", "O1", "O2")),
-    _opt("seed", int, 42, "seed of weights initialisation, data order and augmentation"),
+    _opt("seed", int, 42, "seed of weights initialisation, data order and augmentation", valid=Range(0, 2**31 - 1)),
     _opt("val_while_train", bool, True, "validate during training"),
-    _opt("val_interval", int, 1, "validate every this many epochs"),
+    _opt("val_interval", int, 1, "validate every this many epochs", valid=AT_LEAST_1),
     _opt("log_interval", int, 100, "steps between progress reports (loss, lr, images/s) when batches are fed from "
-         "the host; the loss is read from the device only then"),
+         "the host; the loss is read from the device only then", valid=AT_LEAST_1),
     # dataset
     _opt("dataset", str, "imagefolder", "dataset kind: imagenet or imagefolder (root/<split>/<class>/<image>)"),
     _opt("data_dir", str, "", "dataset root holding the train and val split folders"),
@@ -50,91 +122,101 @@ SCHEMA: List[Option] = [
     _opt("val_split", str, "val", "folder of the validation split under data_dir"),
     _opt("dataset_download", bool, False, "download the dataset (only for datasets that can be downloaded)"),
     _opt("shuffle", bool, True, "shuffle the training set each epoch"),
-    _opt("num_samples", int, None, "use only this many samples (debugging)"),
-    _opt("num_parallel_workers", int, 4, "data loading workers per process (at most the CPU count)"),
+    _opt("num_samples", int, None, "use only this many samples (debugging)", valid=AT_LEAST_1),
+    _opt("num_parallel_workers", int, 4, "data loading workers per process (at most the CPU count)", valid=AT_LEAST_1),
     _opt("python_multiprocessing", bool, False, "run the data loading workers as processes instead of threads "
          "(for Python transforms that hold the GIL; the built-in transforms release it)"),
-    _opt("batch_size", int, 32, "images per step per device; the global batch is batch_size x devices"),
+    _opt("batch_size", int, 32, "images per step per device; the global batch is batch_size x devices",
+         valid=AT_LEAST_1),
     _opt("drop_remainder", bool, True, "drop the last incomplete training batch"),
     # augmentation
-    _opt("image_resize", int, 224, "training crop and evaluation crop size, pixels"),
-    _opt("scale", list, [0.08, 1.0], "random resized crop area range, fraction of the image"),
-    _opt("ratio", list, [0.75, 1.333], "random resized crop aspect-ratio range"),
-    _opt("hflip", float, 0.5, "horizontal flip probability"),
-    _opt("vflip", float, 0.0, "vertical flip probability"),
-    _opt("color_jitter", list, None, "colour jitter strength: brightness, contrast, saturation[, hue]"),
+    _opt("image_resize", int, 224, "training crop and evaluation crop size, pixels", valid=AT_LEAST_1),
+    _opt("scale", list, [0.08, 1.0], "random resized crop area range, fraction of the image", valid=FRACTION,
+         length=(2, 2), ordered=True),
+    _opt("ratio", list, [0.75, 1.333], "random resized crop aspect-ratio range", valid=POSITIVE, length=(2, 2),
+         ordered=True),
+    _opt("hflip", float, 0.5, "horizontal flip probability", valid=PROBABILITY),
+    _opt("vflip", float, 0.0, "vertical flip probability", valid=PROBABILITY),
+    _opt("color_jitter", list, None, "colour jitter strength: brightness, contrast, saturation[, hue]",
+         valid=NON_NEGATIVE, length=(1, 4)),
     _opt("interpolation", str, "bilinear", "resize interpolation", ("bilinear", "bicubic", "nearest")),
     _opt("auto_augment", str, None, "RandAugment / AutoAugment policy, e.g. randaug-m9-mstd0.5-inc1"),
-    _opt("re_prob", float, 0.0, "random erasing probability"),
+    _opt("re_prob", float, 0.0, "random erasing probability", valid=PROBABILITY),
     _opt("re_value", str, "0", "random erasing fill: a number, or 'random' for per-pixel normal noise"),
-    _opt("re_scale", list, [0.02, 0.33], "random erasing area range, fraction of the image"),
-    _opt("re_ratio", list, [0.3, 3.3], "random erasing aspect-ratio range"),
-    _opt("re_max_attempts", int, 10, "random erasing tries to place a box"),
-    _opt("mean", list, None, "normalisation mean per channel, 0-255 scale (default: ImageNet's)"),
-    _opt("std", list, None, "normalisation std per channel, 0-255 scale (default: ImageNet's)"),
-    _opt("crop_pct", float, 0.875, "evaluation: resize the shorter side to image_resize / crop_pct, then centre crop"),
-    _opt("mixup", float, 0.0, "mixup alpha; 0 disables"),
-    _opt("cutmix", float, 0.0, "cutmix alpha; 0 disables"),
-    _opt("cutmix_prob", float, 1.0, "probability of applying mixup/cutmix to a batch"),
+    _opt("re_scale", list, [0.02, 0.33], "random erasing area range, fraction of the image", valid=FRACTION,
+         length=(2, 2), ordered=True),
+    _opt("re_ratio", list, [0.3, 3.3], "random erasing aspect-ratio range", valid=POSITIVE, length=(2, 2),
+         ordered=True),
+    _opt("re_max_attempts", int, 10, "random erasing tries to place a box", valid=AT_LEAST_1),
+    _opt("mean", list, None, "normalisation mean per channel, 0-255 scale (default: ImageNet's)", valid=Range(0, 255)),
+    _opt("std", list, None, "normalisation std per channel, 0-255 scale (default: ImageNet's)", valid=POSITIVE),
+    _opt("crop_pct", float, 0.875, "evaluation: resize the shorter side to image_resize / crop_pct, then centre crop",
+         valid=FRACTION),
+    _opt("mixup", float, 0.0, "mixup alpha; 0 disables", valid=NON_NEGATIVE),
+    _opt("cutmix", float, 0.0, "cutmix alpha; 0 disables", valid=NON_NEGATIVE),
+    _opt("cutmix_prob", float, 1.0, "probability of applying mixup/cutmix to a batch", valid=PROBABILITY),
     # model
     _opt("model", str, "convnext_tiny", "registered model name, see mindcv.models.list_models()"),
-    _opt("num_classes", int, None, "classifier outputs (default: the number of class folders)"),
-    _opt("in_channels", int, 3, "input image channels"),
+    _opt("num_classes", int, None, "classifier outputs (default: the number of class folders)", valid=AT_LEAST_1),
+    _opt("in_channels", int, 3, "input image channels", valid=AT_LEAST_1),
     _opt("pretrained", bool, False, "start from the published weights of the model"),
     _opt("ckpt_path", str, "", "weights to start from (train) or to evaluate (validate): .ckpt, .safetensors, .pth"),
     _opt("depths", list, None, "override the model's blocks per stage (4 integers), e.g. for a small demo model",
-         item=int),
-    _opt("dims", list, None, "override the model's channels per stage (4 integers)", item=int),
-    _opt("drop_path_rate", float, 0.0, "stochastic depth rate of the last block"),
-    _opt("layer_scale_init_value", float, 1e-6, "initial layer-scale gamma (ConvNeXt v1); 0 disables"),
-    _opt("head_init_scale", float, 1.0, "scale of the initial classifier weights"),
+         item=int, valid=AT_LEAST_1, length=(4, 4)),
+    _opt("dims", list, None, "override the model's channels per stage (4 integers)", item=int, valid=AT_LEAST_1,
+         length=(4, 4)),
+    _opt("drop_path_rate", float, 0.0, "stochastic depth rate of the last block", valid=BELOW_1),
+    _opt("layer_scale_init_value", float, 1e-6, "initial layer-scale gamma (ConvNeXt v1); 0 disables",
+         valid=NON_NEGATIVE),
+    _opt("head_init_scale", float, 1.0, "scale of the initial classifier weights", valid=NON_NEGATIVE),
     _opt("ema", bool, False, "keep an exponential moving average of the weights; validate and save it"),
-    _opt("ema_decay", float, 0.9999, "EMA decay per step"),
+    _opt("ema_decay", float, 0.9999, "EMA decay per step", valid=PROBABILITY),
     # training loop and checkpoints
-    _opt("epoch_size", int, 90, "training epochs"),
+    _opt("epoch_size", int, 90, "training epochs", valid=AT_LEAST_1),
     _opt("dataset_sink_mode", bool, True, "feed data through the device queue (Ascend/GPU; CPU reads on the host)"),
     _opt("sink_size", int, -1, "steps per device-side loop (data sink) between host reads of the loss; -1: one "
-         "epoch. Host-fed runs read every min(sink_size, log_interval) steps"),
+         "epoch. Host-fed runs read every min(sink_size, log_interval) steps", valid=Range(1, also=(-1,))),
     _opt("amp_level", str, "O0", "mixed precision: O0 fp32, O1 / O2 / O3 float16 (O2 keeps LayerNorm fp32)",
          ("O0", "O1", "O2", "O3")),
     _opt("val_amp_level", str, None, "mixed precision of validate.py / infer (default: amp_level)",
          ("O0", "O1", "O2", "O3")),
     _opt("ckpt_save_dir", str, "./runs/train", "run folder: checkpoints, resolved config, metrics, plot"),
-    _opt("ckpt_save_interval", int, 1, "save a checkpoint every this many epochs"),
-    _opt("keep_checkpoint_max", int, 10, "keep the newest this many epoch checkpoints"),
+    _opt("ckpt_save_interval", int, 1, "save a checkpoint every this many epochs", valid=AT_LEAST_1),
+    _opt("keep_checkpoint_max", int, 10, "keep the newest this many epoch checkpoints", valid=NON_NEGATIVE),
     _opt("resume", str, "", "resume from this checkpoint, or 'auto': the newest one in ckpt_save_dir"),
     # loss
     _opt("loss", str, "ce", "loss: ce (cross entropy) or bce (binary cross entropy)", ("ce", "bce")),
-    _opt("label_smoothing", float, 0.0, "label smoothing of integer labels"),
+    _opt("label_smoothing", float, 0.0, "label smoothing of integer labels", valid=BELOW_1),
     # optimizer
     _opt("opt", str, "adamw", "optimizer", ("adamw", "adam", "sgd", "momentum", "lion")),
-    _opt("momentum", float, 0.9, "momentum (sgd/momentum); beta1 of adam/adamw/lion"),
+    _opt("momentum", float, 0.9, "momentum (sgd/momentum); beta1 of adam/adamw/lion", valid=BELOW_1),
     _opt("beta2", float, None, "beta2 of adam/adamw/lion, with momentum as beta1 (default: 0.999 for "
-         "adam/adamw, 0.99 for lion, and beta1 0.9)"),
-    _opt("eps", float, 1e-8, "epsilon of adam/adamw"),
+         "adam/adamw, 0.99 for lion, and beta1 0.9)", valid=BELOW_1),
+    _opt("eps", float, 1e-8, "epsilon of adam/adamw", valid=POSITIVE),
     _opt("nesterov", bool, False, "Nesterov momentum (sgd/momentum)"),
-    _opt("weight_decay", float, 1e-4, "weight decay"),
+    _opt("weight_decay", float, 1e-4, "weight decay", valid=NON_NEGATIVE),
     _opt("weight_decay_filter", str, "disable", "which parameters skip weight decay: disable (none), auto "
          "(names with beta/gamma), norm_and_bias (norms, biases, layer scale)", ("disable", "auto", "norm_and_bias")),
-    _opt("layer_decay", float, None, "layer-wise learning-rate decay for fine-tuning, e.g. 0.8"),
+    _opt("layer_decay", float, None, "layer-wise learning-rate decay for fine-tuning, e.g. 0.8", valid=FRACTION),
     _opt("loss_scale_type", str, "fixed", "loss scaling: fixed, dynamic, or auto (dynamic below O0)",
          ("fixed", "dynamic", "auto")),
-    _opt("loss_scale", float, 1.0, "loss scale (fixed) or its initial value (dynamic)"),
+    _opt("loss_scale", float, 1.0, "loss scale (fixed) or its initial value (dynamic)", valid=POSITIVE),
     _opt("drop_overflow_update", bool, False, "skip the update of a step whose gradients overflow"),
     _opt("clip_grad", bool, False, "clip gradients by global norm"),
-    _opt("clip_value", float, 15.0, "maximum global gradient norm when clip_grad"),
-    _opt("gradient_accumulation_steps", int, 1, "accumulate gradients over this many steps per update"),
+    _opt("clip_value", float, 15.0, "maximum global gradient norm when clip_grad", valid=POSITIVE),
+    _opt("gradient_accumulation_steps", int, 1, "accumulate gradients over this many steps per update",
+         valid=AT_LEAST_1),
     # learning-rate schedule
     _opt("scheduler", str, "cosine_decay", "learning-rate schedule",
          ("constant", "cosine_decay", "step_decay", "multi_step_decay")),
-    _opt("lr", float, 0.001, "peak learning rate, for the global batch"),
-    _opt("min_lr", float, 1e-6, "final learning rate of cosine decay"),
-    _opt("warmup_epochs", int, 3, "linear warm-up epochs"),
-    _opt("warmup_factor", float, 0.0, "warm-up starts at warmup_factor x lr"),
-    _opt("decay_epochs", int, 10, "epochs of decay after warm-up"),
-    _opt("decay_rate", float, 0.9, "multiplier of step decays"),
+    _opt("lr", float, 0.001, "peak learning rate, for the global batch", valid=NON_NEGATIVE),
+    _opt("min_lr", float, 1e-6, "final learning rate of cosine decay", valid=NON_NEGATIVE),
+    _opt("warmup_epochs", int, 3, "linear warm-up epochs", valid=NON_NEGATIVE),
+    _opt("warmup_factor", float, 0.0, "warm-up starts at warmup_factor x lr", valid=PROBABILITY),
+    _opt("decay_epochs", int, 10, "epochs of decay after warm-up", valid=AT_LEAST_1),
+    _opt("decay_rate", float, 0.9, "multiplier of step decays", valid=POSITIVE),
     _opt("multi_step_decay_milestones", list, [30, 60, 90], "epochs at which multi_step_decay multiplies by decay_rate",
-         item=int),
+         item=int, valid=NON_NEGATIVE, ordered=True),
     _opt("lr_epoch_stair", bool, False, "change the learning rate once per epoch instead of every step"),
 ]
 OPTIONS: Dict[str, Option] = {o.name: o for o in SCHEMA}
@@ -297,7 +379,7 @@ def parse_config(argv: Optional[List[str]] = None, description: str = "", extra=
     """Defaults, then the recipe named by --config, then command-line overrides.
 
     `extra(parser)` may add script-specific arguments that are not part of the recipe schema.
-    Raises ConfigError for an unknown key or a value of the wrong type."""
+    Raises ConfigError for an unknown key, a value of the wrong type or out of its range (`validate_config`)."""
     parser = build_parser(description)
     if extra is not None:
         extra(parser)
@@ -318,7 +400,33 @@ def parse_config(argv: Optional[List[str]] = None, description: str = "", extra=
     config = argparse.Namespace(**values)
     # some keys mean more when typed than when inherited from a recipe (distribute: see setup_context)
     config.command_line_keys = frozenset(name for name in vars(args) if name in OPTIONS)
+    validate_config(config)
     return config
+
+
+def validate_config(config: argparse.Namespace) -> None:
+    """ConfigError for the first value outside its option's valid range (`Option.valid`), saying where it was
+    set, then for a mean or std that does not fit in_channels: checked on the resolved config, since
+    in_channels may come from the recipe and mean from the command line, or the other way round."""
+    for option in SCHEMA:
+        value = getattr(config, option.name)
+        if not option.accepts(value):
+            raise ConfigError(f"{option.name} must be {option.requirement()}, got {value}"
+                              f"{_where(config, option.name)}")
+    for name in ("mean", "std"):
+        values = getattr(config, name)
+        # with one channel, three values (ImageNet's) are averaged by the transforms
+        if values is not None and len(values) != config.in_channels and (len(values), config.in_channels) != (3, 1):
+            raise ConfigError(f"{name} must have one value per channel (in_channels is {config.in_channels}), got "
+                              f"{len(values)}: {values}")
+
+
+def _where(config: argparse.Namespace, name: str) -> str:
+    """' (on the command line)' or ' (in RECIPE)': where the value of `name` came from (defaults are valid)."""
+    if name in getattr(config, "command_line_keys", ()):
+        return " (on the command line)"
+    recipe = getattr(config, "config", "")
+    return f" (in {recipe})" if recipe else ""
 
 
 def dump_config(config: argparse.Namespace, path: str) -> None:
@@ -329,12 +437,12 @@ def dump_config(config: argparse.Namespace, path: str) -> None:
 
 
 def schema_table() -> str:
-    """Every key as a Markdown table (key, type, default, help): `python -m mindcv.utils.config`."""
-    rows = ["| key | type | default | what it does |", "|---|---|---|---|"]
+    """Every key as a Markdown table (key, type, default, valid values, help): `python -m mindcv.utils.config`."""
+    rows = ["| key | type | default | valid | what it does |", "|---|---|---|---|---|"]
     for option in SCHEMA:
         kind = f"list of {option.item.__name__}" if option.type is list else option.type.__name__
-        choices = f" ({' / '.join(map(str, option.choices))})" if option.choices else ""
-        rows.append(f"| `{option.name}` | {kind} | `{option.default}` | {option.help}{choices} |")
+        valid = " / ".join(map(str, option.choices)) if option.choices else option.requirement()
+        rows.append(f"| `{option.name}` | {kind} | `{option.default}` | {valid} | {option.help} |")
     return "\n".join(rows)
 
 
