@@ -17,6 +17,7 @@ The schema it reads (mindspore/train/checkpoint.proto):
                           required bytes tensor_content = 3; }
 """
 import itertools
+import math
 import mmap
 import os
 import stat
@@ -131,7 +132,7 @@ def _size_problem(tensor_type: str, dims: List[int], size: int) -> Optional[str]
     if tensor_type not in ITEMSIZE:
         return f"has the unknown type {_quote(tensor_type)}"
     # load_checkpoint reads dims [0] as a scalar, like []
-    expected = (1 if dims in ([], [0]) else _product(dims)) * ITEMSIZE[tensor_type]
+    expected = (1 if dims in ([], [0]) else math.prod(dims)) * ITEMSIZE[tensor_type]
     if size != expected:
         return f"has dims {dims} of {tensor_type} ({expected} bytes) but {size} bytes of data"
     return None
@@ -141,13 +142,6 @@ def _quote(text: str) -> str:
     """`text` quoted with control characters escaped, and shortened: names come from the file, and the
     error must stay one readable line."""
     return repr(text if len(text) <= 80 else text[:77] + "...")
-
-
-def _product(dims: List[int]) -> int:
-    result = 1
-    for d in dims:
-        result *= d
-    return result
 
 
 def _read_checkpoint(buffer, end: int) -> List[Tuple[str, _Tensor]]:
