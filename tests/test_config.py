@@ -5,7 +5,8 @@ import os
 import pytest
 
 from conftest import ROOT
-from mindcv.utils.config import OPTIONS, SCHEMA, ConfigError, dump_config, load_yaml, parse_config, schema_table
+from mindcv.utils.config import (OPTIONS, SCHEMA, ConfigError, build_parser, dump_config, load_yaml, parse_config,
+                                 schema_table)
 
 RECIPES = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True))
 
@@ -134,7 +135,8 @@ def test_mean_and_std_must_fit_in_channels_wherever_each_is_set(tmp_path):
     assert parse_config(["-c", str(recipe), "--mean", "124", "116", "104"]).mean == [124.0, 116.0, 104.0]
 
 
-def test_key_table_shows_each_range():
+def test_key_table_and_help_show_each_range():
     rows = {line.split(" | ")[0].strip("| `"): line for line in schema_table().splitlines()[2:]}
     assert len(rows) == len(SCHEMA)
     assert "| >= 0 |" in rows["lr"] and "| -1 or >= 1 |" in rows["sink_size"] and "| ce / bce |" in rows["loss"]
+    assert "(default: 0.001; valid: >= 0)" in " ".join(build_parser().format_help().split())

@@ -370,8 +370,9 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     parser.add_argument("-c", "--config", default="", help="YAML recipe")
     for option in SCHEMA:
         nargs = "+" if option.type is list else None
-        parser.add_argument(f"--{option.name}", default=argparse.SUPPRESS, nargs=nargs, metavar=option.type.__name__.upper(),
-                            help=f"{option.help} (default: {option.default})")
+        valid = f"; valid: {option.requirement()}" if option.valid else ""
+        parser.add_argument(f"--{option.name}", default=argparse.SUPPRESS, nargs=nargs,
+                            metavar=option.type.__name__.upper(), help=f"{option.help} (default: {option.default}{valid})")
     return parser
 
 
