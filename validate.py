@@ -3,16 +3,19 @@
     python validate.py -c configs/convnext/convnext_tiny_ascend.yaml --data_dir /path/to/imagenet \
         --ckpt_path convnext_tiny.ckpt [--json results.json]
 
-The checkpoint may be of any kind `create_model(checkpoint_path=...)` reads: ours or MindCV's `.ckpt`
-(training state included or not), timm / official `.safetensors`, official `.pth` (needs torch).
+Mixed precision follows val_amp_level (default: amp_level). The 8-device recipe runs on one device unless a
+launcher (msrun) started the process. The checkpoint may be of any kind `create_model(checkpoint_path=...)`
+reads: ours or MindCV's `.ckpt` (training state included or not), timm / official `.safetensors`, official `.pth`
+(needs torch).
 """
 import json
 import sys
 
-from mindcv.utils.cli import (build_eval_model, build_loader, build_model, exit_on_user_error, require_data_dir,
-                              setup_context)
+from mindcv.utils.cli import (build_dataset, build_eval_model, build_loader, build_model, exit_on_user_error,
+                              require_data_dir, resolve_amp_level, setup_context)
 from mindcv.utils.config import ConfigError, parse_config
 from mindcv.utils.evaluate import evaluate
+from mindcv.utils.train_step import apply_amp
 
 
 def _extra_arguments(parser):
@@ -26,7 +29,8 @@ def main(argv=None) -> int:
     require_data_dir(config)
     if not config.ckpt_path and not config.pretrained:
         raise ConfigError("nothing to evaluate: pass --ckpt_path CHECKPOINT (or --pretrained True)")
-    loader = build_loader(config, config.val_split, False, rank, group_size, num_classes=config.num_classes)
+    loader = build_loader(config, build_dataset(config, config.val_split, False, rank, group_size), False,
+                          num_classes=config.num_classes)
     if config.ckpt_path:  # the classifier must be the checkpoint's: a fresh one would score by chance
         network = build_eval_model(config)
     else:
@@ -35,6 +39,7 @@ def main(argv=None) -> int:
     if outputs != len(loader.class_names):
         raise ValueError(f"the model has {outputs} outputs but {config.data_dir}/{config.val_split} has "
                          f"{len(loader.class_names)} class folders; is this checkpoint for another dataset?")
+    network = apply_amp(network, resolve_amp_level(config.val_amp_level or config.amp_level))
     metrics = evaluate(network, loader, config.distribute)
     if rank == 0:
         print(f"{config.model} on {config.data_dir}/{config.val_split} ({metrics['num_samples']} images): "

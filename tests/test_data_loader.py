@@ -165,7 +165,7 @@ def test_bad_images_are_skipped_and_counted(tmp_path, caplog, workers, processes
     truncated.write_bytes(truncated.read_bytes()[:200])
     dataset = create_dataset("imagefolder", str(tmp_path), shuffle=False)
     loader = create_loader(dataset, 4, transform=small_transform(False), num_parallel_workers=workers,
-                           worker_processes=processes)
+                           python_multiprocessing=processes)
     with caplog.at_level(logging.WARNING, logger="mindcv.data.loader"):
         (epoch,) = batches(loader)
     assert sum(len(labels) for _, labels in epoch) == 7  # 7 files; the 2 bad ones are replaced by the next sample

@@ -119,29 +119,41 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
     assert [r["epoch"] for r in records(str(tmp_path / "resumed"))] == [1, 2, 3]
 
 
-def test_ctrl_c_saves_a_resumable_state_that_resumes_exactly(tmp_path):
+STOPPABLE = [*TINY, *DETERMINISTIC, "--num_samples", "320", "--batch_size", "16", "--epoch_size", "1",
+             "--val_while_train", "False"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_stoppable_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("straight")
+    run("train.py", *STOPPABLE, "--ckpt_save_dir", str(run_dir))
+    return weights(str(run_dir / "convnext_atto-1_20.ckpt"))
+
+
+@pytest.mark.parametrize("signum, sink_size", [(signal.SIGINT, 1), (signal.SIGTERM, 3)])
+def test_a_stop_request_saves_a_resumable_state_that_resumes_exactly(tmp_path, uninterrupted_stoppable_run, signum,
+                                                                     sink_size):
+    """Ctrl-C or SIGTERM, sent once the progress bar shows a loss (the end of the first chunk of sink_size steps),
+    stops the run at a chunk boundary with its state saved; resuming gives the uninterrupted run's weights."""
     run_dir = tmp_path / "interrupted"
-    args = [*TINY, *DETERMINISTIC, "--num_samples", "320", "--batch_size", "16", "--epoch_size", "1",
-            "--val_while_train", "False"]
+    args = [*STOPPABLE, "--sink_size", str(sink_size)]
     process = subprocess.Popen([sys.executable, "train.py", *args, "--ckpt_save_dir", str(run_dir)], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     seen = ""
-    while time.time() < deadline and "loss=" not in seen:  # wait for the first finished step
+    while time.time() < deadline and "loss=" not in seen:  # wait for the first finished chunk
         seen += process.stderr.read(1)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     stdout, _ = process.communicate(timeout=120)
     assert process.returncode == 130, stdout
     saved = [name for name in os.listdir(run_dir) if name.endswith(".ckpt")]
     assert len(saved) == 1 and "interrupted: saved resumable state" in stdout
     state = ms.load_checkpoint(str(run_dir / saved[0]))
     steps_done = int(state["step_num"].asnumpy())
-    assert 1 <= steps_done < 20 and int(state["epoch_num"].asnumpy()) == 0
+    assert sink_size <= steps_done < 20 and steps_done % sink_size == 0 and int(state["epoch_num"].asnumpy()) == 0
     run("train.py", *args, "--ckpt_save_dir", str(run_dir), "--resume", str(run_dir / saved[0]))
     # the resumed epoch trains only the batches the interrupted run had not reached
-    run("train.py", *args, "--ckpt_save_dir", str(tmp_path / "straight"))
-    resumed = weights(str(run_dir / "convnext_atto-1_20.ckpt"))
-    straight = weights(str(tmp_path / "straight" / "convnext_atto-1_20.ckpt"))
+    resumed, straight = weights(str(run_dir / "convnext_atto-1_20.ckpt")), uninterrupted_stoppable_run
     assert int(resumed["global_step"][0]) == int(straight["global_step"][0]) == 20
     assert max(float(np.abs(straight[k] - resumed[k]).max()) for k in straight) <= 1e-5
 

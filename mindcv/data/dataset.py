@@ -132,22 +132,26 @@ class EpochKeySampler(ds.Sampler):
     MindSpore calls `__iter__` once per epoch; each call is the next epoch,
     starting at `start_epoch`. The source decodes a key with
     `divmod(key, keys_per_epoch)`, so workers know the epoch of every item.
+    Every pass leaves out its first `skip_first` keys: the rest of one epoch for a
+    run resumed in its middle (the items before were trained on and are never
+    decoded; MindSpore wants the same number of items from every pass).
     """
 
-    def __init__(self, keys_per_epoch, order=None, start_epoch=0):
+    def __init__(self, keys_per_epoch, order=None, start_epoch=0, skip_first=0):
         self.keys_per_epoch = keys_per_epoch
         self.order = order
         self.next_epoch = start_epoch
+        self.skip = skip_first
         super().__init__()  # reads len(self)
 
     def __len__(self):
-        return len(self.order) if self.order is not None else self.keys_per_epoch
+        return (len(self.order) if self.order is not None else self.keys_per_epoch) - self.skip
 
     def __iter__(self):
         epoch = self.next_epoch
         self.next_epoch += 1
         keys = self.order.indices(epoch) if self.order is not None else range(self.keys_per_epoch)
-        for k in keys:
+        for k in keys[self.skip:]:
             yield epoch * self.keys_per_epoch + int(k)
 
 

@@ -14,10 +14,11 @@ How epochs and determinism work:
     iterator starts again at `start_epoch`. Epoch e's sample order comes from
     (dataset seed, e), see `EpochOrder`; every augmentation draw of a sample comes
     from `numpy.random.default_rng([seed, 0, e, sample_index])` and every
-    mixup/cutmix draw of a batch from `default_rng([seed, 1, e, batch_index])`.
+    mixup/cutmix draw of a batch from `default_rng([seed, 1, shard_id, e, batch_index])`
+    (each data-parallel rank mixes its own batches differently).
     So epoch e is the same data whatever the number of workers or the epochs
-    before it: a run resumed at epoch k passes `start_epoch=k` and sees what the
-    uninterrupted run saw.
+    before it: a run resumed at epoch k passes `start_epoch=k` (and, in the middle
+    of that epoch, `skip_batches`) and sees what the uninterrupted run saw.
 """
 
 import inspect
@@ -106,7 +107,8 @@ class BatchSource:
                 out[...] = image
             skipped += more_skipped
         if self.mix is not None:
-            images, labels = self.mix(images, labels, np.random.default_rng([self.seed, MIX_STREAM, epoch, batch]))
+            rng = np.random.default_rng([self.seed, MIX_STREAM, self.order.shard_id, epoch, batch])
+            images, labels = self.mix(images, labels, rng)
         if self.skipped_images is not None:
             self.skipped_images(skipped)
             return images, labels
@@ -138,7 +140,7 @@ class SkippedImages:
 
 def create_loader(dataset, batch_size, drop_remainder=False, is_training=False, mixup=0.0, cutmix=0.0,
                   cutmix_prob=1.0, label_smoothing=0.0, num_classes=1000, transform=None, num_parallel_workers=None,
-                  seed=0, start_epoch=0, worker_processes=False):
+                  seed=0, start_epoch=0, python_multiprocessing=False, skip_batches=0):
     """Batched pipeline over a dataset made by `create_dataset`.
 
     Args:
@@ -159,8 +161,11 @@ def create_loader(dataset, batch_size, drop_remainder=False, is_training=False, 
             CPU count; 1 runs in the main process.
         seed: seed of the augmentation and mixing draws.
         start_epoch: epoch number of the first pass (see the module docstring).
-        worker_processes: run the workers as processes instead of threads (for a
-            custom transform that holds the GIL).
+        python_multiprocessing: run the workers as processes instead of threads
+            (for a custom transform that holds the GIL). Default False.
+        skip_batches: batches left out at the start of every pass, never decoded:
+            with `start_epoch`, the rest of an epoch that a resumed run finishes.
+            Default 0.
 
     Returns:
         mindspore.dataset pipeline of ("image": float32 [B, C, H, W], "label":
@@ -177,14 +182,14 @@ def create_loader(dataset, batch_size, drop_remainder=False, is_training=False, 
         mix = MixupCutmix(mixup, cutmix, cutmix_prob, 0.5, label_smoothing, num_classes)
     # MindSpore refuses more workers than CPUs; a recipe written for a large host still runs on a small one
     workers = min(num_parallel_workers or 8, os.cpu_count() or 1)
-    processes = worker_processes and workers > 1
+    processes = python_multiprocessing and workers > 1
     skipped_images = SkippedImages()
     # threads count skipped files in place; processes return them as a column (a map costs ~0.6 ms per image)
     source = BatchSource(dataset.image_source, dataset.epoch_order, transform, batch_size, drop_remainder, mix, seed,
                          skipped_images=None if processes else skipped_images)
     loader = ds.GeneratorDataset(
         source, column_names=["image", "label", "skipped"] if processes else ["image", "label"],
-        sampler=EpochKeySampler(len(source), start_epoch=start_epoch),
+        sampler=EpochKeySampler(len(source), start_epoch=start_epoch, skip_first=skip_batches),
         num_parallel_workers=workers, python_multiprocessing=processes,
     )
     if processes:

@@ -11,7 +11,10 @@ import mindspore as ms
 from mindcv.data import create_dataset, create_loader, create_transforms
 from mindcv.models import create_model
 from mindcv.models.weights import load_state, read_state, to_mindcv_names
+from mindcv.ops.switch import fast_cpu_ops_enabled
 from mindcv.utils.config import ConfigError
+
+_logger = logging.getLogger("mindcv")
 
 # Errors that mean "the input is wrong" (a missing folder, a bad key, a checkpoint of another model).
 USER_ERRORS = (ConfigError, FileNotFoundError, NotADirectoryError, ValueError, ImportError)
@@ -34,13 +37,52 @@ def exit_on_user_error(main):
     return wrapper
 
 
+def launched_for_distribution() -> bool:
+    """Whether a launcher started this process as one of a group: msrun (MS_ROLE=MS_WORKER), a rank table
+    (RANK_TABLE_FILE) or mpirun (OMPI_COMM_WORLD_SIZE)."""
+    env = os.environ
+    return env.get("MS_ROLE") == "MS_WORKER" or "RANK_TABLE_FILE" in env or "OMPI_COMM_WORLD_SIZE" in env
+
+
+def resolve_jit_level(jit_level: str, device_target: str) -> str:
+    """The compilation level to use: O2 (whole-graph sinking through the GE back end) exists on Ascend only;
+    elsewhere it runs as O0."""
+    return jit_level if jit_level != "O2" or device_target == "Ascend" else "O0"
+
+
+def resolve_amp_level(amp_level: str) -> str:
+    """The mixed-precision level to use. On the CPU back end with mindcv's kernels float16 has no fast kernels:
+    the stock float16 graph of the 224 px recipe needs over 24 GiB and is slower than float32, so O1-O3 run as
+    O0 there (with the kernels off, MINDCV_FAST_CPU_OPS=0, the level is kept: that is the device path)."""
+    if amp_level != "O0" and fast_cpu_ops_enabled():
+        _logger.info("amp_level %s: the CPU back end has no fast float16 kernels (the float16 graph needs many times "
+                     "the memory, and is slower); training in float32 (O0) on the CPU", amp_level)
+        return "O0"
+    return amp_level
+
+
 def setup_context(config) -> Tuple[int, int]:
-    """Execution mode, device and (with `distribute`) the data-parallel group. Returns (rank, group size)."""
+    """Execution mode, device, compilation level and the data-parallel group. Returns (rank, group size).
+
+    `distribute` from a recipe applies only when a launcher started the process (see
+    `launched_for_distribution`), so the 8-device recipe also validates or fine-tunes on one device; typed on the
+    command line (`--distribute True`) it always applies."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ms.set_context(mode=config.mode)
     if config.device_target != "auto":
         ms.set_device(config.device_target) if hasattr(ms, "set_device") else ms.set_context(
             device_target=config.device_target)
+    device_target = ms.get_context("device_target")
+    jit_level = resolve_jit_level(config.jit_level, device_target)
+    ms.set_context(jit_config={"jit_level": jit_level})
+    _logger.info("device %s, %s mode, jit_level %s%s", device_target, "graph" if config.mode == 0 else "PyNative",
+                 jit_level, "" if jit_level == config.jit_level else f" ({config.jit_level} needs Ascend)")
+    config.jit_level = jit_level
+    if config.distribute and "distribute" not in getattr(config, "command_line_keys", ()) and \
+            not launched_for_distribution():
+        _logger.info("distribute: the recipe asks for it, but no launcher (msrun) started this process: running on "
+                     "one device (pass --distribute True to insist)")
+        config.distribute = False
     if not config.distribute:
         return 0, 1
     from mindspore.communication import get_group_size, get_rank, init
@@ -79,21 +121,28 @@ def build_transform(config, is_training: bool):
                              crop_pct=config.crop_pct, in_channels=config.in_channels, **optional)
 
 
-def build_loader(config, split: str, is_training: bool, rank: int = 0, group_size: int = 1, start_epoch: int = 0,
-                 num_classes: int = None):
-    """The batched pipeline of one split as the config describes it (training: augmentation, mixup/cutmix,
-    shuffling; evaluation: resize + centre crop, fixed order), sharded over `group_size` ranks."""
+def build_dataset(config, split: str, is_training: bool, rank: int = 0, group_size: int = 1):
+    """The files of one split (scanned once: loaders for later epochs reuse it), in the config's order and
+    sharded over `group_size` ranks (training pads shards to equal length, evaluation sees every image once)."""
     sharded = dict(num_shards=group_size, shard_id=rank) if group_size > 1 else {}
-    dataset = create_dataset(config.dataset, config.data_dir, split=split, shuffle=config.shuffle and is_training,
-                             num_samples=config.num_samples, download=config.dataset_download, seed=config.seed,
-                             pad_shards=is_training, **sharded)
-    mixing = dict(mixup=config.mixup, cutmix=config.cutmix, cutmix_prob=config.cutmix_prob,
-                  label_smoothing=config.label_smoothing) if is_training else {}
+    return create_dataset(config.dataset, config.data_dir, split=split, shuffle=config.shuffle and is_training,
+                          num_samples=config.num_samples, download=config.dataset_download, seed=config.seed,
+                          pad_shards=is_training, **sharded)
+
+
+def build_loader(config, dataset, is_training: bool, num_classes: int = None, start_epoch: int = 0,
+                 skip_batches: int = 0):
+    """The batched pipeline over `dataset` (from `build_dataset`) as the config describes it (training:
+    augmentation, mixup/cutmix, shuffling; evaluation: resize + centre crop, fixed order); its first pass is
+    epoch `start_epoch`, less its first `skip_batches` batches."""
+    # label smoothing is the loss's (it smooths integer and mixed targets alike): the pipeline must not add it too
+    mixing = dict(mixup=config.mixup, cutmix=config.cutmix, cutmix_prob=config.cutmix_prob) if is_training else {}
     return create_loader(dataset, config.batch_size, drop_remainder=config.drop_remainder and is_training,
                          is_training=is_training, num_classes=num_classes or len(dataset.class_names),
                          transform=build_transform(config, is_training),
                          num_parallel_workers=config.num_parallel_workers, seed=config.seed,
-                         start_epoch=start_epoch, **mixing)
+                         python_multiprocessing=config.python_multiprocessing, start_epoch=start_epoch,
+                         skip_batches=skip_batches, **mixing)
 
 
 def build_model(config, num_classes: int, checkpoint_path: str = ""):

@@ -1,0 +1,138 @@
+"""The run folder (`ckpt_save_dir`): what a training run leaves behind, and how it is resumed.
+
+- `config.yaml` (the resolved config), `class_names.txt`, `metrics.jsonl` (one JSON line per epoch) and its plot
+  `metrics.png`, `{model}_best.ckpt` (the weights with the best validation top-1): written by rank 0;
+- `{model}-{epoch}_{step}.ckpt`, the newest `keep_checkpoint_max` resumable states (weights, optimizer, loss scale,
+  EMA, position): written by the first rank of every node, so that each node of a multi-node run can resume from
+  its own disk; the ranks hold identical state, and on a shared file system the atomic renames of identical files
+  make the duplicates harmless.
+"""
+import glob
+import json
+import os
+import re
+
+import mindspore as ms
+
+from ..utils.checkpoint import load_checkpoint_checked, save_checkpoint_atomic
+from ..utils.config import ConfigError, dump_config
+from ..utils.plot import plot_metrics
+
+# Position entries that a resumable checkpoint carries beside the Parameters of the train step.
+EPOCH_KEY, STEP_KEY = "epoch_num", "step_num"
+
+
+class RunFolder:
+    """The files of one run.
+
+    Args:
+        directory: the folder (created by the writers).
+        model_name: prefix of the checkpoint names.
+        keep_checkpoint_max: resumable checkpoints kept (older ones are deleted); 0 keeps all.
+        writes_records: this process writes config, class names, metrics, plot and best weights (rank 0).
+        keeps_state: this process writes the resumable checkpoints (the first rank of its node).
+    """
+
+    def __init__(self, directory: str, model_name: str, keep_checkpoint_max: int, writes_records: bool,
+                 keeps_state: bool):
+        self.directory = directory
+        self.model_name = model_name
+        self.keep = keep_checkpoint_max
+        self.writes_records = writes_records
+        self.keeps_state = keeps_state
+        if writes_records or keeps_state:
+            os.makedirs(directory, exist_ok=True)
+
+    def checkpoints(self):
+        """Resumable checkpoints of this model, oldest first."""
+        pattern = re.compile(re.escape(self.model_name) + r"-(\d+)_(\d+)\.ckpt$")
+        found = []
+        for path in glob.glob(os.path.join(glob.escape(self.directory), f"{glob.escape(self.model_name)}-*_*.ckpt")):
+            match = pattern.search(os.path.basename(path))
+            if match:
+                found.append(((int(match[1]), int(match[2])), path))
+        return [path for _, path in sorted(found)]
+
+    def save_state(self, train_step, epoch: int, step: int, steps_done_in_epoch: int) -> str:
+        """Save the resumable state after `step` steps in all (`steps_done_in_epoch` of epoch `epoch`, 0-based;
+        an epoch's end is saved as (epoch + 1, 0)) and rotate the old ones. Returns the path."""
+        path = os.path.join(self.directory, f"{self.model_name}-{epoch}_{step}.ckpt")
+        if self.keeps_state:
+            save_checkpoint_atomic(train_step, path, append_dict={EPOCH_KEY: epoch, STEP_KEY: steps_done_in_epoch})
+            for old in self.checkpoints()[:-self.keep] if self.keep > 0 else []:
+                try:
+                    os.remove(old)
+                except FileNotFoundError:  # another node's first rank removed it from a shared folder
+                    pass
+        return path
+
+    def save_best(self, network) -> None:
+        if self.writes_records:
+            weights = [{"name": p.name, "data": p.data} for p in network.get_parameters()]
+            save_checkpoint_atomic(weights, os.path.join(self.directory, f"{self.model_name}_best.ckpt"))
+
+    def write_run_files(self, config, class_names) -> None:
+        """The resolved config (loadable with -c) and the class names, index i on line i."""
+        if self.writes_records:
+            dump_config(config, os.path.join(self.directory, "config.yaml"))
+            with open(os.path.join(self.directory, "class_names.txt"), "w") as f:
+                f.write("\n".join(class_names) + "\n")
+
+    @property
+    def metrics_path(self) -> str:
+        return os.path.join(self.directory, "metrics.jsonl")
+
+    def read_metrics(self):
+        if not os.path.isfile(self.metrics_path):
+            return []
+        with open(self.metrics_path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def keep_metrics_until(self, epoch: int) -> list:
+        """Drop the records after `epoch` (a fresh run: all of them; a resumed one: those it will redo)."""
+        records = [r for r in self.read_metrics() if r["epoch"] <= epoch]
+        if self.writes_records:
+            with open(self.metrics_path, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in records)
+        return records
+
+    def append_metrics(self, record: dict) -> None:
+        if not self.writes_records:
+            return
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        plot_metrics(self.read_metrics(), os.path.join(self.directory, "metrics.png"))
+
+    def check_fresh(self) -> None:
+        """A run that does not resume must not mix its checkpoints with an earlier run's."""
+        if self.checkpoints():
+            raise ConfigError(f"{self.directory} holds checkpoints of an earlier run: pass --resume auto to continue "
+                              "it, or another --ckpt_save_dir")
+
+    def resume_path(self, resume: str) -> str:
+        """The checkpoint `resume` names: a path, or "auto" for the newest resumable checkpoint here."""
+        if resume != "auto":
+            return resume
+        checkpoints = self.checkpoints()
+        if not checkpoints:
+            raise FileNotFoundError(f"--resume auto found no {self.model_name}-<epoch>_<step>.ckpt in {self.directory}")
+        return checkpoints[-1]
+
+
+def restore(train_step, path: str):
+    """Load a resumable checkpoint into the train step. Returns (epoch, steps done in that epoch)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"resume checkpoint not found: {path}")
+    state = load_checkpoint_checked(path)
+    if EPOCH_KEY not in state:
+        raise ValueError(f"{path} holds no training state (epoch, optimizer); to start from its weights use "
+                         "--ckpt_path instead of --resume")
+    # The learning-rate table comes from the config, so a resumed run may change epoch_size or the schedule;
+    # global_step, restored below, is its position.
+    names = {p.name for p in train_step.get_parameters() if p.name != "learning_rate"}
+    missing = sorted(names - set(state))
+    if missing:
+        raise ValueError(f"{path} does not fit this run (missing {len(missing)}: {', '.join(missing[:5])}); was it "
+                         "saved with another model, optimizer, ema or gradient_accumulation_steps?")
+    ms.load_param_into_net(train_step, {k: v for k, v in state.items() if k in names}, strict_load=True)
+    return int(state[EPOCH_KEY].asnumpy()), int(state[STEP_KEY].asnumpy())
