@@ -10,6 +10,12 @@ DEMO_DATA = os.path.join(ROOT, "datasets", "mnist5k")
 MINI = dict(depths=(1, 1, 2, 1), dims=(16, 32, 64, 128), num_classes=10)
 
 
+# MINDCV_FAST_CPU_OPS=0 runs the device path (stock operators, MindSpore's overflow check) on this CPU; tests about
+# mindcv's CPU kernels themselves have nothing to test there
+requires_cpu_kernels = pytest.mark.skipif(os.environ.get("MINDCV_FAST_CPU_OPS", "1") == "0",
+                                          reason="tests mindcv's CPU kernels, off with MINDCV_FAST_CPU_OPS=0")
+
+
 def reference(name: str) -> str:
     path = os.path.join(REFERENCE_DIR, name)
     if not os.path.exists(path):

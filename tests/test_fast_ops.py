@@ -16,8 +16,9 @@ from mindcv.ops.depthwise_conv import depthwise_conv_nhwc_op
 from mindcv.ops.finite import all_finite_op
 from mindcv.ops.gelu import gelu_op
 
-from conftest import MINI
+from conftest import MINI, requires_cpu_kernels
 
+pytestmark = requires_cpu_kernels
 RTOL = 1e-5
 
 

@@ -7,6 +7,9 @@ import sys
 
 import pytest
 
+from conftest import requires_cpu_kernels
+
+pytestmark = requires_cpu_kernels
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from mindspore import Tensor, ops
 
-from conftest import MINI, ROOT, reference
+from conftest import MINI, ROOT, reference, requires_cpu_kernels
 from mindcv.models import create_model, is_model, list_models
 from mindcv.models.layers import DropPath
 from mindcv.ops import fast_cpu_ops
@@ -108,6 +108,7 @@ def test_features_only_returns_four_strides():
     assert [o.shape[1] for o in subset(Tensor(np.zeros((1, 3, 64, 64), np.float32)))] == [80, 320]
 
 
+@requires_cpu_kernels
 def test_channels_last_cpu_layout_gives_the_stock_nchw_outputs():
     """On CPU the fast kernels keep the feature maps channels-last; logits, backbone outputs (NCHW) and
     forward_features equal those of the stock NCHW operators."""

@@ -72,6 +72,18 @@ def test_validate_reproduces_the_best_accuracy(trained_run, tmp_path):
     run("validate.py", *TINY, "--num_samples", "64", "--ckpt_path", os.path.join(run_dir, "convnext_atto-2_8.ckpt"))
 
 
+def test_validate_with_the_8_device_recipe_runs_on_one_device(trained_run):
+    """MindCV users check a checkpoint with the recipe they trained with: its distribute: True needs a launcher,
+    so without msrun the run is on one device; its amp_level O2 becomes float32 on the CPU kernel path."""
+    run_dir, _ = trained_run
+    result = run("validate.py", "-c", os.path.join(ROOT, "configs", "convnext", "convnext_tiny_ascend.yaml"), *TINY,
+                 "--num_samples", "16", "--num_classes", "10", "--device_target", "CPU",
+                 "--ckpt_path", os.path.join(run_dir, "convnext_atto_best.ckpt"))
+    assert "top-1" in result.stdout
+    assert "no launcher (msrun) started this process: running on one device" in result.stderr
+    assert "jit_level O0 (O2 needs Ascend)" in result.stderr
+
+
 @pytest.mark.parametrize("script,args,message", [
     ("train.py", ["--data_dir", ""], "error: data_dir is not set: pass --data_dir"),
     ("train.py", ["--data_dir", "/no/such/folder"], "error: data_dir /no/such/folder does not exist"),

@@ -262,7 +262,8 @@ class Trainer:
                           "train_loss": self._mean_over_ranks(loss_sum / clean_steps if clean_steps else float("nan")),
                           "lr": self.lr_at((epoch + 1) * self.steps_per_epoch - 1),
                           "epoch_time_s": round(elapsed, 2), "images_per_s": round(images_seen / elapsed, 2),
-                          "skipped_updates": skipped_updates, "skipped_images": feed.loader.skipped_images.count}
+                          "skipped_updates": skipped_updates,
+                          "skipped_images": getattr(getattr(feed.loader, "skipped_images", None), "count", 0)}
                 is_best = False
                 if self.val_loader is not None and ((epoch + 1) % self.val_interval == 0 or epoch + 1 == self.epochs):
                     with self.train_step.ema_weights_swapped():

@@ -1,0 +1,129 @@
+"""The training loop of mindcv.engine on a tiny network: chunks of K steps fed from the host behave as single
+steps do, and the sunk loop (data_sink, replaced by a host-side stand-in since the CPU has no device queue) runs
+the same steps, then stops and releases the transfer queue."""
+import itertools
+import json
+
+import mindspore as ms
+import mindspore.dataset as ds
+import numpy as np
+import pytest
+from mindspore import nn
+
+from mindcv.engine import NonFiniteLossError, RunFolder, Trainer
+from mindcv.engine.trainer import chunk_size
+from mindcv.loss import create_loss
+from mindcv.optim import create_optimizer
+from mindcv.utils.train_step import create_train_step
+
+RNG = np.random.default_rng(5)
+STEPS, BATCH = 6, 4
+IMAGES = RNG.normal(size=(STEPS * BATCH, 4)).astype(np.float32)
+LABELS = RNG.integers(0, 3, size=STEPS * BATCH).astype(np.int32)
+
+
+def make_loader(images=IMAGES):
+    def loader(start_epoch, skip):
+        return ds.NumpySlicesDataset({"image": images, "label": LABELS}, shuffle=False).batch(BATCH).skip(skip)
+    return loader
+
+
+def trainer(tmp_path, images=IMAGES, drop_overflow_update=True, **kwargs):
+    ms.set_context(mode=ms.GRAPH_MODE)
+    ms.set_seed(0)
+    network = nn.SequentialCell(nn.Dense(4, 8), nn.GELU(approximate=False), nn.Dense(8, 3))
+    optimizer = create_optimizer(network, "adamw", lr=0.01, weight_decay=0.0)
+    step = create_train_step(network, create_loss("ce"), optimizer, drop_overflow_update=drop_overflow_update)
+    run = RunFolder(str(tmp_path), "tiny", 0, writes_records=True, keeps_state=True)
+    return Trainer(step, run, make_loader(images), epochs=2, steps_per_epoch=STEPS, batch_size=BATCH,
+                   lr_per_step=[0.01], drop_overflow_update=drop_overflow_update, **kwargs)
+
+
+def records(tmp_path):
+    return [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+
+
+def weights(train_step):
+    return {p.name: p.asnumpy().copy() for p in train_step.network.get_parameters()}
+
+
+def test_chunk_sizes():
+    assert chunk_size(100, sink=True, sink_size=-1, log_interval=10) == 100  # one sink per epoch, as MindCV
+    assert chunk_size(100, sink=True, sink_size=25, log_interval=10) == 25
+    assert chunk_size(100, sink=False, sink_size=-1, log_interval=10) == 10
+    assert chunk_size(100, sink=False, sink_size=3, log_interval=10) == 3
+    assert chunk_size(5, sink=False, sink_size=-1, log_interval=100) == 5
+
+
+# the third batch of every epoch overflows (a NaN input): its update is skipped, its loss left out
+OVERFLOWING = IMAGES.copy()
+OVERFLOWING[2 * BATCH, 1] = np.nan
+
+
+@pytest.fixture(scope="module")
+def single_steps(tmp_path_factory):
+    path = tmp_path_factory.mktemp("single")
+    run = trainer(path, OVERFLOWING, log_interval=1)
+    assert run.fit() == 0
+    return records(path), weights(run.train_step)
+
+
+def test_host_chunks_of_three_train_as_single_steps(tmp_path, single_steps):
+    expected_records, expected_weights = single_steps
+    run = trainer(tmp_path, OVERFLOWING, sink_size=3)
+    assert run.chunk == 3 and run.fit() == 0
+    got = records(tmp_path)
+    assert [r["skipped_updates"] for r in got] == [r["skipped_updates"] for r in expected_records] == [1, 2]
+    np.testing.assert_allclose([r["train_loss"] for r in got], [r["train_loss"] for r in expected_records],
+                               rtol=1e-6)
+    for name, value in weights(run.train_step).items():
+        np.testing.assert_array_equal(value, expected_weights[name])
+    assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == ["tiny-1_6.ckpt", "tiny-2_12.ckpt"]
+
+
+def test_a_non_finite_step_without_drop_stops_before_saving(tmp_path):
+    poisoned = IMAGES.copy()
+    poisoned[BATCH + 1, 0] = np.nan  # step 2 of epoch 1
+    run = trainer(tmp_path, poisoned, drop_overflow_update=False, sink_size=3)
+    with pytest.raises(NonFiniteLossError, match="epoch 1, within steps 1-3"):
+        run.fit()
+    assert not list(tmp_path.glob("*.ckpt"))
+
+
+class StandInTransfer:
+    def __init__(self):
+        self.calls = []
+
+    def stop_send(self):
+        self.calls.append("stop_send")
+
+    def release(self):
+        self.calls.append("release")
+
+
+def test_sunk_loop_runs_the_same_steps_and_releases_the_queue(tmp_path, single_steps):
+    """The sunk loop calls mindspore.data_sink once, with sink_size = the chunk and a JitConfig of the run's
+    jit_level, runs each sink as one chunk, and stops and releases the transfer queue at the end."""
+    sinks = []
+
+    def data_sink(step, loader, sink_size, jit_config):
+        transfer = loader.__transfer_dataset__ = StandInTransfer()
+        sinks.append((sink_size, jit_config.jit_config_dict["jit_level"], transfer))
+        iterator = loader.create_tuple_iterator(num_epochs=-1)
+        batches = (batch for _ in itertools.count() for batch in iterator)
+
+        def one_sink():
+            for _ in range(sink_size):
+                step(*next(batches))
+        return one_sink
+
+    with pytest.raises(ValueError, match="sink_size 4 does not divide the 6 steps"):
+        trainer(tmp_path, OVERFLOWING, sink=True, sink_size=4, data_sink=data_sink)
+    run = trainer(tmp_path, OVERFLOWING, sink=True, sink_size=3, jit_level="O1", data_sink=data_sink)
+    assert run.fit() == 0
+    assert [(size, level) for size, level, _ in sinks] == [(3, "O1")]
+    assert sinks[0][2].calls == ["stop_send", "release"]
+    expected_records, expected_weights = single_steps
+    assert [r["skipped_updates"] for r in records(tmp_path)] == [1, 2]
+    for name, value in weights(run.train_step).items():
+        np.testing.assert_array_equal(value, expected_weights[name])
