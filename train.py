@@ -15,7 +15,7 @@ import sys
 import mindspore as ms
 import numpy as np
 
-from mindcv.engine import NonFiniteLossError, RunFolder, Trainer, restore
+from mindcv.engine import NonFiniteLossError, RunFolder, Trainer, restore, seed_graph_randomness
 from mindcv.loss import create_loss
 from mindcv.optim import create_optimizer
 from mindcv.scheduler import create_scheduler
@@ -69,8 +69,7 @@ def main(argv=None) -> int:
                                   num_classes)
 
     network = build_model(config, num_classes, checkpoint_path=config.ckpt_path)
-    # initial weights are the same on every rank; drop-path masks (and other graph randomness) must not be
-    ms.set_seed(config.seed + rank)
+    seed_graph_randomness(config.seed, rank)
     updates_per_epoch = steps_per_epoch // config.gradient_accumulation_steps
     lr_per_step = create_scheduler(updates_per_epoch, scheduler=config.scheduler, lr=config.lr, min_lr=config.min_lr,
                                    warmup_epochs=config.warmup_epochs, warmup_factor=config.warmup_factor,

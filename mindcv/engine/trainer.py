@@ -28,6 +28,12 @@ from ..utils.evaluate import evaluate
 _logger = logging.getLogger("mindcv.engine")
 
 
+def seed_graph_randomness(seed: int, rank: int) -> None:
+    """Seed MindSpore's random operators (drop path) apart on every rank. Call it after the model is built: the
+    initial weights, drawn from `seed`, stay the same on all ranks, while each rank draws its own masks."""
+    ms.set_seed(seed + rank)
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss or the gradients stopped being finite and drop_overflow_update is off."""
 
