@@ -234,13 +234,46 @@ def test_policy_string_parsing():
         rand_augment_from_policy("augmix-m5")
 
 
-def test_magnitude_noise():
-    rng = np.random.default_rng(0)
-    noisy = np.array([rand_augment_from_policy("randaug-m9-mstd0.5").sample_magnitude(rng) for _ in range(4000)])
-    assert noisy.max() <= 10 and abs(noisy.mean() - 8.97) < 0.05 and 0.4 < noisy.std() < 0.55
-    uniform = np.array([rand_augment_from_policy("randaug-m9-mstd101").sample_magnitude(rng) for _ in range(4000)])
-    assert uniform.min() >= 0 and uniform.max() <= 9 and abs(uniform.mean() - 4.5) < 0.2
-    assert rand_augment_from_policy("randaug-m9").sample_magnitude(rng) == 9
+def clipped_normal_moments(mean, std, low, high):
+    """Mean and standard deviation of clip(X, low, high) for X ~ N(mean, std), in closed form."""
+    cdf = lambda z: 0.5 * (1 + math.erf(z / math.sqrt(2)))  # noqa: E731
+    pdf = lambda z: math.exp(-z * z / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+    a, b = (low - mean) / std, (high - mean) / std
+    inside = cdf(b) - cdf(a)
+    first = low * cdf(a) + high * (1 - cdf(b)) + mean * inside + std * (pdf(a) - pdf(b))
+    second = (low ** 2 * cdf(a) + high ** 2 * (1 - cdf(b)) + (mean ** 2 + std ** 2) * inside
+              + 2 * mean * std * (pdf(a) - pdf(b)) + std ** 2 * (a * pdf(a) - b * pdf(b)))
+    return first, math.sqrt(second - first ** 2)
+
+
+@pytest.mark.parametrize("policy, m, std, mmax", [("randaug-m9-mstd0.5", 9, 0.5, 10),
+                                                 ("randaug-m9-mstd1-mmax9.5", 9, 1.0, 9.5)])
+def test_magnitude_noise(policy, m, std, mmax):
+    # timm's rule: every op application draws magnitude ~ N(m, mstd), clipped to [0, mmax] (default 10)
+    n = 4000
+    augment, rng = rand_augment_from_policy(policy), np.random.default_rng(0)
+    noisy = np.array([augment.sample_magnitude(rng) for _ in range(n)])
+    mean, sd = clipped_normal_moments(m, std, 0.0, mmax)
+    assert noisy.min() >= 0 and noisy.max() == mmax  # clipped at the top, and often enough to hit it
+    # within 4 standard errors of the closed form (the std's standard error taken as sd / sqrt(2 n))
+    assert abs(noisy.mean() - mean) < 4 * sd / math.sqrt(n)
+    assert abs(noisy.std() - sd) < 4 * sd / math.sqrt(2 * n)
+    clipped = 0.5 * math.erfc((mmax - m) / std / math.sqrt(2))  # P(X > mmax)
+    assert abs((noisy == mmax).mean() - clipped) < 4 * math.sqrt(clipped * (1 - clipped) / n)
+    # one normal draw per application from the caller's generator, so runs replay: the same stream by hand
+    np.testing.assert_allclose(noisy, np.clip(np.random.default_rng(0).normal(m, std, n), 0, mmax), rtol=1e-12)
+
+
+def test_magnitude_noise_above_100_is_uniform_and_zero_is_none():
+    n = 4000
+    augment, rng = rand_augment_from_policy("randaug-m9-mstd101"), np.random.default_rng(1)
+    uniform = np.array([augment.sample_magnitude(rng) for _ in range(n)])
+    sd = 9 / math.sqrt(12)  # U(0, 9); its kurtosis 1.8 makes the std's standard error sd * sqrt(0.8 / (4 n))
+    assert uniform.min() >= 0 and uniform.max() <= 9
+    assert abs(uniform.mean() - 4.5) < 4 * sd / math.sqrt(n)
+    assert abs(uniform.std() - sd) < 4 * sd * math.sqrt(0.8 / (4 * n))
+    assert np.histogram(uniform, bins=9, range=(0, 9))[0].min() > n / 9 * 0.8  # flat, not bunched at m
+    assert [rand_augment_from_policy("randaug-m9").sample_magnitude(rng) for _ in range(3)] == [9, 9, 9]
 
 
 def test_rand_augment_prob_zero_and_one():
