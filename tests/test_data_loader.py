@@ -144,16 +144,37 @@ def test_resumed_run_sees_the_same_epochs():
 
 
 def test_sharded_loaders_have_equal_batches_and_disjoint_samples(tmp_path):
-    make_folder(tmp_path, classes=("a", "b", "c"), per_class=5)  # 15 images over 4 ranks
-    labels_seen, sizes = [], set()
-    for rank in range(4):
-        dataset = create_dataset("imagefolder", str(tmp_path), num_shards=4, shard_id=rank, shuffle=False)
-        loader = create_loader(dataset, 3, transform=small_transform(False), num_parallel_workers=1)
-        (epoch,) = batches(loader)
-        sizes.add(tuple(len(labels) for _, labels in epoch))
-        labels_seen.extend(int(v) for _, labels in epoch for v in labels)
-    assert sizes == {(3, 1)}
-    assert sorted(labels_seen) == sorted([0] * 5 + [1] * 5 + [2] * 5 + [0])  # one padding sample, repeated
+    """15 images over 4 ranks: every rank gets ceil(15 / 4) = 4 samples (batches of 3 and 1); position p of the
+    epoch's order goes to rank p % 4, the order being padded to 16 by repeating its head, so the ranks together see
+    every image once plus the epoch's first image again (as the last rank's last sample)."""
+    make_folder(tmp_path, classes=("a", "b", "c"), per_class=5)
+    num_shards, epochs, seed = 4, 2, 7
+    delivered = {}  # rank -> per epoch, the images the loader gave, as indices into image_source.paths
+    for rank in range(num_shards):
+        dataset = create_dataset("imagefolder", str(tmp_path), num_shards=num_shards, shard_id=rank, seed=seed)
+        paths, labels = list(dataset.image_source.paths), [int(v) for v in dataset.image_source.labels]
+        index_of = {}
+        for i, path in enumerate(paths):
+            with open(path, "rb") as f:
+                index_of[f.read()] = i
+        assert len(index_of) == len(paths) == 15  # the random images are all different files
+        # the "image" of a sample is the index of the file whose bytes the loader decoded
+        loader = create_loader(dataset, 3, num_parallel_workers=1,
+                               transform=lambda data, rng: np.full((1, 1, 1), index_of[bytes(data)], np.float32))
+        delivered[rank] = []
+        for epoch in batches(loader, epochs):
+            assert [len(batch_labels) for _, batch_labels in epoch] == [3, 1]
+            indices = [int(v) for images, _ in epoch for v in images.reshape(-1)]
+            assert [int(v) for _, batch_labels in epoch for v in batch_labels] == [labels[i] for i in indices]
+            delivered[rank].append(indices)
+    for epoch in range(epochs):
+        # interleave the ranks back into the epoch's order: position p = k * num_shards + rank
+        order = [delivered[p % num_shards][epoch][p // num_shards] for p in range(16)]
+        assert sorted(order[:15]) == list(range(15))  # disjoint shards that cover the dataset
+        assert order[15] == order[0]  # the padding sample repeats the head of the order
+        # the documented order: a permutation drawn from (seed, epoch), the same on every rank
+        assert order[:15] == np.random.default_rng([seed, epoch]).permutation(15).tolist()
+    assert delivered[0][0] != delivered[0][1]  # a new order each epoch
 
 
 @pytest.mark.parametrize("workers, processes", [(1, False), (2, False), (2, True)])
