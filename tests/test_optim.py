@@ -171,15 +171,39 @@ def test_layer_ids_match_official_scheme_for_27_blocks():
     assert ids["norm.gamma"] == ids["classifier.weight"] == 13                 # head
 
 
-def test_layer_decay_scales_the_lr():
+def official_convnext_layer_id(name):
+    """Layer id of a parameter in the official ConvNeXt fine-tuning code (get_num_layer_for_convnext, 12 layers),
+    applied to our names: feature.0 is downsample_layers.0 (the stem), feature.2s downsample_layers.s and
+    feature.2s+1.b stages.s.b; anything else (norm, classifier) is the head, 13."""
+    parts = name.split(".")
+    if parts[0] != "feature":
+        return 13
+    index = int(parts[1])
+    if index % 2 == 0:  # downsample_layers.<stage>
+        return {0: 0, 1: 2, 2: 3, 3: 12}[index // 2]
+    stage, block = index // 2, int(parts[2])  # stages.<stage>.<block>
+    return {0: 1, 1: 2, 2: 3 + block // 3, 3: 12}[stage]
+
+
+def test_layer_decay_scales_the_sgd_update():
+    # lr * layer_decay ** (13 - layer id): one SGD step without momentum or decay moves each parameter by exactly
+    # lr * scale * grad; 4 blocks in stage 2 give it two ids (blocks 0-2 and 3)
     model = create_model("convnext_atto", num_classes=10, depths=(1, 1, 4, 1), dims=(8, 8, 8, 8))
-    optimizer = create_optimizer(model, "adamw", lr=0.1, layer_decay=0.5)
-    scales = dict(zip([p.name for p in optimizer.parameters], optimizer.lr_scales))
-    # official ids whatever the depth: stem 0, stage0 1, stage1 2, stage2 3-4 (4 blocks), stage3 12, head 13
-    assert scales["classifier.weight"] == 1.0
-    assert scales["feature.7.0.dwconv.weight"] == 0.5
-    assert scales["feature.5.3.dwconv.weight"] == 0.5 ** 9 and scales["feature.5.0.dwconv.weight"] == 0.5 ** 10
-    assert scales["feature.0.0.weight"] == 0.5 ** 13
+    lr, decay = 1.0, 0.8
+    optimizer = create_optimizer(model, "sgd", lr=lr, momentum=0.0, layer_decay=decay)
+    params = list(optimizer.parameters)
+    assert [p.name for p in params] == [p.name for p in model.trainable_params()]
+    before = [p.asnumpy().astype(np.float64) for p in params]
+    rng = np.random.default_rng(3)
+    grads = [rng.normal(size=p.shape).astype(np.float32) for p in params]
+    optimizer(tuple(Tensor(g) for g in grads))
+    ids = set()
+    for param, old, grad in zip(params, before, grads):
+        layer_id = official_convnext_layer_id(param.name)
+        ids.add(layer_id)
+        np.testing.assert_allclose(old - param.asnumpy(), lr * decay ** (13 - layer_id) * grad, rtol=1e-5,
+                                   atol=1e-7, err_msg=param.name)
+    assert ids == {0, 1, 2, 3, 4, 12, 13}
     with pytest.raises(ValueError, match="ConvNeXt"):
         create_optimizer([Parameter(Tensor(np.zeros(2, np.float32)), name="encoder.w")], layer_decay=0.8)
 
