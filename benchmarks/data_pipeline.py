@@ -12,7 +12,15 @@ machine the wall-clock rate depends on other load, so the CPU time per image of
 the pipeline (its worker threads included) is printed too, with the rate it
 allows on idle cores.
 
-    python benchmarks/data_pipeline.py [--images 320] [--epochs 2] [--workers 1 2]
+Worker threads share one interpreter lock (GIL): whatever part of an image's
+work holds it runs one thread at a time, which caps a process at
+1000 / (GIL-held ms per image) images/s however many cores it has. `--gil`
+bounds that part for the training recipe: the per-image time outside the C++
+image kernels (which run without the lock), in one thread.
+Past that ceiling, `python_multiprocessing: True` runs the workers as
+processes, each with its own lock.
+
+    python benchmarks/data_pipeline.py [--images 320] [--epochs 2] [--workers 1 2] [--gil]
 """
 
 import argparse
@@ -24,7 +32,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from mindcv.data import create_dataset, create_loader, create_transforms
+from mindcv.data import create_dataset, create_loader, create_transforms, kernels
 
 
 def natural_texture(rng, height, width):
@@ -61,8 +69,7 @@ def loader_rate(root, is_training, workers, epochs, interpolation):
         transform = create_transforms("imagenet", True, image_resize=224, interpolation=interpolation,
                                       auto_augment="randaug-m9-mstd0.5-inc1", re_prob=0.25, re_value="random")
         loader = create_loader(dataset, 16, drop_remainder=True, is_training=True, mixup=0.8, cutmix=1.0,
-                               label_smoothing=0.1, num_classes=1000, transform=transform,
-                               num_parallel_workers=workers)
+                               num_classes=1000, transform=transform, num_parallel_workers=workers)
     else:
         transform = create_transforms("imagenet", False, image_resize=224, interpolation=interpolation)
         loader = create_loader(dataset, 16, transform=transform, num_parallel_workers=workers)
@@ -78,6 +85,43 @@ def loader_rate(root, is_training, workers, epochs, interpolation):
     return rate, (cpu_seconds() - cpu_start) / count * 1e3
 
 
+def gil_held_ms_per_image(root, interpolation):
+    """(at most GIL-held ms per image, ms per image) of the training recipe's per-image work in one thread: the
+    time outside the C++ image kernels, which ctypes runs without the lock. Pillow's own C code (for the files the
+    kernels do not decode, and RandAugment's operations) is counted as holding it, so this is an upper bound."""
+    lib = kernels.library()
+    if lib is None:
+        raise RuntimeError("the image kernels could not be built: every step holds the GIL")
+    in_kernels = [0.0]
+
+    def timed(function):
+        def call(*args):
+            start = time.perf_counter()
+            try:
+                return function(*args)
+            finally:
+                in_kernels[0] += time.perf_counter() - start
+        return call
+
+    names = [name for name in kernels._SIGNATURES if hasattr(lib, name)]  # pylint: disable=protected-access
+    originals = {name: getattr(lib, name) for name in names}
+    transform = create_transforms("imagenet", True, image_resize=224, interpolation=interpolation,
+                                  auto_augment="randaug-m9-mstd0.5-inc1", re_prob=0.25, re_value="random")
+    dataset = create_dataset("imagenet", root, "train", shuffle=False)
+    blobs = [dataset.image_source.read_bytes(i) for i in range(len(dataset.image_source))]
+    try:
+        for name, function in originals.items():
+            setattr(lib, name, timed(function))
+        start = time.perf_counter()
+        for index, blob in enumerate(blobs):
+            transform(blob, np.random.default_rng(index))
+        total = time.perf_counter() - start
+    finally:
+        for name, function in originals.items():
+            setattr(lib, name, function)
+    return (total - in_kernels[0]) * 1e3 / len(blobs), total * 1e3 / len(blobs)
+
+
 def cpu_seconds():
     """CPU time of this process (the loader's worker threads included), seconds."""
     t = os.times()
@@ -90,6 +134,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=2, help="passes timed per configuration")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts for training")
     parser.add_argument("--interpolation", default="bicubic", choices=["bilinear", "bicubic"])
+    parser.add_argument("--gil", action="store_true", help="also estimate the GIL-held time per image")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as root:
         make_jpeg_folder(root, args.images)
@@ -103,6 +148,10 @@ def main():
             # with W workers on W idle cores the pipeline could reach W * 1000 / cpu_ms images/s
             print(f"{name:38s} {rate:6.0f} images/s, {cpu_ms:5.2f} CPU ms/image "
                   f"(CPU-bound limit on {workers} idle core(s): {workers * 1000 / cpu_ms:4.0f} images/s)")
+        if args.gil:
+            gil_ms, total_ms = gil_held_ms_per_image(root, args.interpolation)
+            print(f"train recipe, per image in one thread: {total_ms:5.2f} ms, of which at most {gil_ms:5.2f} ms "
+                  f"hold the GIL: thread-mode ceiling at least {1000 / gil_ms:4.0f} images/s per process")
 
 
 if __name__ == "__main__":
