@@ -5,7 +5,7 @@
 
 The run folder (`ckpt_save_dir`) receives the resolved config (config.yaml), one JSON line of metrics per
 epoch (metrics.jsonl), their plot (metrics.png), the class names (class_names.txt), the newest
-`keep_checkpoint_max` checkpoints `{model}-{epoch}_{step}.ckpt` (resumable: weights, optimizer, loss scale,
+`keep_checkpoint_max` checkpoints `{model}-{epoch}_{step in epoch}.ckpt` (resumable: weights, optimizer, loss scale,
 EMA, position) and `{model}_best.ckpt` (the weights with the best validation top-1).
 """
 import logging

@@ -132,7 +132,7 @@ def test_two_nodes_resume_each_from_its_own_run_folder(common, two_workers, tmp_
         assert "final weights sha256" in log and "Traceback" not in log and "error:" not in log, log[-3000:]
 
     launch_both("--epoch_size", "2")
-    assert [os.path.exists(tmp_path / f"node{node}" / "convnext_atto-2_2.ckpt") for node in (0, 1)] == [True, True]
+    assert [os.path.exists(tmp_path / f"node{node}" / "convnext_atto-2_1.ckpt") for node in (0, 1)] == [True, True]
     launch_both("--epoch_size", "3", "--resume", "auto")
     uninterrupted = weights(str(two_workers / "run" / "convnext_atto-3_3.ckpt"))
     for node in (0, 1):

@@ -48,7 +48,7 @@ def trained_run(tmp_path_factory):
 
 def test_run_folder_holds_config_metrics_plot_and_checkpoints(trained_run):
     run_dir, result = trained_run
-    assert sorted(os.listdir(run_dir)) == ["class_names.txt", "config.yaml", "convnext_atto-2_8.ckpt",
+    assert sorted(os.listdir(run_dir)) == ["class_names.txt", "config.yaml", "convnext_atto-2_4.ckpt",
                                            "convnext_atto_best.ckpt", "metrics.jsonl", "metrics.png"]
     lines = records(run_dir)
     assert [r["epoch"] for r in lines] == [1, 2]
@@ -69,7 +69,7 @@ def test_validate_reproduces_the_best_accuracy(trained_run, tmp_path):
     assert f"top-1 {best['val_top1']:.2f}%" in result.stdout
     assert json.loads(output.read_text())["top1"] == pytest.approx(best["val_top1"])
     # the resumable checkpoint (weights + optimizer state) is accepted too
-    run("validate.py", *TINY, "--num_samples", "64", "--ckpt_path", os.path.join(run_dir, "convnext_atto-2_8.ckpt"))
+    run("validate.py", *TINY, "--num_samples", "64", "--ckpt_path", os.path.join(run_dir, "convnext_atto-2_4.ckpt"))
 
 
 def test_validate_with_the_8_device_recipe_runs_on_one_device(trained_run):
@@ -120,14 +120,14 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
     run("train.py", *common, "--epoch_size", "3", "--ckpt_save_dir", str(tmp_path / "straight"))
     run("train.py", *common, "--epoch_size", "1", "--ckpt_save_dir", str(tmp_path / "resumed"))
     run("train.py", *common, "--epoch_size", "3", "--ckpt_save_dir", str(tmp_path / "resumed"), "--resume", "auto")
-    straight = weights(str(tmp_path / "straight" / "convnext_atto-3_9.ckpt"))
-    resumed = weights(str(tmp_path / "resumed" / "convnext_atto-3_9.ckpt"))
+    straight = weights(str(tmp_path / "straight" / "convnext_atto-3_3.ckpt"))
+    resumed = weights(str(tmp_path / "resumed" / "convnext_atto-3_3.ckpt"))
     assert straight.keys() == resumed.keys()
     assert max(float(np.abs(straight[k] - resumed[k]).max()) for k in straight) <= 1e-5
     assert [r["epoch"] for r in records(str(tmp_path / "resumed"))] == [1, 2, 3]
     # resuming from an older checkpoint drops the records of the epochs it redoes
     run("train.py", *common, "--epoch_size", "3", "--ckpt_save_dir", str(tmp_path / "resumed"), "--resume",
-        str(tmp_path / "resumed" / "convnext_atto-2_6.ckpt"))
+        str(tmp_path / "resumed" / "convnext_atto-2_3.ckpt"))
     assert [r["epoch"] for r in records(str(tmp_path / "resumed"))] == [1, 2, 3]
 
 

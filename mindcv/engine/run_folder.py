@@ -2,8 +2,10 @@
 
 - `config.yaml` (the resolved config), `class_names.txt`, `metrics.jsonl` (one JSON line per epoch) and its plot
   `metrics.png`, `{model}_best.ckpt` (the weights with the best validation top-1): written by rank 0;
-- `{model}-{epoch}_{step}.ckpt`, the newest `keep_checkpoint_max` resumable states (weights, optimizer, loss scale,
-  EMA, position): written by the first rank of every node, so that each node of a multi-node run can resume from
+- `{model}-{epoch}_{step}.ckpt`, named as MindSpore's `ModelCheckpoint` names them (epoch counted from 1, step within
+  that epoch: `convnext_tiny-5_10009.ckpt` ends epoch 5 of 10009 steps), the newest `keep_checkpoint_max` resumable
+  states (weights, optimizer, loss scale, EMA; the position is read from the contents): written by the first rank
+  of every node, so that each node of a multi-node run can resume from
   its own disk; the ranks hold identical state, and on a shared file system the atomic renames of identical files
   make the duplicates harmless.
 """
@@ -53,12 +55,17 @@ class RunFolder:
                 found.append(((int(match[1]), int(match[2])), path))
         return [path for _, path in sorted(found)]
 
-    def save_state(self, train_step, epoch: int, step: int, steps_done_in_epoch: int) -> str:
-        """Save the resumable state after `step` steps in all (`steps_done_in_epoch` of epoch `epoch`, 0-based;
-        an epoch's end is saved as (epoch + 1, 0)) and rotate the old ones. Returns the path."""
-        path = os.path.join(self.directory, f"{self.model_name}-{epoch}_{step}.ckpt")
+    def save_state(self, train_step, epochs_done: int, steps_done_in_epoch: int, steps_per_epoch: int) -> str:
+        """Save the resumable state after `epochs_done` whole epochs and `steps_done_in_epoch` steps of the next,
+        and rotate the old ones. Returns the path."""
+        if steps_done_in_epoch:  # inside epoch epochs_done + 1 (counted from 1)
+            name = f"{self.model_name}-{epochs_done + 1}_{steps_done_in_epoch}.ckpt"
+        else:  # the end of epoch epochs_done
+            name = f"{self.model_name}-{epochs_done}_{steps_per_epoch}.ckpt"
+        path = os.path.join(self.directory, name)
         if self.keeps_state:
-            save_checkpoint_atomic(train_step, path, append_dict={EPOCH_KEY: epoch, STEP_KEY: steps_done_in_epoch})
+            save_checkpoint_atomic(train_step, path,
+                                   append_dict={EPOCH_KEY: epochs_done, STEP_KEY: steps_done_in_epoch})
             for old in self.checkpoints()[:-self.keep] if self.keep > 0 else []:
                 try:
                     os.remove(old)

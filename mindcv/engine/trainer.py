@@ -258,7 +258,7 @@ class Trainer:
                                          img_s=f"{images_seen / (time.time() - epoch_start):.1f}")
                     if self._any_rank(stop.requested):
                         self.bar.close()
-                        path = self.run.save_state(self.train_step, epoch, global_step, done)
+                        path = self.run.save_state(self.train_step, epoch, done, self.steps_per_epoch)
                         if self.rank == 0:
                             print(f"interrupted: saved resumable state to {path}; continue with --resume {path}")
                         return 130
@@ -280,7 +280,7 @@ class Trainer:
                             best_top1 = metrics["top1"]
                             self.run.save_best(self.train_step.network)
                 if (epoch + 1) % self.ckpt_save_interval == 0 or epoch + 1 == self.epochs:
-                    self.run.save_state(self.train_step, epoch + 1, (epoch + 1) * self.steps_per_epoch, 0)
+                    self.run.save_state(self.train_step, epoch + 1, 0, self.steps_per_epoch)
                 self.run.append_metrics(record)
                 if self.rank == 0:
                     print(json.dumps(record) + ("  (best)" if is_best else ""))
