@@ -82,6 +82,7 @@ def test_validate_with_the_8_device_recipe_runs_on_one_device(trained_run):
     assert "top-1" in result.stdout
     assert "no launcher (msrun) started this process: running on one device" in result.stderr
     assert "jit_level O0 (O2 needs Ascend)" in result.stderr
+    assert "amp_level O2: the CPU back end has no fast float16 kernels" in result.stderr
 
 
 @pytest.mark.parametrize("script,args,message", [

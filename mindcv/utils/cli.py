@@ -56,7 +56,7 @@ def resolve_amp_level(amp_level: str) -> str:
     O0 there (with the kernels off, MINDCV_FAST_CPU_OPS=0, the level is kept: that is the device path)."""
     if amp_level != "O0" and fast_cpu_ops_enabled():
         _logger.info("amp_level %s: the CPU back end has no fast float16 kernels (the float16 graph needs many times "
-                     "the memory, and is slower); training in float32 (O0) on the CPU", amp_level)
+                     "the memory, and is slower); running in float32 (O0) on the CPU", amp_level)
         return "O0"
     return amp_level
 
