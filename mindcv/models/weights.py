@@ -137,7 +137,11 @@ def _read_torch(path: str) -> Dict[str, np.ndarray]:
     except ImportError:
         raise ImportError(f"reading {path} needs PyTorch: `pip install torch`, or convert it on a machine with "
                           "torch to .safetensors and pass that file instead") from None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:  # weights_only: a pickle that would run code (or build anything but tensors) is refused
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"cannot read {path} as a PyTorch file of tensors: {reason}") from None
     for key in ("model", "state_dict", "model_ema"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
