@@ -16,6 +16,7 @@ from mindspore import Tensor, nn
 
 from mindcv.utils.checkpoint import load_checkpoint_checked
 from mindcv.utils.ckpt_check import require_file
+from mindcv.utils.download import fetch, is_url
 
 _logger = logging.getLogger(__name__)
 
@@ -101,7 +102,10 @@ def read_state(path: str) -> Dict[str, np.ndarray]:
 
     A missing file is a FileNotFoundError; a directory, an unreadable file, or one that is damaged or not
     of the format its suffix names is a one-line ValueError naming it (`.ckpt` files are checked before
-    MindSpore parses them: see `mindcv.utils.ckpt_check`)."""
+    MindSpore parses them: see `mindcv.utils.ckpt_check`). An http(s) URL is fetched into the cache first
+    (`mindcv.utils.download.fetch`: a `#sha256=<hex>` suffix is verified)."""
+    if is_url(path):
+        path = fetch(path)
     require_file(path)
     ext = os.path.splitext(path)[1].lower()
     try:

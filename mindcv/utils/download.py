@@ -1,0 +1,147 @@
+"""Fetching weights into the cache: verified, atomic, resumable, one download for many processes.
+
+`fetch(url)` returns the path of the file in the cache (`$MINDCV_HOME`, default `~/.cache/mindcv`), downloading
+it first if it is not there:
+- the bytes go to `<name>.part` under an exclusive lock (`<name>.lock`), so several processes asking at once
+  (msrun ranks) download once: the others wait for the lock, then find the finished file;
+- an interrupted download leaves only the `.part` file, which the next attempt continues with an HTTP Range
+  request (or restarts, when the server ignores ranges);
+- the whole file is checked against the expected sha256 (a `#sha256=<hex>` suffix of the URL, or the 8-hex-digit
+  prefix in MindCV's file names such as `convnext_tiny-ae5ff8d7.ckpt`) before it is renamed to its final name;
+  a mismatch deletes it and is an error;
+- a file already in the cache is used without touching the network.
+`MINDCV_DOWNLOAD_BASE` replaces the base URL of MindCV's model zoo (a mirror). Without a network the error is one
+line: the URL that failed, the file to fetch by hand and the folder to put it in.
+"""
+import contextlib
+import fcntl
+import hashlib
+import http.client
+import os
+import re
+import urllib.error
+import urllib.request
+from typing import Optional, Tuple
+from urllib.parse import urlsplit
+
+from tqdm import tqdm
+
+MINDCV_ZOO = "https://download.mindspore.cn/toolkits/mindcv/"
+_CHUNK = 1 << 20
+
+
+class DownloadError(ValueError):
+    """A download that failed or did not match its hash; the message says what to fetch where."""
+
+
+def cache_dir() -> str:
+    """Where downloads go: $MINDCV_HOME, default ~/.cache/mindcv."""
+    return os.path.expanduser(os.environ.get("MINDCV_HOME", "~/.cache/mindcv"))
+
+
+def is_url(path: str) -> bool:
+    return path.startswith(("http://", "https://"))
+
+
+def mirrored(url: str) -> str:
+    """`url` with MindCV's model-zoo base replaced by $MINDCV_DOWNLOAD_BASE when that is set."""
+    base = os.environ.get("MINDCV_DOWNLOAD_BASE")
+    if base and url.startswith(MINDCV_ZOO):
+        return base.rstrip("/") + "/" + url[len(MINDCV_ZOO):]
+    return url
+
+
+def expected_hash(url: str) -> Tuple[str, Optional[str], bool]:
+    """(url without fragment, expected sha256 hex or its prefix, whether it is only a prefix). The hash comes from a
+    `#sha256=<hex>` fragment, else from a MindCV-style name `<model>-<8 hex digits>.<ext>`, else None."""
+    address, _, fragment = url.partition("#")
+    match = re.fullmatch(r"sha256=([0-9a-fA-F]{64})", fragment)
+    if match:
+        return address, match[1].lower(), False
+    if fragment:
+        raise DownloadError(f"unknown URL suffix #{fragment} in {url}; use #sha256=<64 hex digits>")
+    name = os.path.basename(urlsplit(address).path)
+    prefix = re.fullmatch(r".+-([0-9a-f]{8})\.[A-Za-z]+", name)
+    return address, prefix[1] if prefix else None, bool(prefix)
+
+
+def fetch(url: str, folder: Optional[str] = None, progress: bool = True, timeout: float = 60.0) -> str:
+    """The cached copy of `url` (downloaded now if missing; see the module docstring). Returns its path.
+    Raises DownloadError (a ValueError) for a network failure or a hash mismatch."""
+    address, digest, prefix_only = expected_hash(url)
+    folder = folder or cache_dir()
+    name = os.path.basename(urlsplit(address).path)
+    if not name:
+        raise DownloadError(f"{url} names no file")
+    final = os.path.join(folder, name)
+    if os.path.isfile(final):
+        return final
+    os.makedirs(folder, exist_ok=True)
+    with _exclusive(final + ".lock"):
+        if os.path.isfile(final):  # another process finished it while we waited
+            return final
+        source = mirrored(address)
+        partial = final + ".part"
+        try:
+            _download(source, partial, timeout, progress)
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
+            reason = getattr(error, "reason", None) or error
+            raise DownloadError(f"cannot download {source} ({reason}); fetch {name} by hand and put it in "
+                                f"{folder}") from None
+        actual = _sha256(partial)
+        if digest and not (actual.startswith(digest) if prefix_only else actual == digest):
+            os.remove(partial)
+            raise DownloadError(f"{source} does not match its sha256 (expected {digest}{'...' if prefix_only else ''}"
+                                f", got {actual}); the download was deleted: check the URL or the mirror")
+        os.replace(partial, final)
+    return final
+
+
+@contextlib.contextmanager
+def _exclusive(path: str):
+    """Hold an exclusive lock on the file `path` (created if needed) for the block, then delete it. A process that
+    waited for a lock file its holder has since deleted takes the lock again on a fresh file, so at most one
+    process is ever inside the block. The lock goes with the process if it dies."""
+    while True:
+        lock = open(path, "a")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            current = os.stat(path).st_ino == os.fstat(lock.fileno()).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        lock.close()
+    try:
+        yield
+    finally:
+        os.remove(path)  # before the lock is released: a waiter then sees its file is stale
+        lock.close()
+
+
+def _download(url: str, partial: str, timeout: float, progress: bool) -> None:
+    """Bytes of `url` into `partial`, continuing a partial file where the server honours Range."""
+    have = os.path.getsize(partial) if os.path.isfile(partial) else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        resumed = have and response.status == 206
+        total = response.length + (have if resumed else 0) if response.length is not None else None
+        with open(partial, "ab" if resumed else "wb") as out, \
+                tqdm(total=total, initial=have if resumed else 0, unit="B", unit_scale=True,
+                     desc=os.path.basename(partial)[:-len(".part")], disable=not progress) as bar:
+            while True:
+                chunk = response.read(_CHUNK)
+                if not chunk:
+                    break
+                out.write(chunk)
+                bar.update(len(chunk))
+        if total is not None and os.path.getsize(partial) < total:
+            raise OSError(f"the connection closed after {os.path.getsize(partial)} of {total} bytes")
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
