@@ -97,8 +97,8 @@ def test_two_workers_match_one_process_with_the_global_batch(common, two_workers
     assert pair[-1]["val_top1"] == pytest.approx(alone[-1]["val_top1"])
 
     start = weights(common[common.index("--ckpt_path") + 1])
-    by_one, by_two = weights(str(tmp_path / "single" / "convnext_atto-3_3.ckpt")), \
-        weights(str(two_workers / "run" / "convnext_atto-3_3.ckpt"))
+    by_one, by_two = weights(str(tmp_path / "single" / "convnext_atto-3_1.ckpt")), \
+        weights(str(two_workers / "run" / "convnext_atto-3_1.ckpt"))
     for name, initial in start.items():
         reference_update = by_one[name] - initial
         error = np.linalg.norm((by_two[name] - initial) - reference_update)
@@ -134,9 +134,9 @@ def test_two_nodes_resume_each_from_its_own_run_folder(common, two_workers, tmp_
     launch_both("--epoch_size", "2")
     assert [os.path.exists(tmp_path / f"node{node}" / "convnext_atto-2_1.ckpt") for node in (0, 1)] == [True, True]
     launch_both("--epoch_size", "3", "--resume", "auto")
-    uninterrupted = weights(str(two_workers / "run" / "convnext_atto-3_3.ckpt"))
+    uninterrupted = weights(str(two_workers / "run" / "convnext_atto-3_1.ckpt"))
     for node in (0, 1):
-        resumed = weights(str(tmp_path / f"node{node}" / "convnext_atto-3_3.ckpt"))
+        resumed = weights(str(tmp_path / f"node{node}" / "convnext_atto-3_1.ckpt"))
         assert max(float(np.abs(resumed[k] - uninterrupted[k]).max()) for k in uninterrupted) <= 1e-5
     assert [r["epoch"] for r in records(str(tmp_path / "node0"))] == [1, 2, 3]  # records: rank 0 only
     assert not os.path.exists(tmp_path / "node1" / "metrics.jsonl")
