@@ -1,40 +1,68 @@
-"""Models: the registry, `create_model`, the ConvNeXt family and weight loading."""
-import os
+"""Models: the registry, `create_model`, the ConvNeXt family, weight loading and feature extraction."""
+from typing import Dict
+
+import numpy as np
+
+from mindcv.utils.checkpoint import load_checkpoint_checked
+from mindcv.utils.ckpt_check import require_file
 
 from . import convnext  # noqa: F401  (registers the ConvNeXt constructors)
-from .convnext import ConvNeXt
-from .registry import is_model, list_models, model_entrypoint, register_model
-from .weights import load_weights
+from .convnext import PRETRAINED_DIR, ConvNeXt
+from .features import FeatureExtractWrapper
+from .registry import (is_model, is_model_in_modules, is_model_pretrained, list_models, list_modules,
+                       model_entrypoint, register_model)
+from .weights import load_state, load_weights
 
-__all__ = ["ConvNeXt", "create_model", "is_model", "list_models", "load_weights", "register_model"]
+__all__ = ["PRETRAINED_DIR", "ConvNeXt", "FeatureExtractWrapper", "create_model", "is_model", "is_model_in_modules",
+           "is_model_pretrained", "list_models", "list_modules", "load_weights", "model_entrypoint",
+           "register_model"]
 
-PRETRAINED_DIR = os.path.expanduser(os.environ.get("MINDCV_HOME", "~/.cache/mindcv"))
+EMA_PREFIX = "ema."
 
 
-def create_model(model_name: str, num_classes: int = 1000, in_channels: int = 3, pretrained: bool = False,
-                 checkpoint_path: str = "", **kwargs):
-    """Build a registered model.
+def create_model(model_name: str, num_classes: int = 1000, pretrained: bool = False, in_channels: int = 3,
+                 checkpoint_path: str = "", ema: bool = False, auto_mapping: bool = False, **kwargs):
+    """Build a registered model; MindCV's arguments, order and defaults.
 
     Args:
         model_name: a name from `list_models()`, e.g. "convnext_tiny".
         num_classes: classifier outputs. Default 1000.
+        pretrained: load the published weights of `model_name` from `PRETRAINED_DIR` ($MINDCV_HOME, default
+            ~/.cache/mindcv); nothing is downloaded at run time. Default False.
         in_channels: input image channels. Default 3.
-        pretrained: load the published weights of `model_name` from `PRETRAINED_DIR`
-            ($MINDCV_HOME, default ~/.cache/mindcv); nothing is downloaded at run time.
-        checkpoint_path: weights to load, of any supported origin (see `mindcv.models.weights`);
-            a classifier that does not fit `num_classes` is left at its initialisation, with a warning.
-        **kwargs: reach the model: drop_path_rate, layer_scale_init_value, head_init_scale, depths, dims,
-            features_only, out_indices, ...
+        checkpoint_path: weights to load, of any supported origin (see `mindcv.models.weights`); a classifier
+            that does not fit `num_classes` is left at its initialisation, with a warning. Exclusive with
+            `pretrained`. Default "".
+        ema: load the exponential moving average of the weights (the `ema.*` entries that training with
+            `ema: True` writes into a .ckpt) instead of the trained weights. Default False.
+        auto_mapping: MindCV's switch for mapping checkpoint names onto the model's. Here the names of MindCV,
+            timm / Hugging Face and official ConvNeXt checkpoints are always mapped, so it changes nothing.
+            Default False.
+        **kwargs: reach the model's constructor: drop_path_rate, layer_scale_init_value, head_init_scale, depths,
+            dims, features_only, out_indices, ...; those given as None are left out (the model's defaults
+            apply), as in MindCV.
+
+    Raises ValueError for an unknown model, both `pretrained` and `checkpoint_path`, or weights that do not fit.
     """
-    model = model_entrypoint(model_name)(num_classes=num_classes, in_channels=in_channels, **kwargs)
-    if pretrained and not checkpoint_path:
-        url = getattr(model, "pretrained_url", "")
-        if not url:
-            raise ValueError(f"no published weights for {model_name}; pass checkpoint_path instead")
-        checkpoint_path = os.path.join(PRETRAINED_DIR, os.path.basename(url))
-        if not os.path.isfile(checkpoint_path):
-            raise FileNotFoundError(f"pretrained weights for {model_name} not found at {checkpoint_path}; "
-                                    f"download {url} there, or pass checkpoint_path")
-    if checkpoint_path:
+    if pretrained and checkpoint_path:
+        raise ValueError("checkpoint_path and pretrained both name the weights to load; pass one")
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    model = model_entrypoint(model_name)(pretrained=pretrained, num_classes=num_classes, in_channels=in_channels,
+                                         **kwargs)
+    if checkpoint_path and ema:
+        load_state(model, _ema_state(checkpoint_path), source=f"{checkpoint_path} (EMA weights)")
+    elif checkpoint_path:
         load_weights(model, checkpoint_path)
     return model
+
+
+def _ema_state(path: str) -> Dict[str, np.ndarray]:
+    """The `ema.<name>` entries of a MindSpore .ckpt, as {name: array}; ValueError when there are none."""
+    require_file(path)
+    entries = load_checkpoint_checked(path) if path.lower().endswith(".ckpt") else {}
+    state = {name[len(EMA_PREFIX):]: value.asnumpy() for name, value in entries.items()
+             if name.startswith(EMA_PREFIX) and not isinstance(value, str)}
+    if not state:
+        raise ValueError(f"{path} holds no EMA weights (ema.* entries of a .ckpt trained with ema: True); "
+                         "pass ema=False")
+    return state

@@ -3,6 +3,7 @@
 Parameter names follow MindCV's published checkpoints (`feature.1.0.dwconv.weight`, ...), so those
 files load strictly; `mindcv.models.weights` maps timm and official names onto them.
 """
+import os
 from typing import Dict, Sequence
 
 import mindspore as ms
@@ -15,8 +16,11 @@ from ..ops.mlp import mlp_residual_op
 from .layers import GELU, GRN, DepthwiseConv2d, LayerNorm, LayerNorm2d, LayerScaleResidual, Linear, PatchifyConv2d, \
     PointwiseMlp
 from .registry import register_model
+from .weights import load_weights
 
 MINDCV_URL = "https://download.mindspore.cn/toolkits/mindcv/convnext/"
+# Where `pretrained=True` finds the published weights (named as in their URL); nothing is downloaded at run time.
+PRETRAINED_DIR = os.path.expanduser(os.environ.get("MINDCV_HOME", "~/.cache/mindcv"))
 
 # One place for every size: stage depths, stage widths, and published MindCV weights where they exist.
 model_cfgs: Dict[str, dict] = {
@@ -175,22 +179,33 @@ class ConvNeXt(nn.Cell):
         return macs + (0 if self.features_only else self.dims[-1] * self.num_classes)
 
 
-def _create(name: str, **kwargs) -> ConvNeXt:
+def _create(name: str, pretrained: bool, **kwargs) -> ConvNeXt:
     args = {k: v for k, v in model_cfgs[name].items() if k != "url"}
     if args.get("use_grn"):
         args["layer_scale_init_value"] = 0.0
     args.update(kwargs)
     model = ConvNeXt(**args)
-    model.pretrained_url = model_cfgs[name].get("url", "")
+    if pretrained:
+        url = model_cfgs[name].get("url", "")
+        if not url:
+            raise ValueError(f"no published weights for {name}; pass checkpoint_path instead")
+        path = os.path.join(PRETRAINED_DIR, os.path.basename(url))
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"pretrained weights for {name} not found at {path}; download {url} there, or "
+                                    "pass checkpoint_path")
+        load_weights(model, path)
     return model
 
 
 def _register_all() -> None:
     def make(name):
-        def constructor(**kwargs) -> ConvNeXt:
-            return _create(name, **kwargs)
+        def constructor(pretrained: bool = False, num_classes: int = 1000, in_channels: int = 3,
+                        **kwargs) -> ConvNeXt:
+            return _create(name, pretrained, num_classes=num_classes, in_channels=in_channels, **kwargs)
         constructor.__name__ = constructor.__qualname__ = name
-        constructor.__doc__ = f"{name}: depths {model_cfgs[name]['depths']}, dims {model_cfgs[name]['dims']}."
+        constructor.__doc__ = (f"{name}: depths {model_cfgs[name]['depths']}, dims {model_cfgs[name]['dims']}. "
+                               "MindCV's arguments: pretrained (load the published weights from PRETRAINED_DIR), "
+                               "num_classes, in_channels; other keyword arguments reach ConvNeXt.")
         return constructor
 
     for name in model_cfgs:
