@@ -138,5 +138,9 @@ def test_mean_and_std_must_fit_in_channels_wherever_each_is_set(tmp_path):
 def test_key_table_and_help_show_each_range():
     rows = {line.split(" | ")[0].strip("| `"): line for line in schema_table().splitlines()[2:]}
     assert len(rows) == len(SCHEMA)
-    assert "| >= 0 |" in rows["lr"] and "| -1 or >= 1 |" in rows["sink_size"] and "| ce / bce |" in rows["loss"]
-    assert "(default: 0.001; valid: >= 0)" in " ".join(build_parser().format_help().split())
+    assert "| >= 0 |" in rows["lr"] and "| -1 or >= 1 |" in rows["sink_size"]
+    assert "| ce / bce / asl_single_label / asl_multi_label / jsd |" in rows["loss"]
+    assert "| latest_k / top_k; training takes only latest_k so far |" in rows["ckpt_save_policy"]
+    assert "| `nesterov` = `use_nesterov` | bool |" in schema_table()  # MindCV's name of the key
+    help_text = " ".join(build_parser().format_help().split())
+    assert "(default: 0.001; valid: >= 0)" in help_text and "--nesterov [BOOL], --use_nesterov [BOOL]" in help_text

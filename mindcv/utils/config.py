@@ -4,14 +4,23 @@
 checked against `SCHEMA`: an unknown key is a `ConfigError` that suggests the closest known key, and a value
 outside its option's valid range (`Option.valid`, shown by `python -m mindcv.utils.config`) one that names
 the range.
+
+Every key of MindCV's train/validate command line is a key here, with MindCV's meaning (MindCV's own spelling
+of a key we name otherwise is an alias: `use_nesterov` is `nesterov`). Choice values are matched without regard
+to case (`loss: CE` is `ce`), and a bool key given bare on the command line (`--pretrained`) is True. A few
+keys are accepted with fewer values than MindCV's (`Option.supported`): `check_supported` refuses the others
+for training with a one-line ConfigError, never ignoring them.
 """
 import argparse
 import difflib
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
+
+from mindcv.scheduler import SCHEDULERS
 
 
 class ConfigError(ValueError):
@@ -69,6 +78,9 @@ class Option:
     valid: Optional[Range] = None  # numbers accepted: the value, or each item of a list
     length: Optional[Tuple[int, int]] = None  # a list's fewest and most items
     ordered: bool = False  # a list's items ascend (a (min, max) pair: min <= max)
+    aliases: Tuple[str, ...] = ()  # other names of the key (MindCV's spelling), in recipes and on the command line
+    supported: Optional[Tuple] = None  # the values training honours so far (None: every valid value)
+    unsupported: str = ""  # why other values are refused, and what to do instead
 
     def accepts(self, value) -> bool:
         """Whether `value` (already of the option's type) lies in the option's valid range."""
@@ -97,9 +109,10 @@ class Option:
         return ", ".join(parts)
 
 
-def _opt(name, type_, default, help_, choices=None, item=float, valid=None, length=None, ordered=False):
+def _opt(name, type_, default, help_, choices=None, item=float, valid=None, length=None, ordered=False, aliases=(),
+         supported=None, unsupported=""):
     return Option(name, type_, default, help_, choices, optional=default is None, item=item, valid=valid,
-                  length=length, ordered=ordered)
+                  length=length, ordered=ordered, aliases=aliases, supported=supported, unsupported=unsupported)
 
 
 SCHEMA: List[Option] = [
@@ -129,6 +142,11 @@ SCHEMA: List[Option] = [
     _opt("batch_size", int, 32, "images per step per device; the global batch is batch_size x devices",
          valid=AT_LEAST_1),
     _opt("drop_remainder", bool, True, "drop the last incomplete training batch"),
+    _opt("aug_repeats", int, 0, "repeated augmentation: each epoch takes the first 1/aug_repeats of its sample order "
+         "and shows every image aug_repeats times, differently augmented (spread over the ranks); the steps per "
+         "epoch stay the same. 0 or 1: off", valid=NON_NEGATIVE),
+    _opt("eval_shuffle", bool, False, "visit the validation set in a seeded random order (decides which images "
+         "num_samples keeps; the scores of a whole split do not depend on the order)"),
     # augmentation
     _opt("image_resize", int, 224, "training crop and evaluation crop size, pixels", valid=AT_LEAST_1),
     _opt("scale", list, [0.08, 1.0], "random resized crop area range, fraction of the image", valid=FRACTION,
@@ -137,10 +155,14 @@ SCHEMA: List[Option] = [
          ordered=True),
     _opt("hflip", float, 0.5, "horizontal flip probability", valid=PROBABILITY),
     _opt("vflip", float, 0.0, "vertical flip probability", valid=PROBABILITY),
-    _opt("color_jitter", list, None, "colour jitter strength: brightness, contrast, saturation[, hue]",
+    _opt("color_jitter", list, None, "colour jitter strengths: brightness, contrast, saturation[, hue]; one "
+         "number: the same for brightness, contrast and saturation (MindCV's float)",
          valid=NON_NEGATIVE, length=(1, 4)),
     _opt("interpolation", str, "bilinear", "resize interpolation", ("bilinear", "bicubic", "nearest")),
     _opt("auto_augment", str, None, "RandAugment / AutoAugment policy, e.g. randaug-m9-mstd0.5-inc1"),
+    _opt("aug_splits", int, 0, "AugMix split batches (a clean view and augmented views of each image) for the jsd "
+         "loss; 0: off", valid=NON_NEGATIVE, supported=(0,),
+         unsupported="the data pipeline cannot make AugMix split batches yet; set aug_splits 0"),
     _opt("re_prob", float, 0.0, "random erasing probability", valid=PROBABILITY),
     _opt("re_value", str, "0", "random erasing fill: a number, or 'random' for per-pixel normal noise"),
     _opt("re_scale", list, [0.02, 0.33], "random erasing area range, fraction of the image", valid=FRACTION,
@@ -165,7 +187,11 @@ SCHEMA: List[Option] = [
          item=int, valid=AT_LEAST_1, length=(4, 4)),
     _opt("dims", list, None, "override the model's channels per stage (4 integers)", item=int, valid=AT_LEAST_1,
          length=(4, 4)),
-    _opt("drop_path_rate", float, 0.0, "stochastic depth rate of the last block", valid=BELOW_1),
+    _opt("drop_rate", float, None, "dropout rate before the classifier (default: the model's; ConvNeXt has none)",
+         valid=BELOW_1, supported=(None, 0.0),
+         unsupported="ConvNeXt has no dropout before its classifier here; regularise with drop_path_rate"),
+    _opt("drop_path_rate", float, None, "stochastic depth rate of the last block (default: the model's, 0 for "
+         "ConvNeXt)", valid=BELOW_1),
     _opt("layer_scale_init_value", float, 1e-6, "initial layer-scale gamma (ConvNeXt v1); 0 disables",
          valid=NON_NEGATIVE),
     _opt("head_init_scale", float, 1.0, "scale of the initial classifier weights", valid=NON_NEGATIVE),
@@ -180,20 +206,38 @@ SCHEMA: List[Option] = [
          ("O0", "O1", "O2", "O3")),
     _opt("val_amp_level", str, None, "mixed precision of validate.py / infer (default: amp_level)",
          ("O0", "O1", "O2", "O3")),
+    _opt("amp_cast_list", str, None, "MindCV: cells to cast to float16 instead of amp_level's own lists",
+         supported=(None,), unsupported="amp_level's own lists are used (mindcv.utils.train_step.apply_amp); leave "
+         "amp_cast_list unset"),
     _opt("ckpt_save_dir", str, "./runs/train", "run folder: checkpoints, resolved config, metrics, plot"),
     _opt("ckpt_save_interval", int, 1, "save a checkpoint every this many epochs", valid=AT_LEAST_1),
     _opt("keep_checkpoint_max", int, 10, "keep the newest this many epoch checkpoints", valid=NON_NEGATIVE),
+    _opt("ckpt_save_policy", str, "latest_k", "which epoch checkpoints to keep: latest_k (the newest "
+         "keep_checkpoint_max) or top_k (the keep_checkpoint_max best by validation top-1)", ("latest_k", "top_k"),
+         supported=("latest_k",), unsupported="keeping the best k checkpoints is not implemented yet; use latest_k "
+         "({model}_best.ckpt always holds the weights with the best validation top-1)"),
     _opt("resume", str, "", "resume from this checkpoint, or 'auto': the newest one in ckpt_save_dir"),
+    _opt("resume_opt", bool, False, "with ckpt_path, also restore the optimizer state (MindCV reads it from "
+         "ckpt_save_dir/optim_{model}.ckpt)", supported=(False,),
+         unsupported="resume a run with --resume CHECKPOINT or --resume auto instead: its checkpoints hold the "
+         "weights, optimizer state, loss scale and position together"),
     # loss
-    _opt("loss", str, "ce", "loss: ce (cross entropy) or bce (binary cross entropy)", ("ce", "bce")),
-    _opt("label_smoothing", float, 0.0, "label smoothing of integer labels", valid=BELOW_1),
+    _opt("loss", str, "ce", "loss: ce (softmax cross entropy), bce (per-class sigmoid cross entropy), "
+         "asl_single_label / asl_multi_label (asymmetric loss), jsd (AugMix consistency: needs aug_splits)",
+         ("ce", "bce", "asl_single_label", "asl_multi_label", "jsd")),
+    _opt("label_smoothing", float, 0.0, "label smoothing of the targets (integer or mixed)", valid=BELOW_1),
+    _opt("aux_factor", float, 0.0, "weight of auxiliary logits in the loss, for models that return them (ConvNeXt "
+         "does not)", valid=NON_NEGATIVE),
+    _opt("reduction", str, "mean", "how the loss of a batch is reduced: mean or sum over the images (none: one "
+         "value per image)", ("mean", "sum", "none"), supported=("mean", "sum"),
+         unsupported="a training step needs one loss value per batch; use mean or sum"),
     # optimizer
     _opt("opt", str, "adamw", "optimizer", ("adamw", "adam", "sgd", "momentum", "lion")),
     _opt("momentum", float, 0.9, "momentum (sgd/momentum); beta1 of adam/adamw/lion", valid=BELOW_1),
     _opt("beta2", float, None, "beta2 of adam/adamw/lion, with momentum as beta1 (default: 0.999 for "
          "adam/adamw, 0.99 for lion, and beta1 0.9)", valid=BELOW_1),
     _opt("eps", float, 1e-8, "epsilon of adam/adamw", valid=POSITIVE),
-    _opt("nesterov", bool, False, "Nesterov momentum (sgd/momentum)"),
+    _opt("nesterov", bool, False, "Nesterov momentum (sgd/momentum)", aliases=("use_nesterov",)),
     _opt("weight_decay", float, 1e-4, "weight decay", valid=NON_NEGATIVE),
     _opt("weight_decay_filter", str, "disable", "which parameters skip weight decay: disable (none), auto "
          "(names with beta/gamma), norm_and_bias (norms, biases, layer scale)", ("disable", "auto", "norm_and_bias")),
@@ -207,8 +251,8 @@ SCHEMA: List[Option] = [
     _opt("gradient_accumulation_steps", int, 1, "accumulate gradients over this many steps per update",
          valid=AT_LEAST_1),
     # learning-rate schedule
-    _opt("scheduler", str, "cosine_decay", "learning-rate schedule",
-         ("constant", "cosine_decay", "step_decay", "multi_step_decay")),
+    _opt("scheduler", str, "cosine_decay", "learning-rate schedule (see mindcv.scheduler.create_scheduler)",
+         SCHEDULERS),
     _opt("lr", float, 0.001, "peak learning rate, for the global batch", valid=NON_NEGATIVE),
     _opt("min_lr", float, 1e-6, "final learning rate of cosine decay", valid=NON_NEGATIVE),
     _opt("warmup_epochs", int, 3, "linear warm-up epochs", valid=NON_NEGATIVE),
@@ -218,8 +262,15 @@ SCHEMA: List[Option] = [
     _opt("multi_step_decay_milestones", list, [30, 60, 90], "epochs at which multi_step_decay multiplies by decay_rate",
          item=int, valid=NON_NEGATIVE, ordered=True),
     _opt("lr_epoch_stair", bool, False, "change the learning rate once per epoch instead of every step"),
+    _opt("num_cycles", int, 1, "cosine_decay: cosine cycles over decay_epochs each, restarting at the peak; "
+         "cyclic: triangles", valid=AT_LEAST_1),
+    _opt("cycle_decay", float, 1.0, "cosine_decay: each cycle's peak is cycle_decay x the previous one's",
+         valid=NON_NEGATIVE),
 ]
 OPTIONS: Dict[str, Option] = {o.name: o for o in SCHEMA}
+ALIASES: Dict[str, str] = {alias: o.name for o in SCHEMA for alias in o.aliases}
+# A key of MindCV's saved configs that names the recipe file itself; MindCV ignores it when reading a recipe.
+RECIPE_KEY = "config"
 
 
 def _parse_bool(value) -> bool:
@@ -253,13 +304,16 @@ def coerce(option: Option, value):
             result = option.type(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{option.name}: {value!r} is not a valid {option.type.__name__} ({option.help})") from None
+    if option.choices is not None and isinstance(result, str):
+        # one spelling per choice: MindCV's recipes write 'CE' and 'o2' as well as 'ce' and 'O2'
+        result = {str(c).lower(): c for c in option.choices}.get(result.lower(), result)
     if option.choices is not None and result not in option.choices:
         raise ConfigError(f"{option.name}: {result!r} is not one of {', '.join(map(str, option.choices))}")
     return result
 
 
 def unknown_key_error(key: str, where: str) -> ConfigError:
-    close = difflib.get_close_matches(key, OPTIONS, n=1, cutoff=0.5)
+    close = difflib.get_close_matches(key, [*OPTIONS, *ALIASES], n=1, cutoff=0.5)
     hint = f"; did you mean '{close[0]}'?" if close else "; see `python train.py --help` for every key"
     return ConfigError(f"unknown config key '{key}' in {where}{hint}")
 
@@ -330,9 +384,11 @@ class _RecipeLoader(yaml.SafeLoader):
 
 
 def load_yaml(path: str) -> Dict[str, Any]:
-    """The keys of a recipe, checked and typed. Nested sections are flattened (their keys must be known).
-    Raises ConfigError for a missing file, invalid YAML, a repeated key, aliases that expand without end
-    or beyond reason, deep nesting, and unknown keys or values of the wrong type."""
+    """The keys of a recipe, checked and typed, under their schema names (an alias such as `use_nesterov` is
+    read as its key). Nested sections are flattened (their keys must be known); a `config` key (MindCV's saved
+    configs name their own recipe file so) is skipped. Raises ConfigError for a missing file, invalid YAML, a
+    repeated key, a key given under two names, aliases that expand without end or beyond reason, deep
+    nesting, and unknown keys or values of the wrong type."""
     try:
         with open(path) as f:
             loader = _RecipeLoader(f)
@@ -346,11 +402,17 @@ def load_yaml(path: str) -> Dict[str, Any]:
         raise ConfigError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of config keys")
-    values = {}
+    values, spelled = {}, {}
     for key, value in _flatten(data):
-        if key not in OPTIONS:
+        if key == RECIPE_KEY:
+            continue
+        name = ALIASES.get(key, key)
+        if name not in OPTIONS:
             raise unknown_key_error(key, path)
-        values[key] = coerce(OPTIONS[key], value)
+        if name in spelled:
+            raise ConfigError(f"{path}: '{spelled[name]}' and '{key}' are the same key; keep one")
+        spelled[name] = key
+        values[name] = coerce(OPTIONS[name], value)
     return values
 
 
@@ -363,23 +425,37 @@ def _flatten(data: dict):
 
 
 def build_parser(description: str = "") -> argparse.ArgumentParser:
-    """An argparse parser with `-c/--config` and one `--key` per schema option (no defaults filled in,
-    so that only the keys given on the command line override the recipe)."""
+    """An argparse parser with `-c/--config` and one `--key` per schema option, also reachable by its aliases
+    (no defaults filled in, so that only the keys given on the command line override the recipe). A bool key
+    given without a value (`--pretrained`) is True."""
     parser = argparse.ArgumentParser(description=description, allow_abbrev=False,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("-c", "--config", default="", help="YAML recipe")
     for option in SCHEMA:
-        nargs = "+" if option.type is list else None
-        valid = f"; valid: {option.requirement()}" if option.valid else ""
-        parser.add_argument(f"--{option.name}", default=argparse.SUPPRESS, nargs=nargs,
-                            metavar=option.type.__name__.upper(), help=f"{option.help} (default: {option.default}{valid})")
+        bare = dict(nargs="?", const=True) if option.type is bool else dict(nargs="+" if option.type is list else None)
+        flags = [f"--{name}" for name in (option.name, *option.aliases)]
+        parser.add_argument(*flags, dest=option.name, default=argparse.SUPPRESS, metavar=option.type.__name__.upper(),
+                            help=f"{option.help} (default: {option.default}{_valid_text(option, '; valid: ')})",
+                            **bare)
     return parser
 
 
-def parse_config(argv: Optional[List[str]] = None, description: str = "", extra=None) -> argparse.Namespace:
+def _valid_text(option: Option, prefix: str = "") -> str:
+    """The values an option takes, in words ('' when any value of its type does), after `prefix`."""
+    text = " / ".join(map(str, option.choices)) if option.choices else option.requirement()
+    if option.supported is not None:
+        text += f"{'; ' if text else ''}training takes only {' / '.join(map(str, option.supported))} so far"
+    return prefix + text if text else ""
+
+
+def parse_config(argv: Optional[List[str]] = None, description: str = "", extra=None,
+                 recipe_beside_checkpoint: bool = False) -> argparse.Namespace:
     """Defaults, then the recipe named by --config, then command-line overrides.
 
     `extra(parser)` may add script-specific arguments that are not part of the recipe schema.
+    `recipe_beside_checkpoint` (validate, infer, export): without --config, a `--ckpt_path` inside a run folder
+    takes the recipe from the run's `config.yaml` beside it; `config.run_folder_recipe` is then its path
+    (otherwise ""), and `config.config` too.
     Raises ConfigError for an unknown key, a value of the wrong type or out of its range (`validate_config`)."""
     parser = build_parser(description)
     if extra is not None:
@@ -391,14 +467,20 @@ def parse_config(argv: Optional[List[str]] = None, description: str = "", extra=
     if unknown:
         raise ConfigError(f"unexpected argument '{unknown[0]}'; options take the form --key value")
     values = {o.name: o.default for o in SCHEMA}
-    if args.config:
-        values.update(load_yaml(args.config))
+    run_folder_recipe = ""
+    if not args.config and recipe_beside_checkpoint and getattr(args, "ckpt_path", ""):
+        beside = os.path.join(os.path.dirname(args.ckpt_path), "config.yaml")
+        run_folder_recipe = beside if os.path.isfile(beside) else ""
+    if args.config or run_folder_recipe:
+        values.update(load_yaml(args.config or run_folder_recipe))
     for name, value in vars(args).items():
         if name in OPTIONS:
             values[name] = coerce(OPTIONS[name], value)
         else:
             values[name] = value
     config = argparse.Namespace(**values)
+    config.run_folder_recipe = run_folder_recipe
+    config.config = args.config or run_folder_recipe
     # some keys mean more when typed than when inherited from a recipe (distribute: see setup_context)
     config.command_line_keys = frozenset(name for name in vars(args) if name in OPTIONS)
     validate_config(config)
@@ -422,6 +504,16 @@ def validate_config(config: argparse.Namespace) -> None:
                               f"{len(values)}: {values}")
 
 
+def check_supported(config: argparse.Namespace) -> None:
+    """ConfigError for the first key whose value training cannot honour yet (`Option.supported`), saying where
+    it was set and what to do instead. Called by train.py: validation and prediction do not depend on these."""
+    for option in SCHEMA:
+        value = getattr(config, option.name)
+        if option.supported is not None and value not in option.supported:
+            raise ConfigError(f"{option.name} {value!r}{_where(config, option.name)} is not supported: "
+                              f"{option.unsupported}")
+
+
 def _where(config: argparse.Namespace, name: str) -> str:
     """' (on the command line)' or ' (in RECIPE)': where the value of `name` came from (defaults are valid)."""
     if name in getattr(config, "command_line_keys", ()):
@@ -438,12 +530,13 @@ def dump_config(config: argparse.Namespace, path: str) -> None:
 
 
 def schema_table() -> str:
-    """Every key as a Markdown table (key, type, default, valid values, help): `python -m mindcv.utils.config`."""
+    """Every key as a Markdown table (key and its aliases, type, default, valid values, help):
+    `python -m mindcv.utils.config`."""
     rows = ["| key | type | default | valid | what it does |", "|---|---|---|---|---|"]
     for option in SCHEMA:
         kind = f"list of {option.item.__name__}" if option.type is list else option.type.__name__
-        valid = " / ".join(map(str, option.choices)) if option.choices else option.requirement()
-        rows.append(f"| `{option.name}` | {kind} | `{option.default}` | {valid} | {option.help} |")
+        names = " = ".join(f"`{name}`" for name in (option.name, *option.aliases))
+        rows.append(f"| {names} | {kind} | `{option.default}` | {_valid_text(option)} | {option.help} |")
     return "\n".join(rows)
 
 
