@@ -1,14 +1,14 @@
 """Predict the classes of images with a trained checkpoint.
 
-    python infer.py --model convnext_tiny --ckpt_path runs/my_run/convnext_tiny_best.ckpt photo.jpg more_photos/
-    python infer.py -c runs/my_run/config.yaml --ckpt_path runs/my_run/convnext_tiny_best.ckpt photos/ \
-        --topk 3 --output results.json
+    python infer.py --ckpt_path runs/my_run/convnext_tiny_best.ckpt photo.jpg more_photos/
+    python infer.py -c my_recipe.yaml --ckpt_path convnext_tiny.ckpt photos/ --topk 3 --output results.json
 
 Each input is an image file or a folder (searched recursively for .jpg/.jpeg/.png/.webp/.bmp/... files).
 For every image one line `PATH: CLASS PROBABILITY, CLASS PROBABILITY, ...` is printed, best first.
-Images are preprocessed with the evaluation transform of the recipe given with -c (image_resize, crop_pct,
-interpolation, mean/std, in_channels; the defaults of the config schema without one): pass the run's
-config.yaml so that prediction sees images as validation did. Grayscale, palette and RGBA images are
+Images are preprocessed with the evaluation transform of the recipe (image_resize, crop_pct, interpolation,
+mean/std, in_channels): the one given with -c; without -c, the run's config.yaml beside a checkpoint in a run
+folder, so that prediction sees images as validation did; else the defaults of the config schema. The
+command line overrides the recipe. Grayscale, palette and RGBA images are
 converted to the model's in_channels (alpha is dropped). A file that cannot be decoded is reported on
 stderr and skipped.
 
@@ -105,7 +105,8 @@ def predict(network, transform, paths, batch_size: int):
 @exit_on_user_error
 def main(argv=None) -> int:
     """Returns 0 when at least one image was classified, 1 when every image was unreadable."""
-    config = parse_config(argv, description=__doc__.split("\n")[0], extra=_extra_arguments)
+    config = parse_config(argv, description=__doc__.split("\n")[0], extra=_extra_arguments,
+                          recipe_beside_checkpoint=True)
     if config.topk < 1:
         raise ConfigError(f"--topk must be at least 1, got {config.topk}")
     if config.batch_size < 1:

@@ -19,9 +19,9 @@ from mindcv.engine import NonFiniteLossError, RunFolder, Trainer, restore, seed_
 from mindcv.loss import create_loss
 from mindcv.optim import create_optimizer
 from mindcv.scheduler import create_scheduler
-from mindcv.utils.cli import (build_dataset, build_loader, build_model, exit_on_user_error, require_data_dir,
-                              resolve_amp_level, setup_context)
-from mindcv.utils.config import ConfigError, parse_config
+from mindcv.utils.cli import (build_dataset, build_loader, build_model, check_same_classes, exit_on_user_error,
+                              require_data_dir, resolve_amp_level, setup_context)
+from mindcv.utils.config import ConfigError, check_supported, parse_config
 from mindcv.utils.train_step import create_train_step
 
 _logger = logging.getLogger("train")
@@ -30,13 +30,14 @@ _logger = logging.getLogger("train")
 @exit_on_user_error
 def main(argv=None) -> int:
     config = parse_config(argv, description=__doc__.split("\n")[0])
+    check_supported(config)
+    if config.loss == "jsd":
+        raise ConfigError("loss jsd scores AugMix split batches (aug_splits 3), which the data pipeline cannot make "
+                          "yet; choose another loss")
     rank, group_size = setup_context(config)
     require_data_dir(config)
     ms.set_seed(config.seed)
     np.random.seed(config.seed)
-    for key in ("batch_size", "epoch_size", "val_interval", "ckpt_save_interval", "gradient_accumulation_steps"):
-        if getattr(config, key) < 1:
-            raise ConfigError(f"{key} must be at least 1, got {getattr(config, key)}")
     config.amp_level = resolve_amp_level(config.amp_level)
     dynamic_scaling = config.loss_scale_type == "dynamic" or (config.loss_scale_type == "auto" and
                                                                config.amp_level != "O0")
@@ -55,6 +56,9 @@ def main(argv=None) -> int:
     train_set = build_dataset(config, config.train_split, True, rank, group_size)
     class_names = train_set.class_names
     num_classes = config.num_classes or len(class_names)
+    if num_classes < len(class_names):
+        raise ConfigError(f"num_classes is {num_classes} but {config.data_dir}/{config.train_split} has "
+                          f"{len(class_names)} class folders: the model needs one output per class")
     steps_per_epoch = build_loader(config, train_set, True, num_classes).get_dataset_size()
     if steps_per_epoch == 0:
         raise ConfigError(f"batch_size {config.batch_size} is larger than this rank's share of the training set; "
@@ -65,8 +69,10 @@ def main(argv=None) -> int:
                           f"{steps_per_epoch} steps of an epoch; choose a divisor, or change batch_size/num_samples")
     val_loader = None
     if config.val_while_train:
-        val_loader = build_loader(config, build_dataset(config, config.val_split, False, rank, group_size), False,
-                                  num_classes)
+        val_set = build_dataset(config, config.val_split, False, rank, group_size)
+        check_same_classes(class_names, val_set.class_names, f"{config.data_dir}/{config.train_split}",
+                           f"{config.data_dir}/{config.val_split}")
+        val_loader = build_loader(config, val_set, False, num_classes)
 
     network = build_model(config, num_classes, checkpoint_path=config.ckpt_path)
     seed_graph_randomness(config.seed, rank)
@@ -75,13 +81,15 @@ def main(argv=None) -> int:
                                    warmup_epochs=config.warmup_epochs, warmup_factor=config.warmup_factor,
                                    decay_epochs=config.decay_epochs, decay_rate=config.decay_rate,
                                    milestones=config.multi_step_decay_milestones, num_epochs=config.epoch_size,
+                                   num_cycles=config.num_cycles, cycle_decay=config.cycle_decay,
                                    lr_epoch_stair=config.lr_epoch_stair)
     optimizer = create_optimizer(network, opt=config.opt, lr=lr_per_step, weight_decay=config.weight_decay,
                                  momentum=config.momentum, nesterov=config.nesterov,
                                  weight_decay_filter=config.weight_decay_filter, layer_decay=config.layer_decay,
                                  eps=config.eps,
                                  betas=None if config.beta2 is None else (config.momentum, config.beta2))
-    loss_fn = create_loss(config.loss, label_smoothing=config.label_smoothing)
+    loss_fn = create_loss(config.loss, reduction=config.reduction, label_smoothing=config.label_smoothing,
+                          aux_factor=config.aux_factor)
     train_step = create_train_step(network, loss_fn, optimizer, amp_level=config.amp_level,
                                    loss_scale_type=config.loss_scale_type, loss_scale=config.loss_scale,
                                    drop_overflow_update=config.drop_overflow_update, clip_grad=config.clip_grad,

@@ -3,16 +3,19 @@
     python validate.py -c configs/convnext/convnext_tiny_ascend.yaml --data_dir /path/to/imagenet \
         --ckpt_path convnext_tiny.ckpt [--json results.json]
 
+Given a checkpoint inside a run folder and no -c, the run's config.yaml is the recipe (the command line still
+overrides it), and the validation split must hold the classes of the run's class_names.txt.
 Mixed precision follows val_amp_level (default: amp_level). The 8-device recipe runs on one device unless a
 launcher (msrun) started the process. The checkpoint may be of any kind `create_model(checkpoint_path=...)`
 reads: ours or MindCV's `.ckpt` (training state included or not), timm / official `.safetensors`, official `.pth`
 (needs torch).
 """
 import json
+import os
 import sys
 
-from mindcv.utils.cli import (build_dataset, build_eval_model, build_loader, build_model, exit_on_user_error,
-                              require_data_dir, resolve_amp_level, setup_context)
+from mindcv.utils.cli import (build_dataset, build_eval_model, build_loader, build_model, check_same_classes,
+                              exit_on_user_error, require_data_dir, resolve_amp_level, setup_context)
 from mindcv.utils.config import ConfigError, parse_config
 from mindcv.utils.evaluate import evaluate
 from mindcv.utils.train_step import apply_amp
@@ -24,7 +27,8 @@ def _extra_arguments(parser):
 
 @exit_on_user_error
 def main(argv=None) -> int:
-    config = parse_config(argv, description=__doc__.split("\n")[0], extra=_extra_arguments)
+    config = parse_config(argv, description=__doc__.split("\n")[0], extra=_extra_arguments,
+                          recipe_beside_checkpoint=True)
     rank, group_size = setup_context(config)
     require_data_dir(config)
     if not config.ckpt_path and not config.pretrained:
@@ -32,6 +36,11 @@ def main(argv=None) -> int:
     loader = build_loader(config, build_dataset(config, config.val_split, False, rank, group_size), False,
                           num_classes=config.num_classes)
     if config.ckpt_path:  # the classifier must be the checkpoint's: a fresh one would score by chance
+        run_classes = os.path.join(os.path.dirname(config.ckpt_path), "class_names.txt")
+        if os.path.isfile(run_classes):
+            with open(run_classes) as f:
+                check_same_classes([line.strip() for line in f if line.strip()], loader.class_names, run_classes,
+                                   f"{config.data_dir}/{config.val_split}")
         network = build_eval_model(config)
     else:
         network = build_model(config, config.num_classes or len(loader.class_names))

@@ -1,8 +1,11 @@
 """Export a checkpoint to MindIR (MindSpore Lite, serving) or ONNX.
 
-    python -m mindcv.export --model convnext_tiny --ckpt_path convnext_tiny_best.ckpt --format MINDIR
-    python -m mindcv.export -c runs/my_run/config.yaml --ckpt_path runs/my_run/convnext_tiny_best.ckpt \
+    python -m mindcv.export --ckpt_path runs/my_run/convnext_tiny_best.ckpt --format MINDIR
+    python -m mindcv.export -c my_recipe.yaml --ckpt_path convnext_tiny.ckpt \
         --format MINDIR --image_size 224 --batch_size 1 --output convnext_tiny.mindir
+
+Without -c, a checkpoint inside a run folder takes its recipe from the run's config.yaml (the command line
+overrides it).
 
 The exported graph takes one float32 input [batch_size, in_channels, image_size, image_size], images
 already transformed as for evaluation (resized, centre-cropped, normalized with mean/std), and returns the
@@ -75,7 +78,8 @@ def export_model(network, file_format: str, output: str, batch_size: int, in_cha
 
 @exit_on_user_error
 def main(argv=None) -> int:
-    config = parse_config(argv, description=__doc__.split("\n")[0], extra=_extra_arguments)
+    config = parse_config(argv, description=__doc__.split("\n")[0], extra=_extra_arguments,
+                          recipe_beside_checkpoint=True)
     # The training batch of a recipe is not the batch of a deployed model: export one image unless told.
     given = sys.argv[1:] if argv is None else argv
     if not any(arg == "--batch_size" or arg.startswith("--batch_size=") for arg in given):

@@ -4,17 +4,22 @@ import functools
 import logging
 import os
 import sys
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import mindspore as ms
+import numpy as np
 
 from mindcv.data import create_dataset, create_loader, create_transforms
+from mindcv.data.dataset import EpochOrder
 from mindcv.models import create_model
 from mindcv.models.weights import load_state, read_state, to_mindcv_names
 from mindcv.ops.switch import fast_cpu_ops_enabled
 from mindcv.utils.config import ConfigError
 
 _logger = logging.getLogger("mindcv")
+
+# The keys that shape a network's parameters: a checkpoint fits only the values it was trained with.
+MODEL_KEYS = frozenset({"model", "depths", "dims", "in_channels", "layer_scale_init_value"})
 
 # Errors that mean "the input is wrong" (a missing folder, a bad key, a checkpoint of another model).
 USER_ERRORS = (ConfigError, FileNotFoundError, NotADirectoryError, ValueError, ImportError)
@@ -68,6 +73,9 @@ def setup_context(config) -> Tuple[int, int]:
     `launched_for_distribution`), so the 8-device recipe also validates or fine-tunes on one device; typed on the
     command line (`--distribute True`) it always applies."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if getattr(config, "run_folder_recipe", ""):
+        _logger.info("config: %s, the recipe of the checkpoint's run folder (the command line overrides it)",
+                     config.run_folder_recipe)
     ms.set_context(mode=config.mode)
     if config.device_target != "auto":
         ms.set_device(config.device_target) if hasattr(ms, "set_device") else ms.set_context(
@@ -109,25 +117,72 @@ def require_data_dir(config) -> None:
 def build_transform(config, is_training: bool):
     """The per-image transform of the config: `transform(encoded_bytes, rng) -> float32 [C, H, W]`
     (training: random resized crop and augmentation; evaluation: resize to image_resize / crop_pct,
-    centre crop image_resize pixels, normalize with mean/std, ImageNet's when unset)."""
+    centre crop image_resize pixels, normalize with mean/std, ImageNet's when unset). A color_jitter of one
+    number is the strength of brightness, contrast and saturation alike, as MindCV's float."""
     optional = {k: getattr(config, k) for k in ("mean", "std") if getattr(config, k) is not None}
     re_value = "random" if config.re_value == "random" else float(config.re_value)
+    jitter = config.color_jitter
     return create_transforms(config.dataset, is_training, image_resize=config.image_resize,
                              scale=tuple(config.scale), ratio=tuple(config.ratio), hflip=config.hflip,
-                             vflip=config.vflip, color_jitter=config.color_jitter,
+                             vflip=config.vflip, color_jitter=jitter[0] if jitter and len(jitter) == 1 else jitter,
                              interpolation=config.interpolation, auto_augment=config.auto_augment,
                              re_prob=config.re_prob, re_value=re_value, re_scale=tuple(config.re_scale),
                              re_ratio=tuple(config.re_ratio), re_max_attempts=config.re_max_attempts,
                              crop_pct=config.crop_pct, in_channels=config.in_channels, **optional)
 
 
+class RepeatedAugmentationOrder:
+    """The sample order of repeated augmentation (`aug_repeats`; MindCV's RepeatAugSampler, after DeiT): epoch e's
+    order before sharding (`EpochOrder`: seeded permutation, num_samples) with each sample repeated `repeats`
+    times in a row, padded with its head to a multiple of the ranks; rank r takes positions r, r + N, ... and
+    keeps as many as `order` gives it, so an epoch has its usual number of steps and shows about 1/repeats of
+    the images, each `repeats` times (on one device in neighbouring batch positions, on N devices on different
+    ranks). Copy k of sample i is index `i + k * num_images`: the loader reads image `index % num_images` and
+    draws the augmentation from the index, so the copies are augmented differently."""
+
+    def __init__(self, order: EpochOrder, repeats: int):
+        self.whole = EpochOrder(order.num_images, order.shuffle, order.epoch_samples, seed=order.seed)
+        self.repeats = repeats
+        self.num_shards, self.shard_id = order.num_shards, order.shard_id
+        self.length = len(order)
+
+    def __len__(self):
+        """Samples per epoch on this rank."""
+        return self.length
+
+    def indices(self, epoch):
+        whole = self.whole.indices(epoch)
+        copies = (whole[:, None] + self.whole.num_images * np.arange(self.repeats)).reshape(-1)
+        copies = np.resize(copies, -(-len(copies) // self.num_shards) * self.num_shards)  # repeats the head
+        return copies[self.shard_id::self.num_shards][:self.length]
+
+
 def build_dataset(config, split: str, is_training: bool, rank: int = 0, group_size: int = 1):
     """The files of one split (scanned once: loaders for later epochs reuse it), in the config's order and
-    sharded over `group_size` ranks (training pads shards to equal length, evaluation sees every image once)."""
+    sharded over `group_size` ranks (training pads shards to equal length, evaluation sees every image once).
+    Training shuffles with `shuffle` and repeats samples with `aug_repeats` > 1; evaluation shuffles with
+    `eval_shuffle`."""
     sharded = dict(num_shards=group_size, shard_id=rank) if group_size > 1 else {}
-    return create_dataset(config.dataset, config.data_dir, split=split, shuffle=config.shuffle and is_training,
-                          num_samples=config.num_samples, download=config.dataset_download, seed=config.seed,
-                          pad_shards=is_training, **sharded)
+    dataset = create_dataset(config.dataset, config.data_dir, split=split,
+                             shuffle=config.shuffle if is_training else config.eval_shuffle,
+                             num_samples=config.num_samples, download=config.dataset_download, seed=config.seed,
+                             pad_shards=is_training, **sharded)
+    if is_training and config.aug_repeats > 1:
+        dataset.epoch_order = RepeatedAugmentationOrder(dataset.epoch_order, config.aug_repeats)
+    return dataset
+
+
+def check_same_classes(expected: Sequence[str], found: Sequence[str], expected_source: str, found_source: str):
+    """ConfigError unless `found` names the classes of `expected` (labels are indices into the sorted names, so
+    any difference scores images against the wrong classes); the message names the classes in only one."""
+    if list(expected) == list(found):
+        return
+    found_set, expected_set = frozenset(found), frozenset(expected)
+    only_expected = [name for name in expected if name not in found_set]
+    only_found = [name for name in found if name not in expected_set]
+    parts = [f"only in {source}: {', '.join(names[:10])}{' ...' if len(names) > 10 else ''}"
+             for source, names in ((expected_source, only_expected), (found_source, only_found)) if names]
+    raise ConfigError(f"the classes of {found_source} differ from those of {expected_source} ({'; '.join(parts)})")
 
 
 def build_loader(config, dataset, is_training: bool, num_classes: int = None, start_epoch: int = 0,
@@ -145,13 +200,14 @@ def build_loader(config, dataset, is_training: bool, num_classes: int = None, st
                          skip_batches=skip_batches, **mixing)
 
 
-def build_model(config, num_classes: int, checkpoint_path: str = ""):
-    """`create_model` with the model keys of the config."""
+def build_model(config, num_classes: int, checkpoint_path: str = "", pretrained: bool = True):
+    """`create_model` with the model keys of the config; the published weights with `config.pretrained` unless
+    `pretrained` is False (the caller loads other weights)."""
     custom = {k: tuple(getattr(config, k)) for k in ("depths", "dims") if getattr(config, k)}
     if any(len(v) != 4 for v in custom.values()):
         raise ConfigError("depths and dims take 4 integers each, one per stage")
     return create_model(config.model, num_classes=num_classes, in_channels=config.in_channels,
-                        pretrained=config.pretrained, checkpoint_path=checkpoint_path,
+                        pretrained=config.pretrained and pretrained, checkpoint_path=checkpoint_path,
                         drop_path_rate=config.drop_path_rate, layer_scale_init_value=config.layer_scale_init_value,
                         head_init_scale=config.head_init_scale, **custom)
 
@@ -161,7 +217,8 @@ def build_eval_model(config):
 
     The classifier has as many outputs as the checkpoint's (`config.num_classes`, when set, must agree):
     unlike fine-tuning, prediction and export must not run with a freshly initialised classifier.
-    Raises ConfigError without ckpt_path, ValueError for a checkpoint without a classifier or of another model."""
+    Raises ConfigError without ckpt_path, ValueError for a checkpoint without a classifier or of another model
+    (naming the run folder's config.yaml, and the model keys that the command line changed in it)."""
     if not config.ckpt_path:
         raise ConfigError("no weights: pass --ckpt_path CHECKPOINT (.ckpt, .safetensors or .pth)")
     state, _ = to_mindcv_names(read_state(config.ckpt_path))
@@ -172,14 +229,18 @@ def build_eval_model(config):
     if config.num_classes and config.num_classes != num_classes:
         raise ValueError(f"num_classes is {config.num_classes} but the classifier in {config.ckpt_path} has "
                          f"{num_classes} outputs")
-    network = build_model(config, num_classes)
+    network = build_model(config, num_classes, pretrained=False)
     try:
         load_state(network, state, source=config.ckpt_path)  # the file is read once, above
     except ValueError as error:
-        # the usual cause: the model keys (depths, dims, ...) of the run were not passed
+        # the usual cause: model keys (depths, dims, ...) other than the run's
         recipe = os.path.join(os.path.dirname(config.ckpt_path), "config.yaml")
-        if not getattr(config, "config", "") and os.path.isfile(recipe):
-            raise ValueError(f"{error} The run folder has its recipe: pass -c {recipe}") from None
-        raise
+        if not os.path.isfile(recipe):
+            raise
+        if config.config and os.path.samefile(config.config, recipe):
+            changed = sorted(MODEL_KEYS & config.command_line_keys)
+            raise ValueError(f"{error} The command line changes {', '.join(changed) or 'no model key'} of the "
+                             f"run's {recipe}") from None
+        raise ValueError(f"{error} The run folder has its recipe: leave -c out to use it ({recipe})") from None
     network.set_train(False)
     return network
