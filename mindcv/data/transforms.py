@@ -156,9 +156,16 @@ class Normalize:
     """uint8 HWC (or HW) pixels -> float32 CHW, `(pixel - mean) / std` on the 0-255 scale."""
 
     def __init__(self, mean, std, in_channels):
-        mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
-        if in_channels == 1 and mean.size == 3:
+        mean, std = np.asarray(mean, np.float32).reshape(-1), np.asarray(std, np.float32).reshape(-1)
+        if in_channels == 1 and mean.size == 3 and std.size == 3:
             mean, std = mean.mean(keepdims=True), std.mean(keepdims=True)
+        # the normalize kernel and the numpy path both read one mean and one std per channel
+        if mean.size != in_channels or std.size != in_channels:
+            raise ValueError(f"normalization needs one mean and one std per channel ({in_channels}), got "
+                             f"{mean.size} mean and {std.size} std values")
+        if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std != 0).all()):
+            raise ValueError(f"normalization mean and std must be finite and std non-zero, got mean "
+                             f"{mean.tolist()}, std {std.tolist()}")
         self.scale = (1.0 / std).astype(np.float32)
         self.bias = (-mean / std).astype(np.float32)
         self.in_channels = in_channels

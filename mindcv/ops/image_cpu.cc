@@ -31,6 +31,38 @@ constexpr int kPrecisionBits = 32 - 8 - 2;
 const mindcv_ops::Isa kIsa = mindcv_ops::DetectIsa();
 enum Filter { kBilinear = 2, kBicubic = 3 };  // Pillow's numbers for Image.BILINEAR / Image.BICUBIC
 
+// What the entry points return: 0, a positive code for data they cannot process, or a negative code for
+// arguments they refuse (checked before any memory is read; mindcv/data/kernels.py turns them into errors).
+enum Status : int {
+  kOk = 0,
+  kUndecodable = 1,       // not a JPEG that this kernel decodes cleanly (corrupt, truncated, ...)
+  kUnsupportedColor = 2,  // CMYK / YCCK JPEG
+  kOutOfMemory = 3,
+  kBadSize = -1,          // an image or output side <= 0 or above kMaxSide, or an empty batch
+  kBadChannels = -2,      // not 1 or 3 channels
+  kBadBox = -3,           // a box edge not finite, right < left, bottom < top, or outside the image
+  kBadBuffer = -4,        // a null pointer, or a buffer length that does not match the sizes
+  kBadFilter = -5,        // not bilinear or bicubic
+  kBadReduction = -6,     // not 1, 2, 4 or 8
+  kBadParameters = -7,    // not one mean / std value (scale, bias) or fill value per channel, not 6 coefficients
+};
+// Sides up to 2^24 pixels: box edges are single precision (as in Pillow), exact up to there, and every
+// index product below stays far from overflowing.
+constexpr int64_t kMaxSide = int64_t{1} << 24;
+
+inline bool ValidSide(int64_t side) { return side > 0 && side <= kMaxSide; }
+inline bool ValidFilter(int filter) { return filter == kBilinear || filter == kBicubic; }
+
+// A box (left, top, right, bottom), rounded to single precision as MakeTaps and Pillow use it, inside a
+// width x height image: 0 <= left <= right <= width, 0 <= top <= bottom <= height (Pillow's own rule; an
+// empty box is allowed, as in Pillow). NaN fails every comparison, so it is refused too.
+bool BoxInside(const double *box, int width, int height) {
+  const float left = static_cast<float>(box[0]), top = static_cast<float>(box[1]);
+  const float right = static_cast<float>(box[2]), bottom = static_cast<float>(box[3]);
+  return left >= 0.0f && top >= 0.0f && right >= left && bottom >= top && right <= static_cast<float>(width) &&
+         bottom <= static_cast<float>(height);
+}
+
 double FilterWeight(int filter, double x) {
   x = std::fabs(x);
   if (filter == kBilinear) return x < 1.0 ? 1.0 - x : 0.0;
@@ -357,16 +389,19 @@ struct JpegBuffers {
 int DecodeRegion(jpeg_decompress_struct *cinfo, ErrorManager *errors, JpegBuffers *buffers, const uint8_t *data,
                  size_t size, int reduction, const double *box, int out_w, int out_h, int filter, int hflip,
                  uint8_t *out) {
-  if (setjmp(errors->escape)) return 1;
+  if (setjmp(errors->escape)) return kUndecodable;
   CreateDecompress(cinfo, errors);
   jpeg_mem_src(cinfo, data, static_cast<unsigned long>(size));
-  if (jpeg_read_header(cinfo, TRUE) != JPEG_HEADER_OK) return 1;
+  if (jpeg_read_header(cinfo, TRUE) != JPEG_HEADER_OK) return kUndecodable;
   if (cinfo->jpeg_color_space != JCS_YCbCr && cinfo->jpeg_color_space != JCS_GRAYSCALE &&
       cinfo->jpeg_color_space != JCS_RGB)
-    return 2;  // CMYK / YCCK: Pillow converts those
+    return kUnsupportedColor;  // CMYK / YCCK: Pillow converts those
   cinfo->out_color_space = JCS_RGB;
   cinfo->scale_num = 1;
   cinfo->scale_denom = reduction;
+  jpeg_calc_output_dimensions(cinfo);
+  if (!BoxInside(box, static_cast<int>(cinfo->output_width), static_cast<int>(cinfo->output_height)))
+    return kBadBox;
   jpeg_start_decompress(cinfo);
   const int width = static_cast<int>(cinfo->output_width), height = static_cast<int>(cinfo->output_height);
   buffers->horizontal = MakeTaps(width, box[0], box[2], out_w, filter);
@@ -387,17 +422,17 @@ int DecodeRegion(jpeg_decompress_struct *cinfo, ErrorManager *errors, JpegBuffer
   const int first_decoded = std::max(0, row0 - kMargin);
   if (first_decoded > 0 &&
       jpeg_skip_scanlines(cinfo, static_cast<JDIMENSION>(first_decoded)) != static_cast<JDIMENSION>(first_decoded))
-    return 1;
+    return kUndecodable;
   const size_t stride = static_cast<size_t>(cols) * 3;
   buffers->rows.resize((row1 - first_decoded) * stride);
   for (int r = first_decoded; r < row1; ++r) {
     JSAMPROW line = &buffers->rows[(r - first_decoded) * stride];
-    if (jpeg_read_scanlines(cinfo, &line, 1) != 1) return 1;
+    if (jpeg_read_scanlines(cinfo, &line, 1) != 1) return kUndecodable;
   }
   ResampleRegion(buffers->rows.data(), stride, first_decoded, static_cast<int>(col0), static_cast<int>(cols), 3,
                  buffers->horizontal, buffers->vertical, VerticalFirst(width, height, out_w, out_h), hflip != 0,
                  out);
-  return 0;
+  return kOk;
 }
 
 // uint8 HWC -> float32 CHW, chw[c][p] = hwc[p][c] * scale[c] + bias[c] (a multiply, then an add, both rounded
@@ -534,7 +569,8 @@ __attribute__((always_inline)) inline bool AffinePoint(const double *a, int x, i
   const double xo = x + 0.5, yo = y + 0.5;
   *xin = a[0] * xo + a[1] * yo + a[2];
   *yin = a[3] * xo + a[4] * yo + a[5];
-  return !(*xin < 0.0 || *xin >= width || *yin < 0.0 || *yin >= height);
+  // written so that NaN (infinite or huge coefficients) counts as outside: the pixel keeps the fill
+  return *xin >= 0.0 && *xin < width && *yin >= 0.0 && *yin < height;
 }
 
 #ifdef MINDCV_X86
@@ -574,12 +610,23 @@ void Affine(const uint8_t *image, int width, int height, const double *a, int fi
 
 extern "C" {
 
+// Every entry point checks its arguments before it reads or writes memory and returns a Status: sizes, channel
+// counts, filters, boxes inside the image, and the length (in elements) of every buffer it is given, which must
+// match the sizes exactly.
+
 // Decode the JPEG `data` at 1/reduction scale (1, 2, 4 or 8: libjpeg's DCT scaling), and resample the region
 // `box` (left, top, right, bottom; pixels of the reduced image, fractions allowed) to out_w x out_h RGB pixels
-// in `out` (HWC, uint8), mirrored left-right when hflip. Returns 0 on success, non-zero when the data is not
-// a JPEG that this kernel decodes cleanly (then nothing is promised about `out`).
+// in `out` (HWC, uint8, out_len = out_h * out_w * 3 bytes), mirrored left-right when hflip. Returns kOk, a
+// positive Status when the data is not a JPEG that this kernel decodes cleanly (then nothing is promised about
+// `out`), or a negative one for refused arguments (a box outside the image is known only from the header).
 int mindcv_jpeg_region(const uint8_t *data, size_t size, int reduction, const double *box, int out_w, int out_h,
-                       int filter, int hflip, uint8_t *out) {
+                       int filter, int hflip, uint8_t *out, size_t out_len) {
+  if (data == nullptr || box == nullptr || out == nullptr) return kBadBuffer;
+  if (size == 0) return kUndecodable;
+  if (reduction != 1 && reduction != 2 && reduction != 4 && reduction != 8) return kBadReduction;
+  if (!ValidSide(out_w) || !ValidSide(out_h)) return kBadSize;
+  if (out_len != static_cast<size_t>(out_w) * static_cast<size_t>(out_h) * 3) return kBadBuffer;
+  if (!ValidFilter(filter)) return kBadFilter;
   jpeg_decompress_struct cinfo;
   std::memset(&cinfo, 0, sizeof(cinfo));
   ErrorManager errors;
@@ -591,15 +638,26 @@ int mindcv_jpeg_region(const uint8_t *data, size_t size, int reduction, const do
     return status;
   } catch (...) {  // out of memory: the caller falls back to Pillow
     jpeg_destroy_decompress(&cinfo);
-    return 3;
+    return kOutOfMemory;
   }
 }
 
-// Resample the region `box` of an 8-bit image (height rows of `stride` bytes, `channels` 1 or 3 interleaved)
-// to out_w x out_h, as Image.resize(size, filter, box) does; mirrored left-right when hflip.
-int mindcv_resize(const uint8_t *image, int width, int height, int stride, int channels, const double *box,
-                  int out_w, int out_h, int filter, int hflip, uint8_t *out) try {
-  if (channels != 1 && channels != 3) return 1;
+// Resample the region `box` of an 8-bit image (height rows of `stride` bytes, `channels` 1 or 3 interleaved,
+// image_len bytes in all) to out_w x out_h (out_len = out_h * out_w * channels bytes), as
+// Image.resize(size, filter, box) does; mirrored left-right when hflip.
+int mindcv_resize(const uint8_t *image, size_t image_len, int width, int height, int64_t stride, int channels,
+                  const double *box, int out_w, int out_h, int filter, int hflip, uint8_t *out,
+                  size_t out_len) try {
+  if (image == nullptr || box == nullptr || out == nullptr) return kBadBuffer;
+  if (!ValidSide(width) || !ValidSide(height) || !ValidSide(out_w) || !ValidSide(out_h)) return kBadSize;
+  if (channels != 1 && channels != 3) return kBadChannels;
+  if (!ValidFilter(filter)) return kBadFilter;
+  const int64_t row_bytes = static_cast<int64_t>(width) * channels;
+  if (stride < row_bytes || stride > (int64_t{1} << 40) ||
+      image_len < static_cast<size_t>(stride) * (height - 1) + static_cast<size_t>(row_bytes) ||
+      out_len != static_cast<size_t>(out_w) * static_cast<size_t>(out_h) * channels)
+    return kBadBuffer;
+  if (!BoxInside(box, width, height)) return kBadBox;
   const Taps horizontal = MakeTaps(width, box[0], box[2], out_w, filter);
   const Taps vertical = MakeTaps(height, box[1], box[3], out_h, filter);
   int col_first, col_end;
@@ -608,41 +666,60 @@ int mindcv_resize(const uint8_t *image, int width, int height, int stride, int c
   ResampleRegion(image + static_cast<size_t>(row0) * stride + static_cast<size_t>(col_first) * channels, stride,
                  row0, col_first, col_end - col_first, channels, horizontal, vertical,
                  VerticalFirst(width, height, out_w, out_h), hflip != 0, out);
-  return 0;
+  return kOk;
 } catch (...) {  // out of memory
-  return 2;
+  return kOutOfMemory;
 }
+
 // Image.transform(size, Image.AFFINE, a, filter, fillcolor=fill) of a width x height image with 1 or 3
-// interleaved channels (a: the six coefficients; output pixel (x, y) samples input point
-// (a0 (x + .5) + a1 (y + .5) + a2, a3 (x + .5) + a4 (y + .5) + a5)).
-int mindcv_affine(const uint8_t *image, int width, int height, int channels, const double *a, int filter,
-                  const uint8_t *fill, uint8_t *out) try {
+// interleaved channels (image_len = out_len = height * width * channels bytes; a: the n_coeffs = 6
+// coefficients; fill: n_fill = channels values). Output pixel (x, y) samples input point
+// (a0 (x + .5) + a1 (y + .5) + a2, a3 (x + .5) + a4 (y + .5) + a5).
+int mindcv_affine(const uint8_t *image, size_t image_len, int width, int height, int channels, const double *a,
+                  int n_coeffs, int filter, const uint8_t *fill, int n_fill, uint8_t *out, size_t out_len) try {
+  if (image == nullptr || a == nullptr || fill == nullptr || out == nullptr) return kBadBuffer;
+  if (!ValidSide(width) || !ValidSide(height)) return kBadSize;
+  if (channels != 1 && channels != 3) return kBadChannels;
+  if (!ValidFilter(filter)) return kBadFilter;
+  if (n_coeffs != 6 || n_fill != channels) return kBadParameters;
+  const size_t bytes = static_cast<size_t>(width) * static_cast<size_t>(height) * channels;
+  if (image_len != bytes || out_len != bytes) return kBadBuffer;
   if (channels == 3)
     Affine<3>(image, width, height, a, filter, fill, out);
-  else if (channels == 1)
-    Affine<1>(image, width, height, a, filter, fill, out);
   else
-    return 1;
-  return 0;
+    Affine<1>(image, width, height, a, filter, fill, out);
+  return kOk;
 } catch (...) {  // out of memory
-  return 2;
+  return kOutOfMemory;
 }
-// uint8 HWC -> float32 CHW, chw[c][p] = hwc[p][c] * scale[c] + bias[c]: see NormalizeBody.
-void mindcv_normalize(const uint8_t *hwc, int64_t pixels, int channels, const float *scale, const float *bias,
-                      float *chw) {
+
+// uint8 HWC -> float32 CHW, chw[c][p] = hwc[p][c] * scale[c] + bias[c]: see NormalizeBody. hwc_len = chw_len =
+// pixels * channels elements; n_scale = n_bias = channels (1 or 3).
+int mindcv_normalize(const uint8_t *hwc, size_t hwc_len, int64_t pixels, int channels, const float *scale,
+                     int n_scale, const float *bias, int n_bias, float *chw, size_t chw_len) {
+  if (hwc == nullptr || scale == nullptr || bias == nullptr || chw == nullptr) return kBadBuffer;
+  if (pixels <= 0 || pixels > kMaxSide * kMaxSide) return kBadSize;
+  if (channels != 1 && channels != 3) return kBadChannels;
+  if (n_scale != channels || n_bias != channels) return kBadParameters;
+  const size_t elements = static_cast<size_t>(pixels) * channels;
+  if (hwc_len != elements || chw_len != elements) return kBadBuffer;
   const bool avx2 = kIsa != mindcv_ops::Isa::kBase;
   if (channels == 3)
     avx2 ? NormalizeAvx2<3>(hwc, pixels, scale, bias, chw) : NormalizeBody<3>(hwc, pixels, scale, bias, chw);
   else
     avx2 ? NormalizeAvx2<1>(hwc, pixels, scale, bias, chw) : NormalizeBody<1>(hwc, pixels, scale, bias, chw);
+  return kOk;
 }
 
-// Width, height and number of components of a JPEG (from its header). Returns 0 on success.
+// Width, height and number of components of a JPEG (from its header). Returns kOk, kUndecodable, or kBadBuffer
+// for a null pointer.
 int mindcv_jpeg_header(const uint8_t *data, size_t size, int *width, int *height, int *components) {
+  if (data == nullptr || width == nullptr || height == nullptr || components == nullptr) return kBadBuffer;
+  if (size == 0) return kUndecodable;
   jpeg_decompress_struct cinfo;
   std::memset(&cinfo, 0, sizeof(cinfo));
   ErrorManager errors;
-  int status = 1;
+  int status = kUndecodable;
   if (!setjmp(errors.escape)) {
     CreateDecompress(&cinfo, &errors);
     jpeg_mem_src(&cinfo, data, static_cast<unsigned long>(size));
@@ -650,16 +727,19 @@ int mindcv_jpeg_header(const uint8_t *data, size_t size, int *width, int *height
       *width = static_cast<int>(cinfo.image_width);
       *height = static_cast<int>(cinfo.image_height);
       *components = cinfo.num_components;
-      status = 0;
+      status = kOk;
     }
   }
   jpeg_destroy_decompress(&cinfo);
   return status;
 }
 
-// Mixup in place: image i of the batch becomes lam * x[i] + (1 - lam) * x[n - 1 - i], each product rounded to
-// float32 before the sum.
-void mindcv_mix_reversed(float *batch, int n, int64_t image_size, float lam) {
+// Mixup in place: image i of the batch (n images of image_size floats, batch_len = n * image_size) becomes
+// lam * x[i] + (1 - lam) * x[n - 1 - i], each product rounded to float32 before the sum.
+int mindcv_mix_reversed(float *batch, size_t batch_len, int n, int64_t image_size, float lam) {
+  if (batch == nullptr) return kBadBuffer;
+  if (n <= 0 || image_size <= 0 || image_size > (int64_t{1} << 40)) return kBadSize;
+  if (batch_len != static_cast<size_t>(n) * static_cast<size_t>(image_size)) return kBadBuffer;
   const float rest = 1.0f - lam;
   for (int i = 0; i < (n + 1) / 2; ++i) {
     float *a = batch + i * image_size, *b = batch + (n - 1 - i) * image_size;
@@ -670,6 +750,7 @@ void mindcv_mix_reversed(float *batch, int n, int64_t image_size, float lam) {
       b[p] = ay + rx;
     }
   }
+  return kOk;
 }
 
 }  // extern "C"
