@@ -206,8 +206,8 @@ def test_infer_user_errors_are_one_line(finetuned_run, image_folder, tmp_path, c
     (tmp_path / "names.txt").write_text("cat\ndog\n")
     argv, expected = {
         "missing input": (recipe + ["--ckpt_path", ckpt, str(tmp_path / "nowhere")], "no such image or folder"),
-        "model of another size": (["--model", "convnext_atto", "--ckpt_path", ckpt, str(image_folder)],
-                                  "pass -c"),
+        "model of another size": (["--dims", "8", "8", "8", "8", "--ckpt_path", ckpt, str(image_folder)],
+                                  "The command line changes dims of the run's"),
         "wrong class names": (recipe + ["--ckpt_path", ckpt, "--class_names", str(tmp_path / "names.txt"),
                                         str(image_folder)], "names 2 classes"),
     }[case]
