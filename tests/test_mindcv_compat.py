@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import types
 
 import mindspore as ms
 import numpy as np
@@ -315,18 +316,43 @@ def test_pretrained_loads_the_published_file_from_the_cache(tmp_path, monkeypatc
     url = convnext_module.model_cfgs["convnext_tiny"]["url"]
     save_checkpoint_atomic(source, str(tmp_path / os.path.basename(url)))
     monkeypatch.setattr(convnext_module, "PRETRAINED_DIR", str(tmp_path))
+    monkeypatch.setenv("MINDCV_DOWNLOAD_BASE", "http://127.0.0.1:9/")  # nothing may be fetched
     for net in (create_model("convnext_tiny", pretrained=True, **small),
                 convnext_module.convnext_tiny(pretrained=True, **small)):
         assert all(np.array_equal(a.asnumpy(), b.asnumpy())
                    for a, b in zip(net.get_parameters(), source.get_parameters()))
-    with pytest.raises(ValueError, match="no published weights for convnext_atto"):
-        create_model("convnext_atto", pretrained=True, **small)
     with pytest.raises(ValueError, match="checkpoint_path and pretrained both name the weights"):
         create_model("convnext_tiny", pretrained=True, checkpoint_path=str(tmp_path / "x.ckpt"), **small)
     monkeypatch.setattr(convnext_module, "PRETRAINED_DIR", str(tmp_path / "empty"))
-    with pytest.raises(FileNotFoundError, match=f"pretrained weights for convnext_tiny not found at "
-                                                f"{tmp_path / 'empty'}"):
+    with pytest.raises(ValueError, match="cannot download http://127.0.0.1:9/convnext/convnext_tiny-ae5ff8d7.ckpt "
+                                         rf".*fetch convnext_tiny-ae5ff8d7.ckpt by hand and put it in {tmp_path / 'empty'}"):
         create_model("convnext_tiny", pretrained=True, **small)
+
+
+def test_sizes_without_mindcv_weights_come_from_the_hub(tmp_path, monkeypatch):
+    """convnext_atto has no MindCV weights: pretrained=True asks the Hugging Face Hub (through huggingface_hub, an
+    optional dependency) for timm's; a text names another published variant."""
+    small = dict(depths=(1, 1, 1, 1), dims=(8, 8, 8, 8), num_classes=10)
+    source = create_model("convnext_atto", **small)
+    weights = {p.name: p.asnumpy() for p in source.get_parameters()}
+    path = str(tmp_path / "model.safetensors")
+    from safetensors.numpy import save_file
+    save_file(weights, path)
+    asked = []
+
+    def hf_hub_download(repo_id, filename, cache_dir=None):
+        asked.append((repo_id, filename))
+        return path
+
+    monkeypatch.setitem(sys.modules, "huggingface_hub", types.SimpleNamespace(hf_hub_download=hf_hub_download))
+    net = create_model("convnext_atto", pretrained=True, **small)
+    create_model("convnext_atto", pretrained="timm/convnext_atto.d2_in1k_ft_in22k", **small)
+    assert asked == [("timm/convnext_atto.d2_in1k", "model.safetensors"),
+                     ("timm/convnext_atto.d2_in1k_ft_in22k", "model.safetensors")]
+    assert all(np.array_equal(p.asnumpy(), weights[p.name]) for p in net.get_parameters())
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)
+    with pytest.raises(ImportError, match="come from the Hugging Face Hub: `pip install huggingface_hub`"):
+        create_model("convnextv2_atto", pretrained=True, **small)
 
 
 def test_ema_loads_the_moving_average_and_auto_mapping_changes_nothing(tmp_path):
@@ -350,11 +376,12 @@ def test_ema_loads_the_moving_average_and_auto_mapping_changes_nothing(tmp_path)
 def test_registry_functions():
     assert list_modules() == ["convnext"]
     assert list_models(module="convnext") == list_models() and list_models(module="resnet") == []
-    assert list_models(pretrained=True) == ["convnext_base", "convnext_small", "convnext_tiny"]
+    assert list_models(pretrained=True) == list_models()  # MindCV's weights, or timm's on the Hub
     assert list_models(["convnext_a*", "convnextv2_a*"]) == ["convnext_atto", "convnextv2_atto"]
     assert list_models("convnext*", exclude_filters=["convnextv2*", "*_xlarge"])[-1] == "convnext_tiny"
     assert is_model_in_modules("convnext_tiny", ["convnext"]) and not is_model_in_modules("convnext_tiny", ("vit",))
-    assert is_model_pretrained("convnext_tiny") and not is_model_pretrained("convnextv2_tiny")
+    assert is_model_pretrained("convnext_tiny") and is_model_pretrained("convnextv2_tiny")
+    assert not is_model_pretrained("resnet50")
     assert is_model("convnextv2_huge") and model_entrypoint("convnext_tiny") is convnext_module.convnext_tiny
 
 

@@ -3,7 +3,6 @@
 Parameter names follow MindCV's published checkpoints (`feature.1.0.dwconv.weight`, ...), so those
 files load strictly; `mindcv.models.weights` maps timm and official names onto them.
 """
-import os
 from typing import Dict, Sequence
 
 import mindspore as ms
@@ -13,14 +12,18 @@ from mindspore.common.initializer import TruncatedNormal, Zero, initializer
 
 from ..ops.depthwise_conv import depthwise_conv_norm_op, fast_depthwise_available
 from ..ops.mlp import mlp_residual_op
+from ..utils.download import cache_dir, fetch, fetch_from_hub
 from .layers import GELU, GRN, DepthwiseConv2d, LayerNorm, LayerNorm2d, LayerScaleResidual, Linear, PatchifyConv2d, \
     PointwiseMlp
 from .registry import register_model
 from .weights import load_weights
 
 MINDCV_URL = "https://download.mindspore.cn/toolkits/mindcv/convnext/"
-# Where `pretrained=True` finds the published weights (named as in their URL); nothing is downloaded at run time.
-PRETRAINED_DIR = os.path.expanduser(os.environ.get("MINDCV_HOME", "~/.cache/mindcv"))
+# Where `pretrained=True` keeps the published weights it downloads (named as in their URL).
+PRETRAINED_DIR = cache_dir()
+# Published ImageNet-1k weights: MindCV's .ckpt (url) where MindCV has them, else timm's on the Hugging Face Hub (hub)
+_TIMM_TAGS = {"convnext_atto": "d2_in1k", "convnext_femto": "d1_in1k", "convnext_pico": "d1_in1k",
+              "convnext_nano": "d1h_in1k", "convnext_large": "fb_in1k", "convnext_xlarge": "fb_in22k_ft_in1k"}
 
 # One place for every size: stage depths, stage widths, and published MindCV weights where they exist.
 model_cfgs: Dict[str, dict] = {
@@ -42,6 +45,9 @@ model_cfgs: Dict[str, dict] = {
     "convnextv2_large": dict(depths=(3, 3, 27, 3), dims=(192, 384, 768, 1536), use_grn=True),
     "convnextv2_huge": dict(depths=(3, 3, 27, 3), dims=(352, 704, 1408, 2816), use_grn=True),
 }
+for _name, _cfg in model_cfgs.items():
+    if "url" not in _cfg:
+        _cfg["hub"] = f"timm/{_name}.{_TIMM_TAGS.get(_name, 'fcmae_ft_in1k')}"
 
 
 class Block(nn.Cell):
@@ -179,21 +185,25 @@ class ConvNeXt(nn.Cell):
         return macs + (0 if self.features_only else self.dims[-1] * self.num_classes)
 
 
-def _create(name: str, pretrained: bool, **kwargs) -> ConvNeXt:
-    args = {k: v for k, v in model_cfgs[name].items() if k != "url"}
+def pretrained_weights(name: str, pretrained) -> str:
+    """The local path of the weights `pretrained` names for model `name`, downloaded into the cache if needed:
+    True = the published ImageNet-1k weights (MindCV's model zoo for convnext_tiny/small/base, verified by the hash
+    in their names; timm's on the Hugging Face Hub for the other sizes); a text "owner/repository" = that Hub
+    repository's `model.safetensors` (another published variant, e.g. "timm/convnextv2_tiny.fcmae_ft_in22k_in1k")."""
+    if isinstance(pretrained, str):
+        return fetch_from_hub(pretrained)
+    cfg = model_cfgs[name]
+    return fetch(cfg["url"], PRETRAINED_DIR) if "url" in cfg else fetch_from_hub(cfg["hub"])
+
+
+def _create(name: str, pretrained, **kwargs) -> ConvNeXt:
+    args = {k: v for k, v in model_cfgs[name].items() if k not in ("url", "hub")}
     if args.get("use_grn"):
         args["layer_scale_init_value"] = 0.0
     args.update(kwargs)
     model = ConvNeXt(**args)
     if pretrained:
-        url = model_cfgs[name].get("url", "")
-        if not url:
-            raise ValueError(f"no published weights for {name}; pass checkpoint_path instead")
-        path = os.path.join(PRETRAINED_DIR, os.path.basename(url))
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"pretrained weights for {name} not found at {path}; download {url} there, or "
-                                    "pass checkpoint_path")
-        load_weights(model, path)
+        load_weights(model, pretrained_weights(name, pretrained))  # the classifier is resized as for any file
     return model
 
 
@@ -204,7 +214,8 @@ def _register_all() -> None:
             return _create(name, pretrained, num_classes=num_classes, in_channels=in_channels, **kwargs)
         constructor.__name__ = constructor.__qualname__ = name
         constructor.__doc__ = (f"{name}: depths {model_cfgs[name]['depths']}, dims {model_cfgs[name]['dims']}. "
-                               "MindCV's arguments: pretrained (load the published weights from PRETRAINED_DIR), "
+                               "MindCV's arguments: pretrained (True: the published weights, downloaded into PRETRAINED_DIR; or a Hub "
+                               "repository such as 'timm/convnext_tiny.fb_in22k'), "
                                "num_classes, in_channels; other keyword arguments reach ConvNeXt.")
         return constructor
 

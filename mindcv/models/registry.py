@@ -16,7 +16,7 @@ _model_has_pretrained: Set[str] = set()
 def register_model(fn: Callable) -> Callable:
     """Decorator: register a model constructor under its function name, in the module that defines it (the last
     part of its dotted name, e.g. "convnext"). The model has published weights when that module's `model_cfgs`
-    (or, as in MindCV, `default_cfgs`) gives it a "url"."""
+    (or, as in MindCV, `default_cfgs`) gives it a "url" (or a Hugging Face Hub repository, "hub")."""
     name = fn.__name__
     if name in _model_entrypoints:
         raise ValueError(f"model '{name}' is registered twice")
@@ -25,7 +25,7 @@ def register_model(fn: Callable) -> Callable:
     _model_entrypoints[name] = fn
     _model_to_module[name] = fn.__module__.split(".")[-1]
     _module_to_models[_model_to_module[name]].add(name)
-    if cfgs.get(name, {}).get("url"):
+    if cfgs.get(name, {}).get("url") or cfgs.get(name, {}).get("hub"):
         _model_has_pretrained.add(name)
     return fn
 

@@ -207,7 +207,7 @@ def build_model(config, num_classes: int, checkpoint_path: str = "", pretrained:
     if any(len(v) != 4 for v in custom.values()):
         raise ConfigError("depths and dims take 4 integers each, one per stage")
     return create_model(config.model, num_classes=num_classes, in_channels=config.in_channels,
-                        pretrained=config.pretrained and pretrained, checkpoint_path=checkpoint_path,
+                        pretrained=config.pretrained if pretrained else False, checkpoint_path=checkpoint_path,
                         drop_path_rate=config.drop_path_rate, layer_scale_init_value=config.layer_scale_init_value,
                         head_init_scale=config.head_init_scale, **custom)
 

@@ -15,6 +15,7 @@ import argparse
 import difflib
 import math
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -81,6 +82,7 @@ class Option:
     aliases: Tuple[str, ...] = ()  # other names of the key (MindCV's spelling), in recipes and on the command line
     supported: Optional[Tuple] = None  # the values training honours so far (None: every valid value)
     unsupported: str = ""  # why other values are refused, and what to do instead
+    or_text: Optional[str] = None  # a bool that may also be a text matching this pattern (pretrained: a Hub tag)
 
     def accepts(self, value) -> bool:
         """Whether `value` (already of the option's type) lies in the option's valid range."""
@@ -110,9 +112,10 @@ class Option:
 
 
 def _opt(name, type_, default, help_, choices=None, item=float, valid=None, length=None, ordered=False, aliases=(),
-         supported=None, unsupported=""):
+         supported=None, unsupported="", or_text=None):
     return Option(name, type_, default, help_, choices, optional=default is None, item=item, valid=valid,
-                  length=length, ordered=ordered, aliases=aliases, supported=supported, unsupported=unsupported)
+                  length=length, ordered=ordered, aliases=aliases, supported=supported, unsupported=unsupported,
+                  or_text=or_text)
 
 
 SCHEMA: List[Option] = [
@@ -181,7 +184,9 @@ SCHEMA: List[Option] = [
     _opt("model", str, "convnext_tiny", "registered model name, see mindcv.models.list_models()"),
     _opt("num_classes", int, None, "classifier outputs (default: the number of class folders)", valid=AT_LEAST_1),
     _opt("in_channels", int, 3, "input image channels", valid=AT_LEAST_1),
-    _opt("pretrained", bool, False, "start from the published weights of the model"),
+    _opt("pretrained", bool, False, "start from the published ImageNet weights of the model (downloaded into "
+         "$MINDCV_HOME), or from a Hugging Face Hub repository such as timm/convnextv2_tiny.fcmae_ft_in22k_in1k",
+         or_text=r"[\w.-]+/[\w.-]+"),
     _opt("ckpt_path", str, "", "weights to start from (train) or to evaluate (validate): .ckpt, .safetensors, .pth"),
     _opt("depths", list, None, "override the model's blocks per stage (4 integers), e.g. for a small demo model",
          item=int, valid=AT_LEAST_1, length=(4, 4)),
@@ -291,7 +296,9 @@ def coerce(option: Option, value):
             return None
         raise ConfigError(f"{option.name} may not be empty; default is {option.default!r}")
     try:
-        if option.type is bool:
+        if option.type is bool and option.or_text and isinstance(value, str) and re.fullmatch(option.or_text, value):
+            result = value
+        elif option.type is bool:
             result = _parse_bool(value)
         elif option.type is list:
             items = value if isinstance(value, (list, tuple)) else str(value).replace(",", " ").split()

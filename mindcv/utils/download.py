@@ -12,6 +12,10 @@ it first if it is not there:
 - a file already in the cache is used without touching the network.
 `MINDCV_DOWNLOAD_BASE` replaces the base URL of MindCV's model zoo (a mirror). Without a network the error is one
 line: the URL that failed, the file to fetch by hand and the folder to put it in.
+
+`fetch_from_hub(repo_id)` gets timm's weights from the Hugging Face Hub through the `huggingface_hub` library (an
+optional dependency), which verifies, caches (under `$MINDCV_HOME/hub`) and locks as it does for every user, and
+honours `HF_ENDPOINT` and `HF_HUB_OFFLINE`.
 """
 import contextlib
 import fcntl
@@ -145,3 +149,20 @@ def _sha256(path: str) -> str:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def fetch_from_hub(repo_id: str, filename: str = "model.safetensors") -> str:
+    """The cached path of `filename` in the Hugging Face Hub repository `repo_id` (e.g.
+    "timm/convnextv2_tiny.fcmae_ft_in22k_in1k"), downloaded by `huggingface_hub` if needed. ImportError without
+    that library; DownloadError when the Hub cannot give the file."""
+    try:
+        from huggingface_hub import hf_hub_download  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        raise ImportError(f"weights {repo_id} come from the Hugging Face Hub: `pip install huggingface_hub`, or "
+                          f"download {filename} of https://huggingface.co/{repo_id} and pass it as ckpt_path") from None
+    try:
+        return hf_hub_download(repo_id=repo_id, filename=filename, cache_dir=os.path.join(cache_dir(), "hub"))
+    except Exception as error:  # the library's own errors: offline, unknown repository, network, hash
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DownloadError(f"cannot fetch {filename} of {repo_id} from the Hugging Face Hub ({reason}); download "
+                            f"https://huggingface.co/{repo_id} by hand and pass the file as ckpt_path") from None
