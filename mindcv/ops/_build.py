@@ -243,16 +243,30 @@ def _load_problem(path: str, key: str) -> Tuple[Optional[str], bool]:
     return None, True
 
 
+def _one_line(text: str) -> str:
+    """The line of a tool's output that says what went wrong: its first error, else its last line."""
+    lines = [line.strip() for line in (text or "").strip().splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    if errors:
+        return errors[0][:300]
+    return lines[-1][:300] if lines else ""
+
+
 def _check_in_subprocess(path: str, key: str) -> None:
     """BuildError unless a separate Python process loads `path` and reads its key: a library that crashes when
     loaded kills that process, not this one."""
+    if not sys.executable:  # an embedded interpreter: load it here (under its temporary name)
+        problem, _ = _load_problem(path, key)
+        if problem:
+            raise BuildError(f"the new library {problem}")
+        return
     try:
         answer = subprocess.run([sys.executable, "-I", "-c", _SELF_CHECK, path], capture_output=True, text=True,
                                 timeout=120)
     except (OSError, subprocess.TimeoutExpired) as error:
         raise BuildError(f"the new library could not be checked ({error})") from error
     if answer.returncode != 0:
-        reason = f"signal {-answer.returncode}" if answer.returncode < 0 else answer.stderr.strip()[-300:]
+        reason = f"signal {-answer.returncode}" if answer.returncode < 0 else _one_line(answer.stderr)
         raise BuildError(f"the new library does not load ({reason})")
     if answer.stdout.strip() != str(int(key[:16], 16)):
         raise BuildError(f"the new library returns build key {answer.stdout.strip()!r}, not {int(key[:16], 16)}")
@@ -314,7 +328,7 @@ def build(source_name: str, link=(), flags=(),
         if problem:
             raise BuildError(f"{library} {problem}")
     except (OSError, BuildError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
-        detail = getattr(error, "stderr", "") or error
+        detail = _one_line(getattr(error, "stderr", "") or "") or error
         warnings.warn(f"mindcv.ops: cannot build {source_name} ({detail}); using {fallback}")
         library = None
     _built[source_name] = library
