@@ -86,8 +86,8 @@ def main(argv=None) -> int:
     optimizer = create_optimizer(network, opt=config.opt, lr=lr_per_step, weight_decay=config.weight_decay,
                                  momentum=config.momentum, nesterov=config.nesterov,
                                  weight_decay_filter=config.weight_decay_filter, layer_decay=config.layer_decay,
-                                 eps=config.eps,
-                                 betas=None if config.beta2 is None else (config.momentum, config.beta2))
+                                 eps=config.eps, schedule_decay=config.schedule_decay,
+                                 **({} if config.beta2 is None else dict(beta1=config.momentum, beta2=config.beta2)))
     loss_fn = create_loss(config.loss, reduction=config.reduction, label_smoothing=config.label_smoothing,
                           aux_factor=config.aux_factor)
     train_step = create_train_step(network, loss_fn, optimizer, amp_level=config.amp_level,

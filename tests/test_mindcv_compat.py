@@ -27,6 +27,7 @@ import validate
 from conftest import DEMO_DATA, ROOT
 from mindcv import export
 from mindcv.loss import LOSSES
+from mindcv.optim import OPTIMIZERS
 from mindcv.models import (FeatureExtractWrapper, create_model, is_model, is_model_in_modules, is_model_pretrained,
                            list_models, list_modules, model_entrypoint)
 from mindcv.models import convnext as convnext_module
@@ -171,6 +172,7 @@ def test_unknown_keys_suggest_the_closest_name_or_alias(tmp_path):
 def test_choices_cover_our_schedulers_and_losses():
     assert OPTIONS["scheduler"].choices == SCHEDULERS
     assert set(OPTIONS["loss"].choices) == set(LOSSES)
+    assert set(OPTIONS["opt"].choices) == set(OPTIMIZERS)  # the schema stays light: its own copy of the names
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -473,7 +473,7 @@ def one_group(**group):
     (dict(groups=lambda w, b: [{"params": [w]}, b]), TypeError, "mixes"),
     (dict(groups=lambda w, b: [{"weight_decay": 0.1}]), ValueError, "no 'params'"),
     (dict(weight_decay_filter="bias"), ValueError, "weight_decay_filter"),
-    (dict(opt="sgd", betas=(0.9, 0.99)), TypeError, "sgd takes no betas"),
+    (dict(opt="sgd", betas=(0.9, 0.99)), ValueError, "sgd takes no betas"),
     (dict(opt="adam", beta3=0.9), TypeError, "adam takes no beta3"),
     (dict(opt="adam", clip=True), TypeError, "adam does not take clip"),
     (dict(opt="rmsprop", no_prox=True), TypeError, "rmsprop does not take no_prox"),

@@ -14,6 +14,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 from mindspore import Tensor, nn
 
+from mindcv.optim.optimizers import STATE_KEYS, STATE_PREFIXES
 from mindcv.utils.checkpoint import load_checkpoint_checked
 from mindcv.utils.ckpt_check import require_file
 from mindcv.utils.download import fetch, is_url
@@ -21,10 +22,11 @@ from mindcv.utils.download import fetch, is_url
 _logger = logging.getLogger(__name__)
 
 # Entries that training writes beside the weights (optimizer moments, step counters, loss scale, EMA).
-_NON_MODEL_PREFIXES = ("adam_m.", "adam_v.", "moments.", "moment1.", "moment2.", "accum.", "ema.", "lion_m.")
-_NON_MODEL_KEYS = {"global_step", "learning_rate", "beta1_power", "beta2_power", "scale_sense", "epoch_num",
-                   "step_num", "current_iterator_step", "last_overflow_iterator_step", "loss_scale",
-                   "current_epoch", "cur_step_num", "cur_epoch_num", "batch_num"}
+# our optimizers' state, MindSpore's and MindCV's (moment1/2, scale_sense, cur_*), the train step's and the loop's
+_NON_MODEL_PREFIXES = STATE_PREFIXES + ("moment1.", "moment2.", "accum.", "ema.")
+_NON_MODEL_KEYS = set(STATE_KEYS) | {"scale_sense", "epoch_num", "step_num", "current_iterator_step",
+                                     "last_overflow_iterator_step", "loss_scale", "current_epoch", "cur_step_num",
+                                     "cur_epoch_num", "batch_num"}
 
 # Where each part of the network lives in a foreign naming; `(\d)` captures the stage, `(\d+)` the block.
 _NAMINGS = {

@@ -127,7 +127,8 @@ def create_optimizer(model_or_params, opt: str = "adam", lr: LearningRate = 1e-3
 
 def _optimizer_options(name: str, kwargs: Dict) -> Dict:
     """The keyword arguments for the optimizer class: betas gathered from betas / beta1 / beta2 / beta3, MindSpore
-    spellings renamed; TypeError for one the optimizer does not take."""
+    spellings renamed; ValueError for betas given to an optimizer without them, TypeError for another keyword the
+    optimizer does not take."""
     kwargs = dict(kwargs)
     for alias, target in _ALIASES.get(name, {}).items():
         if alias in kwargs:
@@ -139,8 +140,8 @@ def _optimizer_options(name: str, kwargs: Dict) -> Dict:
     singles = {key: kwargs.pop(key) for key in ("beta1", "beta2", "beta3") if key in kwargs}
     count = _BETA_COUNT.get(name, 0)
     if betas is not None or singles:
-        if not count:
-            raise TypeError(f"{name} takes no betas")
+        if not count:  # a value that does not fit the optimizer (beta2 in a recipe for sgd), not a wrong call
+            raise ValueError(f"{name} takes no betas; leave beta2 unset")
         if betas is not None and singles:
             raise TypeError("give betas or beta1 / beta2 / beta3, not both")
         if singles:

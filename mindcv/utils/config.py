@@ -237,11 +237,13 @@ SCHEMA: List[Option] = [
          "value per image)", ("mean", "sum", "none"), supported=("mean", "sum"),
          unsupported="a training step needs one loss value per batch; use mean or sum"),
     # optimizer
-    _opt("opt", str, "adamw", "optimizer", ("adamw", "adam", "sgd", "momentum", "lion")),
+    _opt("opt", str, "adamw", "optimizer (see mindcv.optim.create_optimizer)",
+         ("adam", "adamw", "nadam", "adan", "lion", "lamb", "sgd", "momentum", "nesterov", "rmsprop", "adagrad")),
     _opt("momentum", float, 0.9, "momentum (sgd/momentum); beta1 of adam/adamw/lion", valid=BELOW_1),
     _opt("beta2", float, None, "beta2 of adam/adamw/lion, with momentum as beta1 (default: 0.999 for "
          "adam/adamw, 0.99 for lion, and beta1 0.9)", valid=BELOW_1),
-    _opt("eps", float, 1e-8, "epsilon of adam/adamw", valid=POSITIVE),
+    _opt("eps", float, 1e-8, "epsilon of adam, adamw, nadam, adan, lamb, rmsprop and adagrad", valid=POSITIVE),
+    _opt("schedule_decay", float, 4e-3, "nadam's momentum decay (PyTorch's momentum_decay)", valid=NON_NEGATIVE),
     _opt("nesterov", bool, False, "Nesterov momentum (sgd/momentum)", aliases=("use_nesterov",)),
     _opt("weight_decay", float, 1e-4, "weight decay", valid=NON_NEGATIVE),
     _opt("weight_decay_filter", str, "disable", "which parameters skip weight decay: disable (none), auto "

@@ -5,8 +5,8 @@ State for exact resume, all Parameters, so `mindspore.save_checkpoint(train_step
 `mindspore.load_checkpoint(path, train_step)` (or `load_param_into_net`) restores it:
 - the network's parameters, under their own names;
 - the optimizer's: `global_step` (updates taken, skipped ones included: the learning-rate schedule position),
-  `learning_rate`, and its moments (`adam_m.*`, `adam_v.*`, `beta1_power`, `beta2_power`, `lion_m.*`,
-  `moments.*`; see `mindcv.optim.optimizers`);
+  `learning_rate`, and its moments and counters (`adam_m.*`, `adam_v.*`, `beta1_power`, ...: every name is in
+  `mindcv.optim.STATE_PREFIXES` / `STATE_KEYS`);
 - `loss_scale` (float32 scalar), `current_iterator_step` (int32: calls of the train step, i.e. micro-batches
   seen), `last_overflow_iterator_step` (int32: call index of the last overflow or loss-scale growth);
 - `accum.<param>`: gradient sums of the open accumulation window (gradient_accumulation_steps > 1);
