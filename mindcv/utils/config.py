@@ -418,7 +418,7 @@ def load_yaml(path: str) -> Dict[str, Any]:
         name = ALIASES.get(key, key)
         if name not in OPTIONS:
             raise unknown_key_error(key, path)
-        if name in spelled:
+        if spelled.get(name, key) != key:  # the same key under its two names (nesterov, use_nesterov)
             raise ConfigError(f"{path}: '{spelled[name]}' and '{key}' are the same key; keep one")
         spelled[name] = key
         values[name] = coerce(OPTIONS[name], value)
