@@ -138,3 +138,25 @@ def test_ckpt_path_may_be_a_url(tmp_path, monkeypatch):
     assert os.path.isfile(tmp_path / "cache" / "tiny.ckpt")
     for mine, theirs in zip(model.get_parameters(), reference_model.get_parameters()):
         np.testing.assert_array_equal(mine.asnumpy(), theirs.asnumpy())
+
+
+def test_train_starts_from_weights_at_a_url(tmp_path):
+    """`train.py --ckpt_path http://.../x.safetensors#sha256=...` downloads into $MINDCV_HOME, verifies and trains."""
+    from safetensors.numpy import save_file
+    from test_train import TINY
+    source = create_model("convnext_atto", num_classes=10, depths=(1, 1, 1, 1), dims=(16, 32, 64, 128))
+    save_file({p.name: p.asnumpy() for p in source.get_parameters()}, str(tmp_path / "start.safetensors"))
+    data = open(tmp_path / "start.safetensors", "rb").read()
+    serving = Server({"start.safetensors": data})
+    try:
+        result = subprocess.run(
+            [sys.executable, "train.py", *TINY, "--num_samples", "16", "--batch_size", "16", "--epoch_size", "1",
+             "--val_while_train", "False", "--ckpt_save_dir", str(tmp_path / "run"), "--ckpt_path",
+             f"{serving.url}/start.safetensors#sha256={hashlib.sha256(data).hexdigest()}"],
+            cwd=ROOT, capture_output=True, text=True, timeout=600,
+            env={**os.environ, "MINDCV_HOME": str(tmp_path / "cache")})
+    finally:
+        serving.close()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert os.path.isfile(tmp_path / "cache" / "start.safetensors") and serving.requests == ["/start.safetensors"]
+    assert os.path.isfile(tmp_path / "run" / "convnext_atto-1_1.ckpt")
