@@ -40,7 +40,7 @@ def test_eval_transform_resizes_shorter_side_then_centre_crops():
     # 400x300 image, red = x * 255 / 399 (a horizontal ramp), green = y * 255 / 299
     y, x = np.mgrid[0:300, 0:400]
     array = np.stack([x * 255 / 399, y * 255 / 299, np.zeros_like(x)], -1).round().astype(np.uint8)
-    transform = create_transforms("imagenet", False, image_resize=224, crop_pct=0.875, mean=(0, 0, 0),
+    transform = create_transforms("imagenet", image_resize=224, is_training=False, crop_pct=0.875, mean=(0, 0, 0),
                                   std=(1, 1, 1))
     out = transform(encode(array))
     assert out.shape == (3, 224, 224) and out.dtype == np.float32
@@ -67,19 +67,20 @@ def test_center_crop_box_portrait():
 
 def test_train_transform_shapes_ranges_and_grayscale_to_rgb():
     gray = np.random.default_rng(0).integers(0, 256, (40, 50), dtype=np.uint8)
-    transform = create_transforms("imagefolder", True, image_resize=32, auto_augment="randaug-m9-mstd0.5-inc1",
-                                  re_prob=0.5, re_value="random")
+    transform = create_transforms("imagefolder", image_resize=32, is_training=True,
+                                  auto_augment="randaug-m9-mstd0.5-inc1", re_prob=0.5, re_value="random")
     out = transform(encode(gray), np.random.default_rng(1))
     assert out.shape == (3, 32, 32) and out.dtype == np.float32
     assert -2.2 < out.mean() < 2.7 and np.isfinite(out).all()
-    one = create_transforms("imagefolder", True, image_resize=32, in_channels=1)
+    one = create_transforms("imagefolder", image_resize=32, is_training=True, in_channels=1)
     assert one(encode(np.dstack([gray] * 3)), np.random.default_rng(1)).shape == (1, 32, 32)
 
 
 def test_train_transform_is_deterministic_given_rng():
     data = encode(np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8))
-    transform = create_transforms("imagefolder", True, image_resize=32, auto_augment="randaug-m9-mstd0.5-inc1",
-                                  re_prob=0.5, re_value="random", color_jitter=0.4)
+    transform = create_transforms("imagefolder", image_resize=32, is_training=True,
+                                  auto_augment="randaug-m9-mstd0.5-inc1", re_prob=0.5, re_value="random",
+                                  color_jitter=0.4)
     a = transform(data, np.random.default_rng([0, 5]))
     assert np.array_equal(a, transform(data, np.random.default_rng([0, 5])))
     assert not np.array_equal(a, transform(data, np.random.default_rng([0, 6])))
@@ -100,7 +101,8 @@ def test_reduced_size_jpeg_decode_matches_full_decode():
     array = np.stack([x % 256, y % 256, (x + y) // 12 % 256], -1).astype(np.uint8)
     array = np.asarray(Image.fromarray(array).resize((200, 150)).resize((1600, 1200), Image.BICUBIC))
     data = encode(array, "JPEG", quality=95)
-    transform = create_transforms("imagenet", False, image_resize=224, crop_pct=1.0, mean=(0, 0, 0), std=(1, 1, 1))
+    transform = create_transforms("imagenet", image_resize=224, is_training=False, crop_pct=1.0, mean=(0, 0, 0),
+                                  std=(1, 1, 1))
     fast = transform(data).transpose(1, 2, 0)
     full = Image.open(io.BytesIO(data)).convert("RGB")
     reference = np.asarray(full.resize((224, 224), Image.BILINEAR, box=center_crop_box(full.size, 224, 1.0)))

@@ -1,31 +1,49 @@
-"""Per-image transforms: encoded bytes -> normalized float32 CHW array.
+"""Per-image transforms: an encoded image (or its decoded pixels) -> normalized float32 CHW array.
 
-A transform is called as `transform(data, rng, out=None)`: `data` the encoded file (bytes
-or uint8 array), `rng` a `numpy.random.Generator` that supplies every random
-draw (the loader keys it by (seed, epoch, sample), which makes augmentation
-reproducible). Decoding, cropping, resizing and the horizontal flip are fused:
-the crop box is computed from the image header, the JPEG is decoded at 1/2, 1/4
-or 1/8 size (DCT scaling) when the crop is still at least the output size there,
-and the pixels are those of one `Image.resize(box=...)`, computed by the image
-kernels of `mindcv.data.kernels` (or by Pillow where they are not built).
+A transform is called as `transform(data, rng, out=None)`: `data` the encoded file (bytes or a 1-D uint8
+array) or decoded pixels (a uint8 [H, W] or [H, W, C] array, as the CIFAR and MNIST datasets give), `rng` a
+`numpy.random.Generator` that supplies every random draw (the loader keys it by (seed, epoch, sample), which
+makes augmentation reproducible). Decoding, cropping, resizing and the horizontal flip are fused: the crop box
+is computed from the image header, the JPEG is decoded at 1/2, 1/4 or 1/8 size (DCT scaling) when the crop is
+still at least the output size there, and the pixels are those of one `Image.resize(box=...)`, computed by the
+image kernels of `mindcv.data.kernels` (or by Pillow where they are not built).
 """
 
+import functools
 import io
 import math
 
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from .auto_augment import rand_augment_from_policy
+from .auto_augment import auto_augment_from_policy
 from . import kernels
-from .constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from .constants import (CIFAR_DEFAULT_MEAN, CIFAR_DEFAULT_STD, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD,
+                        MNIST_DEFAULT_MEAN, MNIST_DEFAULT_STD)
 
 INTERPOLATIONS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+IMAGENET_STYLE = ("", "imagenet", "imagefolder")
+SMALL_IMAGE_DATASETS = ("cifar10", "cifar100", "mnist")
 
 
 class UnreadableImageError(Exception):
     """The encoded image cannot be decoded (corrupt, truncated or not an image)."""
+
+
+def is_pixels(data):
+    """Whether `data` is decoded pixels (uint8 [H, W] or [H, W, C]) rather than an encoded file."""
+    return isinstance(data, np.ndarray) and data.ndim in (2, 3)
+
+
+def _from_pixels(pixels):
+    """PIL image of uint8 [H, W], [H, W, 1] or [H, W, 3] pixels."""
+    if pixels.dtype != np.uint8 or (pixels.ndim == 3 and pixels.shape[2] not in (1, 3)):
+        raise UnreadableImageError(f"pixels must be uint8 [H, W], [H, W, 1] or [H, W, 3], got {pixels.dtype} "
+                                   f"{pixels.shape}")
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    return Image.fromarray(np.ascontiguousarray(pixels))
 
 
 def _dct_reduction(box, out_size):
@@ -45,7 +63,7 @@ def decode_region(data, plan, out_size, in_channels=3, interpolation=Image.BILIN
     """Decode the region `box` of an encoded image, resized to `out_size`, optionally mirrored.
 
     Args:
-        data: encoded image (bytes or uint8 array).
+        data: encoded image (bytes or 1-D uint8 array), or decoded pixels (uint8 [H, W] or [H, W, C]).
         plan: function of the full image size (w, h) returning `(box, hflip)`: the crop box
             (left, upper, right, lower) in pixels, floats allowed, and whether to mirror the
             result left-right.
@@ -61,10 +79,16 @@ def decode_region(data, plan, out_size, in_channels=3, interpolation=Image.BILIN
     Raises:
         UnreadableImageError: the data cannot be decoded.
     """
-    data = bytes(data)
     use_kernels = kernels.library() is not None and interpolation in (Image.BILINEAR, Image.BICUBIC)
     target_mode = "RGB" if in_channels == 3 else "L"
-    header = kernels.jpeg_header(data) if use_kernels and in_channels == 3 else None
+    if is_pixels(data):
+        img = _from_pixels(data)
+        box, hflip = plan(img.size)
+        reduction = 1
+        header = None
+    else:
+        data = bytes(data)
+        header = kernels.jpeg_header(data) if use_kernels and in_channels == 3 else None
     # a grayscale or colour JPEG (not CMYK) within Pillow's decompression-bomb limit: the kernel decodes it
     if header is not None and header[2] in (1, 3) and header[0] * header[1] <= (Image.MAX_IMAGE_PIXELS or math.inf):
         box, hflip = plan(header[:2])
@@ -74,7 +98,7 @@ def decode_region(data, plan, out_size, in_channels=3, interpolation=Image.BILIN
         if pixels is not None:
             return pixels
         img = _open(data)  # a file that the kernel does not decode cleanly: Pillow decides
-    else:
+    elif not is_pixels(data):
         img = _open(data)
         box, hflip = plan(img.size)
         reduction = _dct_reduction(box, out_size) if img.format == "JPEG" else 1
@@ -255,22 +279,30 @@ class RandomErasing:
 
 
 class TrainTransform:
-    """Random resized crop -> flips -> colour jitter or RandAugment -> normalize -> random erasing."""
+    """Random resized crop -> flips -> auto-augmentation and/or colour jitter -> normalize -> random erasing.
+
+    The three stages are also available separately (MindCV's / timm's `separate=True`): `primary(data, rng)`
+    gives the cropped and flipped uint8 pixels, `secondary(pixels, rng)` the augmented pixels, and
+    `final(pixels, rng, out=None, erase=True)` the normalized float32 [C, H, W] array (random erasing unless
+    `erase` is False).
+    """
 
     def __init__(self, image_resize, scale, ratio, hflip, vflip, color_jitter, interpolation, auto_augment,
                  random_erasing, normalize, in_channels, fill):
         self.image_resize = image_resize
         self.scale, self.ratio = scale, ratio
         self.hflip, self.vflip = hflip, vflip
-        self.color_jitter = color_jitter
         self.interpolation = interpolation
-        self.rand_augment = rand_augment_from_policy(auto_augment, fill, interpolation) if auto_augment else None
+        self.auto_augment = auto_augment_from_policy(auto_augment, fill, interpolation) if auto_augment else None
+        # timm: colour jitter is off under an auto-augmentation policy, except DeiT III's three-augment ("3a")
+        jitter_too = self.auto_augment is None or "3a" in auto_augment
+        self.color_jitter = color_jitter if jitter_too else None
         self.random_erasing = random_erasing
         self.normalize = normalize
         self.in_channels = in_channels
 
-    def __call__(self, data, rng, out=None):
-        """`out`: optional float32 [C, H, W] array (C-contiguous) to write the result into."""
+    def primary(self, data, rng):
+        """Decoded, cropped, resized and flipped uint8 pixels [H, W, C] (or [H, W])."""
 
         def plan(size):
             return random_resized_crop_box(size, rng, self.scale, self.ratio), rng.random() < self.hflip
@@ -279,12 +311,27 @@ class TrainTransform:
                                self.interpolation)
         if rng.random() < self.vflip:
             pixels = pixels[::-1]
-        if self.rand_augment is not None:
-            pixels = np.asarray(self.rand_augment(Image.fromarray(pixels), rng))
-        elif self.color_jitter is not None:
-            pixels = np.asarray(self.color_jitter(Image.fromarray(pixels), rng))
+        return pixels
+
+    def secondary(self, pixels, rng):
+        """The auto-augmentation policy, then the colour jitter, on uint8 pixels."""
+        if self.auto_augment is None and self.color_jitter is None:
+            return pixels
+        img = Image.fromarray(pixels)
+        if self.auto_augment is not None:
+            img = self.auto_augment(img, rng)
+        if self.color_jitter is not None:
+            img = self.color_jitter(img, rng)
+        return np.asarray(img)
+
+    def final(self, pixels, rng, out=None, erase=True):
+        """Normalized float32 [C, H, W] (into `out` when given), randomly erased when `erase`."""
         chw = self.normalize(pixels, out)
-        return chw if self.random_erasing is None else self.random_erasing(chw, rng)
+        return chw if self.random_erasing is None or not erase else self.random_erasing(chw, rng)
+
+    def __call__(self, data, rng, out=None):
+        """`out`: optional float32 [C, H, W] array (C-contiguous) to write the result into."""
+        return self.final(self.secondary(self.primary(data, rng), rng), rng, out)
 
 
 class EvalTransform:
@@ -306,45 +353,119 @@ class EvalTransform:
         return self.normalize(pixels, out)
 
 
-def create_transforms(dataset_name, is_training, image_resize=224, scale=(0.08, 1.0), ratio=(0.75, 1.333),
-                      hflip=0.5, vflip=0.0, color_jitter=None, interpolation="bilinear", auto_augment=None,
-                      re_prob=0.0, re_value=0, re_scale=(0.02, 0.33), re_ratio=(0.3, 3.3), re_max_attempts=10,
-                      mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, crop_pct=0.875, in_channels=3):
-    """Build the per-image transform `transform(encoded_bytes, rng) -> float32 [C, H, W]`.
+class SmallImageTransform:
+    """MindCV's transforms of CIFAR and MNIST: when training, zero-pad by `padding` pixels on every side, take a
+    random crop of the original size and flip it horizontally with probability `hflip`; then resize to
+    image_resize x image_resize and normalize. Takes decoded pixels (the CIFAR / MNIST datasets) or an
+    encoded image."""
+
+    def __init__(self, image_resize, is_training, padding, hflip, interpolation, normalize, in_channels):
+        self.image_resize = image_resize
+        self.is_training = is_training
+        self.padding, self.hflip = padding, hflip
+        self.interpolation = interpolation
+        self.normalize = normalize
+        self.in_channels = in_channels
+
+    def __call__(self, data, rng=None, out=None):
+        flip = False
+        if self.is_training:
+            pixels = data if is_pixels(data) else np.asarray(_decoded(data, self.in_channels))
+            if self.padding:
+                pad = self.padding
+                height, width = pixels.shape[:2]
+                padded = np.pad(pixels, ((pad, pad), (pad, pad)) + ((0, 0),) * (pixels.ndim - 2))
+                top, left = (int(v) for v in rng.integers(0, 2 * pad + 1, size=2))
+                pixels = padded[top:top + height, left:left + width]
+            flip = rng.random() < self.hflip
+            data = np.ascontiguousarray(pixels)
+        pixels = decode_region(data, lambda size: ((0, 0) + tuple(size), flip),
+                               (self.image_resize, self.image_resize), self.in_channels, self.interpolation)
+        return self.normalize(pixels, out)
+
+
+def _decoded(data, in_channels):
+    img = _open(bytes(data))
+    try:
+        return img.convert("RGB" if in_channels == 3 else "L")
+    except DECODE_ERRORS as err:
+        raise UnreadableImageError(str(err) or type(err).__name__) from err
+
+
+def _dataset_defaults(name):
+    """(mean, std, in_channels) of a dataset's transforms when not given."""
+    if name in ("cifar10", "cifar100"):
+        return CIFAR_DEFAULT_MEAN, CIFAR_DEFAULT_STD, 3
+    if name == "mnist":
+        return MNIST_DEFAULT_MEAN, MNIST_DEFAULT_STD, 1
+    return IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, 3
+
+
+def _create_transforms(dataset_name="", image_resize=224, is_training=False, auto_augment=None, separate=False, *,
+                       scale=(0.08, 1.0), ratio=(0.75, 1.333), hflip=0.5, vflip=0.0, color_jitter=0.4,
+                       interpolation="bilinear", re_prob=0.0, re_value=0, re_scale=(0.02, 0.33), re_ratio=(0.3, 3.3),
+                       re_max_attempts=10, mean=None, std=None, crop_pct=0.875, in_channels=None):
+    """Build the per-image transform `transform(data, rng, out=None) -> float32 [C, H, W]`.
+
+    MindCV's signature and argument order (dataset_name, image_resize, is_training, auto_augment, separate), the
+    other settings by keyword. The earlier order `create_transforms(dataset_name, is_training, image_resize=...)`
+    is still accepted: a bool in second place is `is_training`.
 
     Args:
-        dataset_name: "imagenet" or "imagefolder" (both use the same transforms).
-        is_training: training augmentation, else the evaluation resize/centre crop.
+        dataset_name: "imagenet", "imagefolder" or "" (ImageNet-style transforms, for any image), or "cifar10",
+            "cifar100", "mnist" (MindCV's transforms of those: when training, a random crop of the image padded
+            by 4 pixels and a horizontal flip for CIFAR, nothing for MNIST; then resize to image_resize and
+            normalize with the dataset's mean/std). The ImageNet keywords scale, ratio, vflip, color_jitter and
+            crop_pct do not apply to these three; auto_augment and random erasing are refused for them (use
+            dataset_name "imagenet" to augment CIFAR or MNIST images that way).
         image_resize: output side, pixels.
+        is_training: training augmentation, else the evaluation resize/centre crop.
+        auto_augment: None or a policy: "randaug-m9-mstd0.5-inc1" (RandAugment), "autoaug" / "autoaugr"
+            (AutoAugment), "3a" (DeiT III's three-augment), "augmix-m5-w4-d2" (AugMix), "trivialaugwide", or
+            timm's spellings ("rand-...", "original", "originalr", "v0", "v0r"); see `mindcv.data.auto_augment`.
+        separate: with is_training, return the three stages of the ImageNet training transform as a tuple
+            (primary, secondary, final) (see `TrainTransform`), for AugMix split batches
+            (`create_loader(..., separate=True)`); otherwise ignored (one transform is returned), as in MindCV.
         scale: random resized crop area fraction range.
         ratio: random resized crop aspect ratio (w/h) range.
         hflip, vflip: flip probabilities.
-        color_jitter: None, a float s (brightness = contrast = saturation = s) or a
-            tuple (brightness, contrast, saturation[, hue]). Ignored when
-            auto_augment is set (as in timm).
-        interpolation: "bilinear", "bicubic" or "nearest", for resizing and the
-            geometric RandAugment ops.
-        auto_augment: None or a RandAugment policy such as "randaug-m9-mstd0.5-inc1"
-            (see `mindcv.data.auto_augment`).
+        color_jitter: None (off), a float s (brightness = contrast = saturation = s; default 0.4, as MindCV and
+            timm) or a tuple (brightness, contrast, saturation[, hue]). Off when auto_augment is set, except
+            with "3a" (as in timm).
+        interpolation: "bilinear", "bicubic" or "nearest", for resizing and the geometric augmentation ops.
         re_prob: random erasing probability.
-        re_value: erased value in normalized units, or "random" for per-pixel
-            standard normal noise.
-        re_scale, re_ratio, re_max_attempts: erased area fraction range, aspect
-            range, attempts to fit the rectangle.
-        mean, std: per-channel normalization on the 0-255 pixel scale.
-        crop_pct: evaluation crop fraction: the shorter side is resized to
-            int(image_resize / crop_pct) before the centre crop.
-        in_channels: 3 (grayscale/palette images become RGB) or 1 (all images
-            become grayscale; a 3-value mean/std is averaged).
+        re_value: erased value in normalized units, or "random" for per-pixel standard normal noise.
+        re_scale, re_ratio, re_max_attempts: erased area fraction range, aspect range, attempts to fit the
+            rectangle.
+        mean, std: per-channel normalization on the 0-255 pixel scale (default: the dataset's: ImageNet's,
+            CIFAR's or MNIST's).
+        crop_pct: evaluation crop fraction: the shorter side is resized to int(image_resize / crop_pct) before
+            the centre crop.
+        in_channels: 3 (grayscale/palette images become RGB) or 1 (all images become grayscale; a 3-value
+            mean/std is averaged). Default: 1 for MNIST (as MindCV), else 3.
     """
-    if dataset_name.lower() not in ("imagenet", "imagefolder"):
-        raise ValueError(f"no transforms for dataset '{dataset_name}' (supported: imagenet, imagefolder)")
+    name = dataset_name.lower()
+    if name not in IMAGENET_STYLE + SMALL_IMAGE_DATASETS:
+        raise ValueError(f"no transforms for dataset '{dataset_name}' (supported: imagenet, imagefolder, "
+                         f"{', '.join(SMALL_IMAGE_DATASETS)})")
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"unknown interpolation '{interpolation}' (supported: {', '.join(INTERPOLATIONS)})")
+    default_mean, default_std, default_channels = _dataset_defaults(name)
+    in_channels = default_channels if in_channels is None else in_channels
     if in_channels not in (1, 3):
         raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
+    if mean is None:
+        mean = default_mean * (in_channels // len(default_mean)) if len(default_mean) < in_channels else default_mean
+    if std is None:
+        std = default_std * (in_channels // len(default_std)) if len(default_std) < in_channels else default_std
     resample = INTERPOLATIONS[interpolation]
     normalize = Normalize(mean, std, in_channels)
+    if name in SMALL_IMAGE_DATASETS:
+        if is_training and (auto_augment or re_prob > 0):
+            raise ValueError(f"the {name} transforms (MindCV's: padded random crop and flip) take no auto_augment "
+                             "or random erasing; use dataset_name='imagenet' for the ImageNet-style augmentation")
+        padding, flip = (4, hflip) if name != "mnist" else (0, 0.0)
+        return SmallImageTransform(image_resize, is_training, padding, flip, resample, normalize, in_channels)
     if not is_training:
         return EvalTransform(image_resize, crop_pct, resample, normalize, in_channels)
     jitter = None
@@ -353,5 +474,28 @@ def create_transforms(dataset_name, is_training, image_resize=224, scale=(0.08, 
         jitter = ColorJitter(*strengths)
     erasing = RandomErasing(re_prob, re_value, re_scale, re_ratio, re_max_attempts) if re_prob > 0 else None
     fill = tuple(min(255, int(round(m))) for m in mean)
-    return TrainTransform(image_resize, scale, ratio, hflip, vflip, jitter, resample, auto_augment, erasing,
-                          normalize, in_channels, fill)
+    transform = TrainTransform(image_resize, scale, ratio, hflip, vflip, jitter, resample, auto_augment, erasing,
+                               normalize, in_channels, fill)
+    if separate:
+        return transform.primary, transform.secondary, transform.final
+    return transform
+
+
+@functools.wraps(_create_transforms)
+def create_transforms(*args, **kwargs):
+    """MindCV's `create_transforms(dataset_name="", image_resize=224, is_training=False, auto_augment=None,
+    separate=False, **kwargs)`; see `_create_transforms`."""
+    if len(args) >= 2 and isinstance(args[1], (bool, np.bool_)):
+        # the earlier order: create_transforms(dataset_name, is_training[, image_resize], ...)
+        if len(args) > 3:
+            raise TypeError("create_transforms(dataset_name, is_training, image_resize) takes the other settings "
+                            "by keyword")
+        for key, value in zip(("dataset_name", "is_training", "image_resize"), args):
+            if key in kwargs:
+                raise TypeError(f"create_transforms() got multiple values for argument '{key}'")
+            kwargs[key] = bool(value) if key == "is_training" else value
+        args = ()
+    return _create_transforms(*args, **kwargs)
+
+
+create_transforms.__name__ = create_transforms.__qualname__ = "create_transforms"
