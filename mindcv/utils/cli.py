@@ -7,10 +7,8 @@ import sys
 from typing import Sequence, Tuple
 
 import mindspore as ms
-import numpy as np
 
 from mindcv.data import create_dataset, create_loader, create_transforms
-from mindcv.data.dataset import EpochOrder
 from mindcv.models import create_model
 from mindcv.models.weights import load_state, read_state, to_mindcv_names
 from mindcv.ops.switch import fast_cpu_ops_enabled
@@ -122,7 +120,7 @@ def build_transform(config, is_training: bool):
     optional = {k: getattr(config, k) for k in ("mean", "std") if getattr(config, k) is not None}
     re_value = "random" if config.re_value == "random" else float(config.re_value)
     jitter = config.color_jitter
-    return create_transforms(config.dataset, is_training, image_resize=config.image_resize,
+    return create_transforms(dataset_name=config.dataset, is_training=is_training, image_resize=config.image_resize,
                              scale=tuple(config.scale), ratio=tuple(config.ratio), hflip=config.hflip,
                              vflip=config.vflip, color_jitter=jitter[0] if jitter and len(jitter) == 1 else jitter,
                              interpolation=config.interpolation, auto_augment=config.auto_augment,
@@ -131,45 +129,17 @@ def build_transform(config, is_training: bool):
                              crop_pct=config.crop_pct, in_channels=config.in_channels, **optional)
 
 
-class RepeatedAugmentationOrder:
-    """The sample order of repeated augmentation (`aug_repeats`; MindCV's RepeatAugSampler, after DeiT): epoch e's
-    order before sharding (`EpochOrder`: seeded permutation, num_samples) with each sample repeated `repeats`
-    times in a row, padded with its head to a multiple of the ranks; rank r takes positions r, r + N, ... and
-    keeps as many as `order` gives it, so an epoch has its usual number of steps and shows about 1/repeats of
-    the images, each `repeats` times (on one device in neighbouring batch positions, on N devices on different
-    ranks). Copy k of sample i is index `i + k * num_images`: the loader reads image `index % num_images` and
-    draws the augmentation from the index, so the copies are augmented differently."""
-
-    def __init__(self, order: EpochOrder, repeats: int):
-        self.whole = EpochOrder(order.num_images, order.shuffle, order.epoch_samples, seed=order.seed)
-        self.repeats = repeats
-        self.num_shards, self.shard_id = order.num_shards, order.shard_id
-        self.length = len(order)
-
-    def __len__(self):
-        """Samples per epoch on this rank."""
-        return self.length
-
-    def indices(self, epoch):
-        whole = self.whole.indices(epoch)
-        copies = (whole[:, None] + self.whole.num_images * np.arange(self.repeats)).reshape(-1)
-        copies = np.resize(copies, -(-len(copies) // self.num_shards) * self.num_shards)  # repeats the head
-        return copies[self.shard_id::self.num_shards][:self.length]
-
-
 def build_dataset(config, split: str, is_training: bool, rank: int = 0, group_size: int = 1):
     """The files of one split (scanned once: loaders for later epochs reuse it), in the config's order and
     sharded over `group_size` ranks (training pads shards to equal length, evaluation sees every image once).
     Training shuffles with `shuffle` and repeats samples with `aug_repeats` > 1; evaluation shuffles with
     `eval_shuffle`."""
     sharded = dict(num_shards=group_size, shard_id=rank) if group_size > 1 else {}
-    dataset = create_dataset(config.dataset, config.data_dir, split=split,
-                             shuffle=config.shuffle if is_training else config.eval_shuffle,
-                             num_samples=config.num_samples, download=config.dataset_download, seed=config.seed,
-                             pad_shards=is_training, **sharded)
-    if is_training and config.aug_repeats > 1:
-        dataset.epoch_order = RepeatedAugmentationOrder(dataset.epoch_order, config.aug_repeats)
-    return dataset
+    return create_dataset(config.dataset, config.data_dir, split=split,
+                          shuffle=config.shuffle if is_training else config.eval_shuffle,
+                          num_samples=config.num_samples, download=config.dataset_download,
+                          num_aug_repeats=config.aug_repeats if is_training else 0, seed=config.seed,
+                          pad_shards=is_training, **sharded)
 
 
 def check_same_classes(expected: Sequence[str], found: Sequence[str], expected_source: str, found_source: str):

@@ -16,15 +16,22 @@ line: the URL that failed, the file to fetch by hand and the folder to put it in
 `fetch_from_hub(repo_id)` gets timm's weights from the Hugging Face Hub through the `huggingface_hub` library (an
 optional dependency), which verifies, caches (under `$MINDCV_HOME/hub`) and locks as it does for every user, and
 honours `HF_ENDPOINT` and `HF_HUB_OFFLINE`.
+
+`DownLoad` is MindCV's helper class (download_url, download_and_extract_archive, extract_archive, check_md5) over
+`fetch`, used by the dataset downloads of `mindcv.data`.
 """
 import contextlib
 import fcntl
+import gzip
 import hashlib
 import http.client
 import os
 import re
+import shutil
+import tarfile
 import urllib.error
 import urllib.request
+import zipfile
 from typing import Optional, Tuple
 from urllib.parse import urlsplit
 
@@ -166,3 +173,120 @@ def fetch_from_hub(repo_id: str, filename: str = "model.safetensors") -> str:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DownloadError(f"cannot fetch {filename} of {repo_id} from the Hugging Face Hub ({reason}); download "
                             f"https://huggingface.co/{repo_id} by hand and pass the file as ckpt_path") from None
+
+
+class DownLoad:
+    """MindCV's download helper (`mindcv.utils.download.DownLoad`), on top of `fetch`: every download is verified
+    (a `#sha256=` suffix or a MindCV hash prefix in the name, and the `md5` given here), written atomically,
+    resumed after a dropped connection and done once for several processes. Failures raise `DownloadError` with
+    a one-line message."""
+
+    @staticmethod
+    def calculate_md5(file_path: str, chunk_size: int = _CHUNK) -> str:
+        digest = hashlib.md5()
+        with open(file_path, "rb") as f:
+            for chunk in iter(lambda: f.read(chunk_size), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    def check_md5(self, file_path: str, md5: Optional[str] = None) -> bool:
+        """Whether the file's md5 is `md5` (False when md5 is None, as MindCV's)."""
+        return md5 is not None and md5.lower() == self.calculate_md5(file_path)
+
+    @staticmethod
+    def extract_tar(from_path: str, to_path: Optional[str] = None, compression: Optional[str] = None) -> None:
+        """Unpack a tar archive (compression "gz", "bz2", "xz" or None: detected) into `to_path` (default: the
+        archive's folder). Members that would land outside `to_path` (absolute paths, "..", links out) or that
+        are devices are refused with a DownloadError."""
+        to_path = to_path or os.path.dirname(os.path.abspath(from_path))
+        compression = (compression or "*").lstrip(".")
+        with tarfile.open(from_path, f"r:{compression}") as archive:
+            if hasattr(tarfile, "data_filter"):  # Python 3.11.4 and later
+                try:
+                    archive.extractall(to_path, filter="data")
+                except tarfile.FilterError as error:
+                    raise DownloadError(f"{from_path}: refused to extract {error}") from None
+                return
+            root = os.path.abspath(to_path)
+            for member in archive.getmembers():
+                target = os.path.abspath(os.path.join(root, member.name))
+                if os.path.commonpath([root, target]) != root or not (member.isfile() or member.isdir()):
+                    raise DownloadError(f"{from_path}: refused to extract {member.name} (outside {to_path}, or "
+                                        "not a plain file or folder)")
+            archive.extractall(to_path)
+
+    @staticmethod
+    def extract_zip(from_path: str, to_path: Optional[str] = None, compression: Optional[str] = None) -> None:
+        """Unpack a zip archive into `to_path` (default: the archive's folder); members outside it are refused."""
+        del compression  # zip members carry their own
+        to_path = os.path.abspath(to_path or os.path.dirname(os.path.abspath(from_path)))
+        with zipfile.ZipFile(from_path) as archive:
+            for member in archive.namelist():
+                target = os.path.abspath(os.path.join(to_path, member))
+                if os.path.commonpath([to_path, target]) != to_path:
+                    raise DownloadError(f"{from_path}: refused to extract {member} outside {to_path}")
+            archive.extractall(to_path)
+
+    def extract_archive(self, from_path: str, to_path: Optional[str] = None) -> str:
+        """Unpack `from_path` (.tar, .tar.gz / .tgz, .tar.bz2 / .tbz2, .tar.xz, .zip, or a single .gz file, which
+        is decompressed beside itself) into `to_path` (default: its folder). Returns to_path."""
+        to_path = to_path or os.path.dirname(os.path.abspath(from_path))
+        name = os.path.basename(from_path).lower()
+        os.makedirs(to_path, exist_ok=True)
+        for suffixes, compression in (((".tar",), None), ((".tar.gz", ".tgz"), "gz"), ((".tar.bz2", ".tbz2", ".tbz"),
+                                                                                        "bz2"),
+                                      ((".tar.xz", ".txz"), "xz")):
+            if name.endswith(suffixes):
+                self.extract_tar(from_path, to_path, compression)
+                return to_path
+        if name.endswith(".zip"):
+            self.extract_zip(from_path, to_path)
+        elif name.endswith(".gz"):
+            target = os.path.join(to_path, os.path.basename(from_path)[:-len(".gz")])
+            with gzip.open(from_path, "rb") as source, open(target + ".part", "wb") as out:
+                shutil.copyfileobj(source, out, _CHUNK)
+            os.replace(target + ".part", target)
+        else:
+            raise DownloadError(f"cannot extract {from_path}: not a .tar, .tar.gz, .tgz, .tar.bz2, .tar.xz, .zip or "
+                                ".gz file")
+        return to_path
+
+    def download_file(self, url: str, file_path: str, chunk_size: int = _CHUNK) -> None:
+        """Download `url` to `file_path` (through `fetch`, into the file's folder)."""
+        del chunk_size  # fetch reads in its own chunks
+        folder = os.path.dirname(os.path.abspath(file_path))
+        path = fetch(url, folder)
+        if os.path.abspath(path) != os.path.abspath(file_path):
+            os.replace(path, file_path)
+
+    def download_url(self, url: str, path: Optional[str] = None, filename: Optional[str] = None,
+                     md5: Optional[str] = None) -> str:
+        """`url` as `path/filename` (default: the cache folder, the URL's file name), downloaded unless a file
+        with the right md5 (or any file, without md5) is there already. A download that does not match `md5`
+        is deleted and raises DownloadError. Returns the file's path."""
+        path = os.path.expanduser(path or cache_dir())
+        os.makedirs(path, exist_ok=True)
+        filename = filename or os.path.basename(urlsplit(url.partition("#")[0]).path)
+        file_path = os.path.join(path, filename)
+        if os.path.isfile(file_path):
+            if not md5 or self.check_md5(file_path, md5):
+                return file_path
+            os.remove(file_path)  # a stale or damaged copy
+        self.download_file(url, file_path)
+        if md5 and not self.check_md5(file_path, md5):
+            actual = self.calculate_md5(file_path)
+            os.remove(file_path)
+            raise DownloadError(f"{url} does not match its md5 (expected {md5}, got {actual}); the download was "
+                                "deleted: check the URL or the mirror")
+        return file_path
+
+    def download_and_extract_archive(self, url: str, download_path: Optional[str] = None,
+                                     extract_path: Optional[str] = None, filename: Optional[str] = None,
+                                     md5: Optional[str] = None, remove_finished: bool = False) -> str:
+        """`download_url`, then `extract_archive` into `extract_path` (default: download_path); the archive is
+        deleted afterwards with `remove_finished`. Returns the extraction folder."""
+        archive = self.download_url(url, download_path, filename, md5)
+        extracted = self.extract_archive(archive, extract_path or os.path.dirname(archive))
+        if remove_finished:
+            os.remove(archive)
+        return extracted
