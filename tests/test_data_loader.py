@@ -13,8 +13,9 @@ MNIST = os.path.join(os.path.dirname(__file__), "..", "datasets", "mnist5k")
 
 
 def small_transform(is_training):
-    return create_transforms("imagefolder", is_training, image_resize=16, auto_augment="randaug-m9-mstd0.5-inc1"
-                             if is_training else None, re_prob=0.25, re_value="random")
+    return create_transforms("imagefolder", image_resize=16, is_training=is_training,
+                             auto_augment="randaug-m9-mstd0.5-inc1" if is_training else None, re_prob=0.25,
+                             re_value="random")
 
 
 def batches(loader, epochs=1):
