@@ -66,12 +66,12 @@ def decode_only_rate(root):
 def loader_rate(root, is_training, workers, epochs, interpolation):
     dataset = create_dataset("imagenet", root, "train", shuffle=is_training)
     if is_training:
-        transform = create_transforms("imagenet", True, image_resize=224, interpolation=interpolation,
+        transform = create_transforms("imagenet", is_training=True, image_resize=224, interpolation=interpolation,
                                       auto_augment="randaug-m9-mstd0.5-inc1", re_prob=0.25, re_value="random")
         loader = create_loader(dataset, 16, drop_remainder=True, is_training=True, mixup=0.8, cutmix=1.0,
                                num_classes=1000, transform=transform, num_parallel_workers=workers)
     else:
-        transform = create_transforms("imagenet", False, image_resize=224, interpolation=interpolation)
+        transform = create_transforms("imagenet", is_training=False, image_resize=224, interpolation=interpolation)
         loader = create_loader(dataset, 16, transform=transform, num_parallel_workers=workers)
     iterator = loader.create_tuple_iterator(num_epochs=epochs, output_numpy=True)
     count, start = 0, None
@@ -105,7 +105,7 @@ def gil_held_ms_per_image(root, interpolation):
 
     names = [name for name in kernels._SIGNATURES if hasattr(lib, name)]  # pylint: disable=protected-access
     originals = {name: getattr(lib, name) for name in names}
-    transform = create_transforms("imagenet", True, image_resize=224, interpolation=interpolation,
+    transform = create_transforms("imagenet", is_training=True, image_resize=224, interpolation=interpolation,
                                   auto_augment="randaug-m9-mstd0.5-inc1", re_prob=0.25, re_value="random")
     dataset = create_dataset("imagenet", root, "train", shuffle=False)
     blobs = [dataset.image_source.read_bytes(i) for i in range(len(dataset.image_source))]

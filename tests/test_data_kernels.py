@@ -99,10 +99,10 @@ def test_transforms_and_mixing_are_identical_with_and_without_kernels(jpegs, mon
     palette = io.BytesIO()
     Image.fromarray(photo(64, 80, 6)).convert("P").save(palette, "PNG")
     files = jpegs + [png, palette.getvalue()]
-    train = create_transforms("imagenet", True, interpolation="bicubic", auto_augment="randaug-m9-mstd0.5-inc1",
+    train = create_transforms("imagenet", is_training=True, interpolation="bicubic", auto_augment="randaug-m9-mstd0.5-inc1",
                               re_prob=0.25, re_value="random", vflip=0.5)
-    evaluate = create_transforms("imagenet", False, interpolation="bilinear")
-    gray = create_transforms("imagenet", True, in_channels=1)
+    evaluate = create_transforms("imagenet", is_training=False, interpolation="bilinear")
+    gray = create_transforms("imagenet", is_training=True, in_channels=1)
     mix = MixupCutmix(mixup=0.8, num_classes=4)
 
     def run():
@@ -141,7 +141,7 @@ def test_a_jpeg_truncated_below_the_crop_is_still_unreadable(monkeypatch):
     as Pillow skips it."""
     data = encode(photo(400, 300, 9), quality=90)
     truncated = data[: len(data) * 3 // 4]
-    transform = create_transforms("imagenet", False, image_resize=64, crop_pct=1.0)
+    transform = create_transforms("imagenet", is_training=False, image_resize=64, crop_pct=1.0)
     top_crop = (0, 0, 300, 100)  # rows the truncated file still holds
     assert kernels.jpeg_region(data, 1, top_crop, (64, 64), Image.BILINEAR, False) is not None
     assert kernels.jpeg_region(truncated, 1, top_crop, (64, 64), Image.BILINEAR, False) is None

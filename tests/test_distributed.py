@@ -167,7 +167,7 @@ def test_ranks_mix_their_batches_with_their_own_draws():
         dataset = create_dataset("imagefolder", DEMO_DATA, "train", num_samples=64, num_shards=2, shard_id=shard,
                                  seed=3)
         loader = create_loader(dataset, 8, True, True, mixup=0.8, num_classes=10, num_parallel_workers=1, seed=3,
-                               transform=create_transforms("imagefolder", False, image_resize=8))
+                               transform=create_transforms("imagefolder", is_training=False, image_resize=8))
         _, targets = next(loader.create_tuple_iterator(num_epochs=1, output_numpy=True))
         labels = dataset.image_source.labels[dataset.epoch_order.indices(0)[:8]]
         assert labels[0] != labels[-1]  # the seed is chosen so that lam can be read off sample 0

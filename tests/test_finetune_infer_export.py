@@ -153,7 +153,7 @@ def _model_probabilities(run_dir, ckpt, paths):
                            depths=tuple(config.depths), dims=tuple(config.dims))
     network.set_train(False)
     normalization = {k: getattr(config, k) for k in ("mean", "std") if getattr(config, k) is not None}
-    transform = create_transforms(config.dataset, False, image_resize=config.image_resize,
+    transform = create_transforms(config.dataset, is_training=False, image_resize=config.image_resize,
                                   crop_pct=config.crop_pct, interpolation=config.interpolation,
                                   in_channels=config.in_channels, **normalization)
     images = []

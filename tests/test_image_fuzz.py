@@ -49,10 +49,10 @@ def transforms():
     """name -> transform: training (RandAugment: the affine kernel too; random erasing; bicubic), evaluation
     (bilinear), evaluation to one channel."""
     return {
-        "train": create_transforms("imagenet", True, image_resize=SIZE, interpolation="bicubic",
+        "train": create_transforms("imagenet", is_training=True, image_resize=SIZE, interpolation="bicubic",
                                    auto_augment="randaug-m9-mstd0.5-inc1", re_prob=0.25, hflip=0.5),
-        "eval": create_transforms("imagenet", False, image_resize=SIZE),
-        "eval_gray": create_transforms("imagenet", False, image_resize=SIZE, in_channels=1),
+        "eval": create_transforms("imagenet", is_training=False, image_resize=SIZE),
+        "eval_gray": create_transforms("imagenet", is_training=False, image_resize=SIZE, in_channels=1),
     }
 
 
@@ -224,9 +224,9 @@ def test_a_mean_or_std_that_does_not_fit_the_channels_is_refused(kernels_on, mon
     for mean, std, in_channels in [((120, 120), (60, 60), 3), ((120,), (60,), 3), ((1, 2, 3, 4), (1, 1, 1, 1), 3),
                                    ((120, 120), (60, 60), 1)]:
         with pytest.raises(ValueError, match="one mean and one std per channel"):
-            create_transforms("imagenet", False, image_resize=SIZE, mean=mean, std=std, in_channels=in_channels)
+            create_transforms("imagenet", is_training=False, image_resize=SIZE, mean=mean, std=std, in_channels=in_channels)
     with pytest.raises(ValueError, match="std non-zero"):
-        create_transforms("imagenet", False, image_resize=SIZE, mean=(1, 2, 3), std=(1, 0, 1))
+        create_transforms("imagenet", is_training=False, image_resize=SIZE, mean=(1, 2, 3), std=(1, 0, 1))
 
 
 @needs_kernels
@@ -426,9 +426,9 @@ def mutate(data, rng):
 rng = np.random.default_rng(seed)
 bases = seeds()
 transforms = {
-    "train": create_transforms("imagenet", True, image_resize=SIZE, interpolation="bicubic",
+    "train": create_transforms("imagenet", is_training=True, image_resize=SIZE, interpolation="bicubic",
                                auto_augment="randaug-m9-mstd0.5-inc1", re_prob=0.25),
-    "eval": create_transforms("imagenet", False, image_resize=SIZE),
+    "eval": create_transforms("imagenet", is_training=False, image_resize=SIZE),
 }
 assert kernels.library() is not None
 on = kernels._loaded[:]

@@ -39,7 +39,7 @@ if "image" in what:
     from mindcv.data.transforms import create_transforms
     library = kernels.library()
     report["image_library"] = None if library is None else library._name
-    np.save(saved, create_transforms("imagenet", False, image_resize=24)(open(image, "rb").read()))
+    np.save(saved, create_transforms("imagenet", is_training=False, image_resize=24)(open(image, "rb").read()))
 if "op" in what:
     import mindspore as ms
     from mindspore import ops
@@ -95,7 +95,7 @@ def world(tmp_path_factory):
     loaded = kernels._loaded[:]
     kernels._loaded[:] = [None]
     try:
-        expected = create_transforms("imagenet", False, image_resize=24)(image.read_bytes())
+        expected = create_transforms("imagenet", is_training=False, image_resize=24)(image.read_bytes())
     finally:
         kernels._loaded[:] = loaded
     world = dict(base=base, wrapper=str(wrapper), image=str(image), expected=expected)

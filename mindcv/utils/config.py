@@ -132,11 +132,12 @@ SCHEMA: List[Option] = [
     _opt("log_interval", int, 100, "steps between progress reports (loss, lr, images/s) when batches are fed from "
          "the host; the loss is read from the device only then", valid=AT_LEAST_1),
     # dataset
-    _opt("dataset", str, "imagefolder", "dataset kind: imagenet or imagefolder (root/<split>/<class>/<image>)"),
+    _opt("dataset", str, "imagefolder", "dataset kind: imagenet or imagefolder (root/<split>/<class>/<image>), or "
+         "cifar10, cifar100, mnist (their standard binary files under data_dir)"),
     _opt("data_dir", str, "", "dataset root holding the train and val split folders"),
     _opt("train_split", str, "train", "folder of the training split under data_dir"),
     _opt("val_split", str, "val", "folder of the validation split under data_dir"),
-    _opt("dataset_download", bool, False, "download the dataset (only for datasets that can be downloaded)"),
+    _opt("dataset_download", bool, False, "download the dataset into data_dir first (cifar10, cifar100, mnist)"),
     _opt("shuffle", bool, True, "shuffle the training set each epoch"),
     _opt("num_samples", int, None, "use only this many samples (debugging)", valid=AT_LEAST_1),
     _opt("num_parallel_workers", int, 4, "data loading workers per process (at most the CPU count)", valid=AT_LEAST_1),
@@ -162,7 +163,9 @@ SCHEMA: List[Option] = [
          "number: the same for brightness, contrast and saturation (MindCV's float)",
          valid=NON_NEGATIVE, length=(1, 4)),
     _opt("interpolation", str, "bilinear", "resize interpolation", ("bilinear", "bicubic", "nearest")),
-    _opt("auto_augment", str, None, "RandAugment / AutoAugment policy, e.g. randaug-m9-mstd0.5-inc1"),
+    _opt("auto_augment", str, None, "augmentation policy, in timm's spelling: randaug-m9-mstd0.5-inc1 (RandAugment; "
+         "w0: weighted), autoaug / autoaugr (AutoAugment's ImageNet policy), 3a (DeiT III), augmix-m5-w4-d2, "
+         "trivialaugwide"),
     _opt("aug_splits", int, 0, "AugMix split batches (a clean view and augmented views of each image) for the jsd "
          "loss; 0: off", valid=NON_NEGATIVE, supported=(0,),
          unsupported="the data pipeline cannot make AugMix split batches yet; set aug_splits 0"),
