@@ -39,7 +39,8 @@ class DatasetDownload:
     resources = ()  # (file name, md5, (url, ...))
     archive = False
     folder = ""  # the folder the archive unpacks into, under root
-    files = ()  # the dataset's files in `path`, for the message
+    files = ()  # the dataset's files in `path`
+    contents = ""  # how the message names them, for an archive
 
     def __init__(self, root=None):
         self.root = os.path.expanduser(root) if root else os.path.join(get_dataset_download_root(), self.name)
@@ -69,6 +70,10 @@ class DatasetDownload:
         return self.path
 
     def by_hand(self):
+        """What to fetch by hand, and where to put it."""
+        if self.archive:
+            return (f"download {self.resources[0][2][0]} and put it in {self.root} (download=True unpacks it), or "
+                    f"unpack it there yourself so that {self.path} holds {self.contents}")
         names = ", ".join(f for f, _, _ in self.resources)
         return (f"download {names} from {self.resources[0][2][0].rsplit('/', 1)[0]}/ and put "
                 f"{'it' if len(self.resources) == 1 else 'them'} in {self.root}")
@@ -100,11 +105,7 @@ class Cifar10Download(DatasetDownload):
     archive = True
     folder = "cifar-10-batches-bin"
     files = tuple(f"data_batch_{i}.bin" for i in range(1, 6)) + ("test_batch.bin",)
-
-    def by_hand(self):
-        return (f"download {self.resources[0][2][0]} and put it in {self.root} (download=True unpacks it), or unpack "
-                f"it there yourself so that {self.path} holds data_batch_1.bin .. data_batch_5.bin and "
-                "test_batch.bin")
+    contents = "data_batch_1.bin .. data_batch_5.bin and test_batch.bin"
 
 
 class Cifar100Download(DatasetDownload):
@@ -115,10 +116,7 @@ class Cifar100Download(DatasetDownload):
     archive = True
     folder = "cifar-100-binary"
     files = ("train.bin", "test.bin")
-
-    def by_hand(self):
-        return (f"download {self.resources[0][2][0]} and put it in {self.root} (download=True unpacks it), or unpack "
-                f"it there yourself so that {self.path} holds train.bin and test.bin")
+    contents = "train.bin and test.bin"
 
 
 DOWNLOADS = {"mnist": MnistDownload, "cifar10": Cifar10Download, "cifar100": Cifar100Download}
