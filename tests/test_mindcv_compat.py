@@ -178,7 +178,6 @@ def test_choices_cover_our_schedulers_and_losses():
 @pytest.mark.parametrize("argv,message", [
     (["--ckpt_save_policy", "top_k"], "ckpt_save_policy 'top_k' (on the command line) is not supported: keeping the "
                                       "best k checkpoints is not implemented yet; use latest_k"),
-    (["--drop_rate", "0.1"], "drop_rate 0.1 (on the command line) is not supported: ConvNeXt has no dropout"),
     (["--aug_splits", "3"], "aug_splits 3 (on the command line) is not supported: the data pipeline cannot make"),
     (["--resume_opt"], "resume_opt True (on the command line) is not supported: resume a run with --resume"),
     (["--amp_cast_list", "[nn.Conv2d]"], "amp_cast_list '[nn.Conv2d]' (on the command line) is not supported"),
@@ -192,8 +191,24 @@ def test_values_training_cannot_honour_stop_train_py_with_one_line(argv, message
 
 
 def test_supported_values_pass(tmp_path):
-    check_supported(parse_config(["--drop_rate", "0", "--reduction", "sum", "--ckpt_save_policy", "latest_k",
+    check_supported(parse_config(["--drop_rate", "0.2", "--reduction", "sum", "--ckpt_save_policy", "latest_k",
                                   "--aug_repeats", "3", "--eval_shuffle", "True"]))
+
+
+def test_drop_rate_drops_features_before_the_classifier_in_training_only():
+    """MindCV's drop_rate: dropout on the pooled, normalised features (timm's head dropout); identity in eval."""
+    net = create_model("convnext_atto", num_classes=1, depths=(1, 1, 1, 1), dims=(8, 8, 8, 64), drop_rate=0.5)
+    plain = create_model("convnext_atto", num_classes=1, depths=(1, 1, 1, 1), dims=(8, 8, 8, 64))
+    ms.load_param_into_net(plain, {p.name: p for p in net.get_parameters()}, strict_load=True)
+    x = Tensor(np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32))
+    features = net.norm(net.forward_features(x).mean((2, 3))).asnumpy()
+    net.set_train(True)
+    dropped = net.head_drop(Tensor(features)).asnumpy()
+    assert set(np.unique(np.round(dropped / features, 4))) <= {0.0, 2.0}  # zeroed, or scaled by 1 / (1 - 0.5)
+    assert 0 < (dropped == 0).mean() < 1
+    net.set_train(False)
+    plain.set_train(False)
+    np.testing.assert_allclose(net(x).asnumpy(), plain(x).asnumpy(), rtol=1e-6)
 
 
 def test_train_wires_loss_and_schedule_keys(monkeypatch, restore_signals, tmp_path):

@@ -106,6 +106,7 @@ class ConvNeXt(nn.Cell):
         drop_path_rate: stochastic depth rate of the last block; rates rise linearly from 0 over all blocks.
         layer_scale_init_value: initial layer-scale gamma; 0 disables layer scale (V2). Default 1e-6.
         head_init_scale: factor applied to the initial classifier weights (the bias starts at zero). Default 1.0.
+        drop_rate: dropout before the classifier in training (timm's head dropout; MindCV's drop_rate). Default 0.
         use_grn: Global Response Normalization after the GELU (ConvNeXt V2). Default False.
         features_only: build a backbone without the head; `construct` returns the stage outputs
             selected by `out_indices` (strides 4, 8, 16, 32). Default False.
@@ -115,7 +116,7 @@ class ConvNeXt(nn.Cell):
     def __init__(self, in_channels: int = 3, num_classes: int = 1000, depths: Sequence[int] = (3, 3, 9, 3),
                  dims: Sequence[int] = (96, 192, 384, 768), drop_path_rate: float = 0.0,
                  layer_scale_init_value: float = 1e-6, head_init_scale: float = 1.0, use_grn: bool = False,
-                 features_only: bool = False, out_indices: Sequence[int] = (0, 1, 2, 3)):
+                 features_only: bool = False, out_indices: Sequence[int] = (0, 1, 2, 3), drop_rate: float = 0.0):
         super().__init__()
         self.num_classes = num_classes
         self.dims = tuple(dims)
@@ -140,6 +141,7 @@ class ConvNeXt(nn.Cell):
         self.feature_info = [dict(chs=dims[i], reduction=4 * 2 ** i, name=f"feature.{2 * i + 1}") for i in range(4)]
         if not features_only:
             self.norm = LayerNorm(dims[-1], epsilon=1e-6)
+            self.head_drop = nn.Dropout(p=drop_rate) if drop_rate > 0 else nn.Identity()
             self.classifier = Linear(dims[-1], num_classes)
         self._init_weights(head_init_scale)
 
@@ -158,7 +160,7 @@ class ConvNeXt(nn.Cell):
 
     def forward_head(self, x: Tensor) -> Tensor:
         """Logits from a last stage feature map [N, dims[-1], h, w]."""
-        return self.classifier(self.norm(x.mean((2, 3))))
+        return self.classifier(self.head_drop(self.norm(x.mean((2, 3)))))
 
     def construct(self, x: Tensor):
         if not self.features_only:

@@ -179,7 +179,7 @@ def build_model(config, num_classes: int, checkpoint_path: str = "", pretrained:
     return create_model(config.model, num_classes=num_classes, in_channels=config.in_channels,
                         pretrained=config.pretrained if pretrained else False, checkpoint_path=checkpoint_path,
                         drop_path_rate=config.drop_path_rate, layer_scale_init_value=config.layer_scale_init_value,
-                        head_init_scale=config.head_init_scale, **custom)
+                        head_init_scale=config.head_init_scale, drop_rate=config.drop_rate, **custom)
 
 
 def build_eval_model(config):

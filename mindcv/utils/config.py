@@ -195,9 +195,8 @@ SCHEMA: List[Option] = [
          item=int, valid=AT_LEAST_1, length=(4, 4)),
     _opt("dims", list, None, "override the model's channels per stage (4 integers)", item=int, valid=AT_LEAST_1,
          length=(4, 4)),
-    _opt("drop_rate", float, None, "dropout rate before the classifier (default: the model's; ConvNeXt has none)",
-         valid=BELOW_1, supported=(None, 0.0),
-         unsupported="ConvNeXt has no dropout before its classifier here; regularise with drop_path_rate"),
+    _opt("drop_rate", float, None, "dropout rate before the classifier, in training (default: the model's, 0)",
+         valid=BELOW_1),
     _opt("drop_path_rate", float, None, "stochastic depth rate of the last block (default: the model's, 0 for "
          "ConvNeXt)", valid=BELOW_1),
     _opt("layer_scale_init_value", float, 1e-6, "initial layer-scale gamma (ConvNeXt v1); 0 disables",
