@@ -197,12 +197,15 @@ class Trainer:
             return SinkFeed(self.totals, loader, self.chunk, self.jit_level, self.data_sink), self.epochs
         return HostFeed(self.totals, loader, self.epochs - epoch, on_step), self.epochs
 
+    def _sum_over_ranks(self, value: float) -> float:
+        if not self.distribute:
+            return value
+        return float(ops.AllReduce()(Tensor([value], mstype.float32)).asnumpy()[0])
+
     def _any_rank(self, flag: bool) -> bool:
         """True on every rank when `flag` is True on any (every rank must stop at the same step, or the others wait
         forever in the next all-reduce)."""
-        if not self.distribute:
-            return flag
-        return float(ops.AllReduce()(Tensor([float(flag)], mstype.float32)).asnumpy()[0]) > 0
+        return self._sum_over_ranks(float(flag)) > 0
 
     def _check_same_position(self, epoch: int, steps_done: int) -> None:
         """Every node resumes from its own copy of the state: all ranks must start at the same step."""
@@ -215,9 +218,7 @@ class Trainer:
                              "checkpoint, or remove the newer one where it is missing elsewhere")
 
     def _mean_over_ranks(self, value: float) -> float:
-        if not self.distribute:
-            return value
-        return float(ops.AllReduce()(Tensor([value], mstype.float32)).asnumpy()[0]) / self.group_size
+        return self._sum_over_ranks(value) / self.group_size
 
     def fit(self, start_epoch: int = 0, steps_done: int = 0) -> int:
         """Train from epoch `start_epoch` (0-based) after `steps_done` of its steps. Returns 0 when all epochs ran,
