@@ -25,10 +25,9 @@ import numpy as np
 
 from mindcv.data import UnreadableImageError, get_class_names
 from mindcv.data.dataset import IMAGE_EXTENSIONS
-from mindcv.utils.cli import build_eval_model, build_transform, exit_on_user_error, resolve_amp_level, setup_context
+from mindcv.utils.cli import apply_eval_amp, build_eval_model, build_transform, exit_on_user_error, setup_context
 from mindcv.utils.config import ConfigError, parse_config
 from mindcv.utils.evaluate import log_softmax
-from mindcv.utils.train_step import apply_amp
 
 
 def _extra_arguments(parser):
@@ -121,7 +120,7 @@ def main(argv=None) -> int:
     topk = min(config.topk, num_classes)
 
     predictions, skipped = [], []
-    network = apply_amp(network, resolve_amp_level(config.val_amp_level or config.amp_level))
+    network = apply_eval_amp(network, config)
     for path, result in predict(network, transform, paths, min(config.batch_size, len(paths))):
         if isinstance(result, str):
             print(f"skipped {path}: {result}", file=sys.stderr)

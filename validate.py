@@ -14,11 +14,10 @@ import json
 import os
 import sys
 
-from mindcv.utils.cli import (build_dataset, build_eval_model, build_loader, build_model, check_same_classes,
-                              exit_on_user_error, require_data_dir, resolve_amp_level, setup_context)
+from mindcv.utils.cli import (apply_eval_amp, build_dataset, build_eval_model, build_loader, build_model,
+                              check_same_classes, exit_on_user_error, require_data_dir, setup_context)
 from mindcv.utils.config import ConfigError, parse_config
 from mindcv.utils.evaluate import evaluate
-from mindcv.utils.train_step import apply_amp
 
 
 def _extra_arguments(parser):
@@ -48,7 +47,7 @@ def main(argv=None) -> int:
     if outputs != len(loader.class_names):
         raise ValueError(f"the model has {outputs} outputs but {config.data_dir}/{config.val_split} has "
                          f"{len(loader.class_names)} class folders; is this checkpoint for another dataset?")
-    network = apply_amp(network, resolve_amp_level(config.val_amp_level or config.amp_level))
+    network = apply_eval_amp(network, config)
     metrics = evaluate(network, loader, config.distribute)
     if rank == 0:
         print(f"{config.model} on {config.data_dir}/{config.val_split} ({metrics['num_samples']} images): "

@@ -13,6 +13,7 @@ from mindcv.models import create_model
 from mindcv.models.weights import load_state, read_state, to_mindcv_names
 from mindcv.ops.switch import fast_cpu_ops_enabled
 from mindcv.utils.config import ConfigError
+from mindcv.utils.train_step import apply_amp
 
 _logger = logging.getLogger("mindcv")
 
@@ -62,6 +63,12 @@ def resolve_amp_level(amp_level: str) -> str:
                      "the memory, and is slower); running in float32 (O0) on the CPU", amp_level)
         return "O0"
     return amp_level
+
+
+def apply_eval_amp(network, config):
+    """`network` in the evaluation precision: val_amp_level (default: amp_level), as `resolve_amp_level` allows it on
+    this back end. Returns the network to run (O2/O3 wrap it)."""
+    return apply_amp(network, resolve_amp_level(config.val_amp_level or config.amp_level))
 
 
 def setup_context(config) -> Tuple[int, int]:
