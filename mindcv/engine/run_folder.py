@@ -7,7 +7,10 @@
   states (weights, optimizer, loss scale, EMA; the position is read from the contents): written by the first rank
   of every node, so that each node of a multi-node run can resume from
   its own disk; the ranks hold identical state, and on a shared file system the atomic renames of identical files
-  make the duplicates harmless.
+  make the duplicates harmless. `ckpt_save_policy` chooses which are kept: the newest `keep_checkpoint_max`
+  (latest_k), or the `keep_checkpoint_max` with the best validation top-1 and the newest (top_k);
+- `checkpoint_scores.json`, the validation top-1 of each kept epoch checkpoint that had one, by file name
+  (top_k ranks by it, also after a resume): written beside them, by the same processes.
 """
 import glob
 import json
@@ -16,12 +19,13 @@ import re
 
 import mindspore as ms
 
-from ..utils.checkpoint import load_checkpoint_checked, save_checkpoint_atomic
+from ..utils.checkpoint import load_checkpoint_checked, save_checkpoint_atomic, temporary_path
 from ..utils.config import ConfigError, dump_config
 from ..utils.plot import plot_metrics
 
 # Position entries that a resumable checkpoint carries beside the Parameters of the train step.
 EPOCH_KEY, STEP_KEY = "epoch_num", "step_num"
+SCORES_FILE = "checkpoint_scores.json"
 
 
 class RunFolder:
@@ -30,20 +34,27 @@ class RunFolder:
     Args:
         directory: the folder (created by the writers).
         model_name: prefix of the checkpoint names.
-        keep_checkpoint_max: resumable checkpoints kept (older ones are deleted); 0 keeps all.
+        keep_checkpoint_max: resumable checkpoints kept (the others are deleted); 0 keeps all.
         writes_records: this process writes config, class names, metrics, plot and best weights (rank 0).
-        keeps_state: this process writes the resumable checkpoints (the first rank of its node).
+        keeps_state: this process writes the resumable checkpoints and their scores (the first rank of its node).
+        policy: which checkpoints are kept: "latest_k", the newest keep_checkpoint_max; "top_k", the
+            keep_checkpoint_max with the best scores and the newest (resume needs it), so checkpoints without a
+            score (no validation that epoch, or saved mid-epoch) go once a newer one is saved.
     """
 
     def __init__(self, directory: str, model_name: str, keep_checkpoint_max: int, writes_records: bool,
-                 keeps_state: bool):
+                 keeps_state: bool, policy: str = "latest_k"):
+        if policy not in ("latest_k", "top_k"):
+            raise ValueError(f"policy must be 'latest_k' or 'top_k', got {policy!r}")
         self.directory = directory
         self.model_name = model_name
         self.keep = keep_checkpoint_max
         self.writes_records = writes_records
         self.keeps_state = keeps_state
+        self.policy = policy
         if writes_records or keeps_state:
             os.makedirs(directory, exist_ok=True)
+        self.scores = self._read_scores()  # checkpoint file name -> validation top-1
 
     def checkpoints(self):
         """Resumable checkpoints of this model, oldest first."""
@@ -55,9 +66,11 @@ class RunFolder:
                 found.append(((int(match[1]), int(match[2])), path))
         return [path for _, path in sorted(found)]
 
-    def save_state(self, train_step, epochs_done: int, steps_done_in_epoch: int, steps_per_epoch: int) -> str:
+    def save_state(self, train_step, epochs_done: int, steps_done_in_epoch: int, steps_per_epoch: int,
+                   score: float = None) -> str:
         """Save the resumable state after `epochs_done` whole epochs and `steps_done_in_epoch` steps of the next,
-        and rotate the old ones. Returns the path."""
+        with its `score` (the validation top-1 of those weights, or None), and delete those the policy no longer
+        keeps. Returns the path."""
         if steps_done_in_epoch:  # inside epoch epochs_done + 1 (counted from 1)
             name = f"{self.model_name}-{epochs_done + 1}_{steps_done_in_epoch}.ckpt"
         else:  # the end of epoch epochs_done
@@ -66,12 +79,54 @@ class RunFolder:
         if self.keeps_state:
             save_checkpoint_atomic(train_step, path,
                                    append_dict={EPOCH_KEY: epochs_done, STEP_KEY: steps_done_in_epoch})
-            for old in self.checkpoints()[:-self.keep] if self.keep > 0 else []:
+            self.scores.pop(name, None)  # a resumed run saves over the names of the epochs it redoes
+            if score is not None:
+                self.scores[name] = float(score)
+            for old in self._not_kept():
+                self.scores.pop(os.path.basename(old), None)
                 try:
                     os.remove(old)
                 except FileNotFoundError:  # another node's first rank removed it from a shared folder
                     pass
+            self._write_scores()
         return path
+
+    def _not_kept(self):
+        """The checkpoints that the policy no longer keeps."""
+        if self.keep == 0:
+            return []
+        checkpoints = self.checkpoints()
+        if self.policy == "latest_k":
+            return checkpoints[:-self.keep]
+        scored = [path for path in checkpoints if os.path.basename(path) in self.scores]
+        # best first; the sort is stable, so of equal scores the older stays, as in MindCV
+        best = sorted(scored, key=lambda path: -self.scores[os.path.basename(path)])[:self.keep]
+        kept = {*best, checkpoints[-1]}
+        return [path for path in checkpoints if path not in kept]
+
+    @property
+    def scores_path(self) -> str:
+        return os.path.join(self.directory, SCORES_FILE)
+
+    def _read_scores(self) -> dict:
+        """The scores saved beside the checkpoints, of those still there (a file left by deleted ones is stale)."""
+        try:
+            with open(self.scores_path) as f:
+                scores = json.load(f)
+        except FileNotFoundError:
+            return {}
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{self.scores_path} is not valid JSON ({error}); delete it (top_k then ranks the "
+                             "checkpoints saved from now on)") from None
+        present = {os.path.basename(path) for path in self.checkpoints()}
+        return {name: score for name, score in scores.items() if name in present}
+
+    def _write_scores(self) -> None:
+        # renamed over the old file: a reader (a resumed run) sees a whole file, old or new
+        temporary = temporary_path(self.scores_path)
+        with open(temporary, "w") as f:
+            json.dump(self.scores, f, indent=1, sort_keys=True)
+        os.replace(temporary, self.scores_path)
 
     def save_best(self, network) -> None:
         if self.writes_records:
@@ -126,14 +181,14 @@ class RunFolder:
         return checkpoints[-1]
 
 
-def restore(train_step, path: str):
-    """Load a resumable checkpoint into the train step. Returns (epoch, steps done in that epoch)."""
+def restore(train_step, path: str, instead: str = "use --ckpt_path instead of --resume"):
+    """Load a resumable checkpoint into the train step. Returns (epoch, steps done in that epoch). `instead`: how
+    to start from the weights of a file that holds no training state, for the error message."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"resume checkpoint not found: {path}")
     state = load_checkpoint_checked(path)
     if EPOCH_KEY not in state:
-        raise ValueError(f"{path} holds no training state (epoch, optimizer); to start from its weights use "
-                         "--ckpt_path instead of --resume")
+        raise ValueError(f"{path} holds no training state (epoch, optimizer); to start from its weights {instead}")
     # The learning-rate table comes from the config, so a resumed run may change epoch_size or the schedule;
     # global_step, restored below, is its position.
     names = {p.name for p in train_step.get_parameters() if p.name != "learning_rate"}

@@ -271,17 +271,18 @@ class Trainer:
                           "epoch_time_s": round(elapsed, 2), "images_per_s": round(images_seen / elapsed, 2),
                           "skipped_updates": skipped_updates,
                           "skipped_images": getattr(getattr(feed.loader, "skipped_images", None), "count", 0)}
-                is_best = False
+                is_best, top1 = False, None
                 if self.val_loader is not None and ((epoch + 1) % self.val_interval == 0 or epoch + 1 == self.epochs):
                     with self.train_step.ema_weights_swapped():
                         metrics = evaluate(self.train_step.network, self.val_loader, self.distribute)
                         record.update({f"val_{k}": v for k, v in metrics.items() if k != "num_samples"})
-                        is_best = metrics["top1"] > best_top1
+                        top1 = metrics["top1"]
+                        is_best = top1 > best_top1
                         if is_best:
-                            best_top1 = metrics["top1"]
+                            best_top1 = top1
                             self.run.save_best(self.train_step.network)
                 if (epoch + 1) % self.ckpt_save_interval == 0 or epoch + 1 == self.epochs:
-                    self.run.save_state(self.train_step, epoch + 1, 0, self.steps_per_epoch)
+                    self.run.save_state(self.train_step, epoch + 1, 0, self.steps_per_epoch, score=top1)
                 self.run.append_metrics(record)
                 if self.rank == 0:
                     print(json.dumps(record) + ("  (best)" if is_best else ""))

@@ -10,17 +10,22 @@ import mindspore as ms
 from mindcv.utils.ckpt_check import validate_checkpoint_file
 
 
+def temporary_path(path: str) -> str:
+    """A hidden file beside `path` to write before renaming it over `path`. Host and pid make the name unique to
+    this process: the ranks of a distributed run may write the same path on a shared file system."""
+    directory, name = os.path.split(os.path.abspath(path))
+    return os.path.join(directory, f".tmp-{socket.gethostname()}-{os.getpid()}-{name}")
+
+
 def save_checkpoint_atomic(save_obj: Union[ms.nn.Cell, list, dict], path: str, append_dict: dict = None) -> str:
     """`mindspore.save_checkpoint` into a temporary file beside `path`, then rename it over `path`.
 
     The rename is atomic on POSIX file systems, so readers see either the old complete file or the
     new complete file. Whatever stops the save (an error, Ctrl-C), no temporary file is left behind.
     Returns `path`."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    # Host and pid make the name unique to this process: the ranks of a distributed run may save the same
-    # path on a shared file system. It keeps the .ckpt suffix: save_checkpoint appends one otherwise.
-    temporary = os.path.join(directory, f".tmp-{socket.gethostname()}-{os.getpid()}-{os.path.basename(path)}")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    # It keeps the .ckpt suffix: save_checkpoint appends one otherwise.
+    temporary = temporary_path(path)
     if not temporary.endswith(".ckpt"):
         temporary += ".ckpt"
     # save_checkpoint itself writes <name>.tmp first, then renames it to <name>.ckpt
