@@ -13,15 +13,18 @@ State for exact resume, all Parameters, so `mindspore.save_checkpoint(train_step
 - `ema.<param>`: EMA of every network parameter (ema=True).
 """
 import contextlib
+import difflib
 import os
-from typing import Tuple
+from typing import Dict, Optional, Tuple
 
 import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 from mindspore import dtype as mstype
 
+from ..models import layers
 from ..ops.finite import all_finite_op
 from ..ops.switch import fast_cpu_ops_enabled
+from .config import ConfigError
 
 AMP_LEVELS = ("O0", "O1", "O2", "O3")
 # Dynamic scaling doubles the scale after every clean window: unbounded, a long run would reach inf (float32) and
@@ -276,26 +279,88 @@ class TrainStep(nn.Cell):
                 source.set_data(value)
 
 
-def apply_amp(network: nn.Cell, amp_level: str = "O0") -> nn.Cell:
+def apply_amp(network: nn.Cell, amp_level: str = "O0", amp_cast_list: Optional[str] = None) -> nn.Cell:
     """Mixed precision through `mindspore.amp.auto_mixed_precision` with float16:
     O0 float32; O1 fp16 for whitelisted ops (conv, matmul, ...), fp32 for precision-sensitive ones, through
     MindSpore's "auto" level (its "O1" rewrites the network's source and fails on ConvNeXt in MindSpore 2.10);
     O2 fp16 except BatchNorm and LayerNorm cells (kept float32), output cast to float32; O3 everything fp16,
     output cast to float32. All run on CPU. Returns the network to use (O2/O3 wrap it; parameter names and
-    float32 parameters are unchanged)."""
+    float32 parameters are unchanged).
+
+    `amp_cast_list` (MindCV's key, see `amp_cast_classes`) replaces the list of O1 or O2: O1 runs the listed
+    cells in float16 and the rest in float32, O2 the listed cells in float32 and the rest in float16; the output
+    is float32. O0 and O3 ignore it. The cells take their precision through `Cell.to_float`, not through
+    `mindspore.amp.custom_mixed_precision`: its white list rewrites the network's source (which fails on ConvNeXt,
+    as above) and its black list wraps the listed cells, which hides their attributes (a ConvNeXt block calls its
+    pointwise layers' `project`). So a listed cell runs in its precision when it is called as a cell: the
+    pointwise layers of a ConvNeXt block run in the block's."""
     if amp_level not in AMP_LEVELS:
         raise ValueError(f"amp_level must be one of {AMP_LEVELS}, got {amp_level!r}")
-    return ms.amp.auto_mixed_precision(network, "auto" if amp_level == "O1" else amp_level)
+    listed = None if amp_cast_list is None else amp_cast_classes(amp_cast_list)  # a typo fails at every level
+    if listed is None or amp_level in ("O0", "O3"):
+        return ms.amp.auto_mixed_precision(network, "auto" if amp_level == "O1" else amp_level)
+    rest, own = (mstype.float32, mstype.float16) if amp_level == "O1" else (mstype.float16, mstype.float32)
+    network.to_float(rest)
+    for _, cell in network.cells_and_names():
+        if isinstance(cell, listed):
+            cell.to_float(own)  # and the cells inside it
+    return _Float32Output(network)
+
+
+class _Float32Output(nn.Cell):
+    """The network's output cast to float32, whatever precision its last cell ran in (the loss expects float32)."""
+
+    def __init__(self, network: nn.Cell):
+        super().__init__(auto_prefix=False)  # the network's parameter names stay as they are
+        self.network = network
+
+    def construct(self, x):
+        return self.network(x).astype(mstype.float32)
+
+
+def _castable_cells() -> Dict[str, Tuple[type, ...]]:
+    """Name -> the Cell classes it names in amp_cast_list: "nn.X" mindspore.nn's X; a bare "X" mindspore.nn's X
+    and mindcv.models.layers' X, as many as exist (both have a GELU and a LayerNorm)."""
+    known = {}
+    for module in (nn, layers):
+        for name, value in vars(module).items():
+            if isinstance(value, type) and issubclass(value, nn.Cell) and not name.startswith("_"):
+                known[name] = known.get(name, ()) + (value,)
+                if module is nn:
+                    known[f"nn.{name}"] = (value,)
+    return known
+
+
+def amp_cast_classes(amp_cast_list: str) -> Tuple[type, ...]:
+    """The Cell classes that MindCV's `amp_cast_list` names: "[nn.Dense, nn.Conv2d]" (MindCV's Python list,
+    parsed here, never evaluated), the same with quoted names (a YAML list, as the config keeps it), or one name;
+    "nn." names mindspore.nn's class, a bare name mindspore.nn's and mindcv.models.layers' of that name.
+    ConfigError for anything else, suggesting the closest known name."""
+    text = amp_cast_list.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    known = _castable_cells()
+    names = [item.strip().strip("'\"").strip() for item in text.split(",")] if text.strip() else []
+    classes = []
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else (
+                " (cell classes of mindspore.nn or mindcv.models.layers, as [nn.Dense, nn.Conv2d])")
+            raise ConfigError(f"amp_cast_list: {name!r} is not a cell class{hint}")
+        classes += known[name]
+    return tuple(dict.fromkeys(classes))
 
 
 def create_train_step(network: nn.Cell, loss_fn: nn.Cell, optimizer: nn.Optimizer, amp_level: str = "O0",
                       loss_scale_type: str = "fixed", loss_scale: float = 1.0, drop_overflow_update: bool = False,
                       clip_grad: bool = False, clip_value: float = 15.0, gradient_accumulation_steps: int = 1,
                       ema: bool = False, ema_decay: float = 0.9999, distribute: bool = False,
-                      loss_scale_factor: float = 2.0, loss_scale_window: int = 2000) -> TrainStep:
+                      loss_scale_factor: float = 2.0, loss_scale_window: int = 2000,
+                      amp_cast_list: Optional[str] = None) -> TrainStep:
     """Build a TrainStep (see its docstring), in training mode.
 
-    amp_level: "O0".."O3", see `apply_amp`; the network is converted in place where MindSpore does so
+    amp_level, amp_cast_list: see `apply_amp`; the network is converted in place where MindSpore does so
         (O2/O3 cast its cells), so evaluate with the returned cell's `network` or the same model object.
     loss_scale_type: "fixed", "dynamic", or "auto" = dynamic when amp_level is not O0, else fixed.
     Other arguments: see `TrainStep`.
@@ -304,8 +369,8 @@ def create_train_step(network: nn.Cell, loss_fn: nn.Cell, optimizer: nn.Optimize
         raise ValueError(f"loss_scale_type must be one of {LOSS_SCALE_TYPES}, got {loss_scale_type!r}")
     if loss_scale_type == "auto":
         loss_scale_type = "dynamic" if amp_level != "O0" else "fixed"
-    train_step = TrainStep(apply_amp(network, amp_level), loss_fn, optimizer, loss_scale_type=loss_scale_type,
-                           loss_scale=loss_scale, loss_scale_factor=loss_scale_factor,
+    train_step = TrainStep(apply_amp(network, amp_level, amp_cast_list), loss_fn, optimizer,
+                           loss_scale_type=loss_scale_type, loss_scale=loss_scale, loss_scale_factor=loss_scale_factor,
                            loss_scale_window=loss_scale_window, drop_overflow_update=drop_overflow_update,
                            clip_grad=clip_grad, clip_value=clip_value,
                            gradient_accumulation_steps=gradient_accumulation_steps, ema=ema, ema_decay=ema_decay,
