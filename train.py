@@ -4,9 +4,10 @@
     msrun --worker_num 8 --local_worker_num 8 python train.py -c configs/convnext/convnext_tiny_ascend.yaml
 
 The run folder (`ckpt_save_dir`) receives the resolved config (config.yaml), one JSON line of metrics per
-epoch (metrics.jsonl), their plot (metrics.png), the class names (class_names.txt), the newest
-`keep_checkpoint_max` checkpoints `{model}-{epoch}_{step in epoch}.ckpt` (resumable: weights, optimizer, loss scale,
-EMA, position) and `{model}_best.ckpt` (the weights with the best validation top-1).
+epoch (metrics.jsonl), their plot (metrics.png), the class names (class_names.txt), the checkpoints
+`{model}-{epoch}_{step in epoch}.ckpt` that ckpt_save_policy keeps (resumable: weights, optimizer, loss scale, EMA,
+position) with their validation top-1 (checkpoint_scores.json), and `{model}_best.ckpt` (the weights with the best
+validation top-1).
 """
 import logging
 import os
@@ -21,7 +22,7 @@ from mindcv.optim import create_optimizer
 from mindcv.scheduler import create_scheduler
 from mindcv.utils.cli import (build_dataset, build_loader, build_model, check_same_classes, exit_on_user_error,
                               require_data_dir, resolve_amp_level, setup_context)
-from mindcv.utils.config import ConfigError, check_supported, parse_config
+from mindcv.utils.config import ConfigError, check_supported, parse_config, resume_checkpoint
 from mindcv.utils.train_step import create_train_step
 
 _logger = logging.getLogger("train")
@@ -31,9 +32,7 @@ _logger = logging.getLogger("train")
 def main(argv=None) -> int:
     config = parse_config(argv, description=__doc__.split("\n")[0])
     check_supported(config)
-    if config.loss == "jsd":
-        raise ConfigError("loss jsd scores AugMix split batches (aug_splits 3), which the data pipeline cannot make "
-                          "yet; choose another loss")
+    resume = resume_checkpoint(config)
     rank, group_size = setup_context(config)
     require_data_dir(config)
     ms.set_seed(config.seed)
@@ -49,8 +48,9 @@ def main(argv=None) -> int:
     # rank 0 keeps the records; the first rank of every node keeps resumable state (msrun numbers a node's devices
     # from 0), so that every node resumes from its own disk
     run = RunFolder(config.ckpt_save_dir, config.model, config.keep_checkpoint_max, writes_records=rank == 0,
-                    keeps_state=rank == 0 or (config.distribute and os.environ.get("DEVICE_ID") == "0"))
-    if not config.resume:
+                    keeps_state=rank == 0 or (config.distribute and os.environ.get("DEVICE_ID") == "0"),
+                    policy=config.ckpt_save_policy)
+    if not resume:
         run.check_fresh()
 
     train_set = build_dataset(config, config.train_split, True, rank, group_size)
@@ -74,7 +74,8 @@ def main(argv=None) -> int:
                            f"{config.data_dir}/{config.val_split}")
         val_loader = build_loader(config, val_set, False, num_classes)
 
-    network = build_model(config, num_classes, checkpoint_path=config.ckpt_path)
+    # a resumed run takes every weight from its checkpoint (restore, below)
+    network = build_model(config, num_classes, checkpoint_path="" if resume else config.ckpt_path)
     seed_graph_randomness(config.seed, rank)
     updates_per_epoch = steps_per_epoch // config.gradient_accumulation_steps
     lr_per_step = create_scheduler(updates_per_epoch, scheduler=config.scheduler, lr=config.lr, min_lr=config.min_lr,
@@ -95,12 +96,15 @@ def main(argv=None) -> int:
                                    drop_overflow_update=config.drop_overflow_update, clip_grad=config.clip_grad,
                                    clip_value=config.clip_value,
                                    gradient_accumulation_steps=config.gradient_accumulation_steps, ema=config.ema,
-                                   ema_decay=config.ema_decay, distribute=config.distribute)
+                                   ema_decay=config.ema_decay, distribute=config.distribute,
+                                   amp_cast_list=config.amp_cast_list)
 
     start_epoch, steps_done = 0, 0
-    if config.resume:
-        resume_path = run.resume_path(config.resume)
-        start_epoch, steps_done = restore(train_step, resume_path)
+    if resume:
+        resume_path = run.resume_path(resume)
+        # MindCV's own checkpoints are weights only: its optimizer state is in an optim_{model}.ckpt we cannot map
+        instead = "(fine-tuning) set resume_opt False" if config.resume_opt else "use --ckpt_path instead of --resume"
+        start_epoch, steps_done = restore(train_step, resume_path, instead)
         _logger.info("resumed from %s at epoch %d, step %d of the epoch", resume_path, start_epoch, steps_done)
     run.write_run_files(config, class_names)
     _logger.info("%s: %d classes, %d steps per epoch of %d images on each of %d device(s)", config.model,

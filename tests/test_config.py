@@ -140,7 +140,8 @@ def test_key_table_and_help_show_each_range():
     assert len(rows) == len(SCHEMA)
     assert "| >= 0 |" in rows["lr"] and "| -1 or >= 1 |" in rows["sink_size"]
     assert "| ce / bce / asl_single_label / asl_multi_label / jsd |" in rows["loss"]
-    assert "| latest_k / top_k; training takes only latest_k so far |" in rows["ckpt_save_policy"]
+    assert "| latest_k / top_k |" in rows["ckpt_save_policy"] and "| 0 / 3 |" in rows["aug_splits"]
+    assert "| mean / sum / none; training takes only mean / sum so far |" in rows["reduction"]
     assert "| `nesterov` = `use_nesterov` | bool |" in schema_table()  # MindCV's name of the key
     help_text = " ".join(build_parser().format_help().split())
     assert "(default: 0.001; valid: >= 0)" in help_text and "--nesterov [BOOL], --use_nesterov [BOOL]" in help_text

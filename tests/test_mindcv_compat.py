@@ -31,11 +31,13 @@ from mindcv.optim import OPTIMIZERS
 from mindcv.models import (FeatureExtractWrapper, create_model, is_model, is_model_in_modules, is_model_pretrained,
                            list_models, list_modules, model_entrypoint)
 from mindcv.models import convnext as convnext_module
+from mindcv.models import layers
 from mindcv.scheduler import SCHEDULERS
 from mindcv.utils.checkpoint import save_checkpoint_atomic
-from mindcv.utils.cli import build_dataset, build_loader, build_transform
+from mindcv.utils.cli import apply_eval_amp, build_dataset, build_loader, build_transform
 from mindcv.utils.config import (ALIASES, OPTIONS, ConfigError, check_supported, dump_config, load_yaml,
-                                 parse_config)
+                                 parse_config, resume_checkpoint)
+from mindcv.utils.train_step import amp_cast_classes, apply_amp
 
 REFERENCE = os.path.join(ROOT, "..", "shared", "mindcv_reference")
 RECIPES = ["convnext_tiny_ascend.yaml", "convnext_small_ascend.yaml", "convnext_base_ascend.yaml",
@@ -176,13 +178,17 @@ def test_choices_cover_our_schedulers_and_losses():
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--ckpt_save_policy", "top_k"], "ckpt_save_policy 'top_k' (on the command line) is not supported: keeping the "
-                                      "best k checkpoints is not implemented yet; use latest_k"),
-    (["--aug_splits", "3"], "aug_splits 3 (on the command line) is not supported: the data pipeline cannot make"),
-    (["--resume_opt"], "resume_opt True (on the command line) is not supported: resume a run with --resume"),
-    (["--amp_cast_list", "[nn.Conv2d]"], "amp_cast_list '[nn.Conv2d]' (on the command line) is not supported"),
     (["--reduction", "none"], "reduction 'none' (on the command line) is not supported: a training step needs one"),
-    (["--loss", "jsd"], "loss jsd scores AugMix split batches"),
+    (["--ckpt_save_policy", "top_k", "--val_while_train", "False"],
+     "ckpt_save_policy top_k ranks checkpoints by validation top-1: set val_while_train True"),
+    (["--loss", "jsd"], "loss jsd compares each image's clean and augmented views: set aug_splits 3"),
+    (["--aug_splits", "3", "--auto_augment", "augmix-m3-w3", "--cutmix", "1.0"],
+     "aug_splits 3 keeps each image's three views apart, which mixup and cutmix would mix: set mixup 0 and cutmix 0"),
+    (["--aug_splits", "3"], "aug_splits 3 augments two views of each image with auto_augment or color_jitter, and "
+                            "neither is set"),
+    (["--resume_opt"], "resume_opt True resumes from ckpt_path, which is not set: pass --ckpt_path CHECKPOINT"),
+    (["--resume_opt", "--ckpt_path", "a.ckpt", "--resume", "auto"],
+     "resume auto and resume_opt (with ckpt_path a.ckpt) name different checkpoints to resume from: keep one"),
 ])
 def test_values_training_cannot_honour_stop_train_py_with_one_line(argv, message, capsys):
     status, err = main_exit(train.main, [*TINY, *argv], capsys)
@@ -191,8 +197,106 @@ def test_values_training_cannot_honour_stop_train_py_with_one_line(argv, message
 
 
 def test_supported_values_pass(tmp_path):
-    check_supported(parse_config(["--drop_rate", "0.2", "--reduction", "sum", "--ckpt_save_policy", "latest_k",
-                                  "--aug_repeats", "3", "--eval_shuffle", "True"]))
+    check_supported(parse_config(["--drop_rate", "0.2", "--reduction", "sum", "--ckpt_save_policy", "top_k",
+                                  "--aug_repeats", "3", "--eval_shuffle", "True", "--loss", "jsd", "--aug_splits", "3",
+                                  "--color_jitter", "0.4", "--amp_cast_list", "[nn.Dense]"]))
+
+
+def test_aug_splits_takes_0_or_3():
+    with pytest.raises(ConfigError, match=r"^aug_splits: 2 is not one of 0, 3 \(AugMix split batches, for the jsd "
+                                          "loss: 3 puts every image in its batch three times, clean and as 2 views"):
+        parse_config(["--aug_splits", "2"])
+
+
+def test_aug_splits_3_makes_split_batches_clean_views_first():
+    """MindCV's separate loader: each image clean, then twice augmented (the AugMix policy), as [3B, C, H, W] with
+    the labels repeated; evaluation batches are not split."""
+    config = parse_config([*TINY, "--num_samples", "8", "--batch_size", "4", "--aug_splits", "3", "--auto_augment",
+                           "augmix-m3-w3"])
+    dataset = build_dataset(config, "train", True)
+    images, labels = next(build_loader(config, dataset, True, 10).create_tuple_iterator(num_epochs=1,
+                                                                                          output_numpy=True))
+    assert images.shape == (12, 3, 32, 32) and labels.tolist() == labels[:4].tolist() * 3
+    primary, _, final = build_transform(config, is_training=True)
+    index = int(dataset.epoch_order.indices(0)[0])
+    clean = final(primary(dataset.image_source.read_bytes(index), np.random.default_rng([config.seed, 0, 0, index])),
+                  None, erase=False)
+    np.testing.assert_array_equal(images[0], clean)
+    assert not np.array_equal(images[0], images[4]) and not np.array_equal(images[4], images[8])
+    val_images, _ = next(build_loader(config, build_dataset(config, "val", False), False, 10).create_tuple_iterator(
+        num_epochs=1, output_numpy=True))
+    assert val_images.shape == (4, 3, 32, 32)
+    mnist = parse_config([*TINY, "--dataset", "mnist", "--aug_splits", "3", "--color_jitter", "0.4"])
+    with pytest.raises(ConfigError, match="aug_splits 3 augments views with the ImageNet-style transform, which "
+                                          "dataset mnist does not use: set aug_splits 0"):
+        build_transform(mnist, is_training=True)
+
+
+def test_resume_opt_resumes_from_ckpt_path():
+    """MindCV's resume_opt with ckpt_path is --resume ckpt_path; without resume_opt, ckpt_path only gives weights."""
+    assert resume_checkpoint(parse_config(["--resume_opt", "--ckpt_path", "run/m-3_10.ckpt"])) == "run/m-3_10.ckpt"
+    assert resume_checkpoint(parse_config(["--resume_opt", "--ckpt_path", "run/m-3_10.ckpt", "--resume",
+                                           "./run/m-3_10.ckpt"])) == "run/m-3_10.ckpt"
+    assert resume_checkpoint(parse_config(["--ckpt_path", "run/m-3_10.ckpt"])) == ""
+    assert resume_checkpoint(parse_config(["--resume", "auto"])) == "auto"
+
+
+def test_resume_opt_from_weights_only_says_to_fine_tune(tmp_path, capsys, restore_signals):
+    """MindCV's own checkpoints hold weights only (their optimizer state is in a separate optim_{model}.ckpt)."""
+    weights = save_checkpoint_atomic(create_model("convnext_atto", num_classes=10, depths=(1, 1, 1, 1),
+                                                  dims=(16, 32, 64, 128)), str(tmp_path / "mindcv.ckpt"))
+    status, err = main_exit(train.main, [*TINY, "--num_samples", "16", "--batch_size", "16", "--val_while_train",
+                                         "False", "--ckpt_save_dir", str(tmp_path / "run"), "--ckpt_path", weights,
+                                         "--resume_opt"], capsys)
+    assert status == 2 and err == (f"error: {weights} holds no training state (epoch, optimizer); to start from its "
+                                   "weights (fine-tuning) set resume_opt False")
+
+
+@pytest.mark.parametrize("text", ["[nn.Dense, nn.Conv2d]", "['nn.Dense', 'nn.Conv2d']", " [Dense,Conv2d] "])
+def test_amp_cast_list_names_cell_classes(text):
+    assert amp_cast_classes(text) == (ms.nn.Dense, ms.nn.Conv2d)
+
+
+def test_amp_cast_list_from_a_yaml_list_and_of_both_modules(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("amp_cast_list: [nn.Dense, LayerNorm2d]\n")
+    assert amp_cast_classes(parse_config(["-c", str(recipe)]).amp_cast_list) == (ms.nn.Dense, layers.LayerNorm2d)
+    assert amp_cast_classes("[GELU]") == (ms.nn.GELU, layers.GELU)  # a bare name: mindspore.nn's and ours
+    assert amp_cast_classes("[nn.GELU]") == (ms.nn.GELU,)
+    assert amp_cast_classes("[]") == ()
+
+
+def test_amp_cast_list_is_never_evaluated(tmp_path):
+    with pytest.raises(ConfigError, match=r"^amp_cast_list: 'nn.Dence' is not a cell class; did you mean nn.Dense\?"):
+        amp_cast_classes("[nn.Conv2d, nn.Dence]")
+    marker = tmp_path / "evaluated"
+    with pytest.raises(ConfigError, match="is not a cell class .cell classes of mindspore.nn or mindcv.models.layers"):
+        amp_cast_classes(f"[__import__('pathlib').Path('{marker}').touch()]")
+    assert not marker.exists()
+    # validate.py and infer.py read it as well, whatever amp level this back end runs
+    with pytest.raises(ConfigError, match="'nn.Dence' is not a cell class"):
+        apply_eval_amp(ms.nn.Dense(1, 1), parse_config(["--amp_level", "O2", "--amp_cast_list", "[nn.Dence]"]))
+
+
+@pytest.fixture
+def pynative():
+    mode = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    yield
+    ms.set_context(mode=mode)
+
+
+@pytest.mark.parametrize("level,cast_list,dense_runs_in", [
+    ("O1", "[Dense]", ms.float16), ("O1", "[nn.Conv2d]", ms.float32),  # O1: the listed cells in float16
+    ("O2", "[nn.Dense]", ms.float32), ("O2", "[ReLU]", ms.float16),  # O2: all but the listed cells in float16
+    ("O0", "[Dense]", ms.float32), ("O3", "[Dense]", ms.float16)], ids=str)  # O0 and O3 ignore the list
+def test_amp_cast_list_sets_the_precision_of_the_listed_cells(pynative, level, cast_list, dense_runs_in):
+    """300 x 300 - 60000 is 30000 in float32; in float16 the product overflows to inf."""
+    net = ms.nn.SequentialCell([ms.nn.Dense(1, 1, weight_init=300.0, bias_init=-60000.0), ms.nn.ReLU()])
+    x = Tensor([[300.0]], ms.float32)
+    out = apply_amp(net, level, cast_list)(x)
+    assert out.dtype == ms.float32 and net[0](x).dtype == dense_runs_in
+    assert out.asnumpy()[0, 0] == (np.inf if dense_runs_in == ms.float16 else 30000.0)
 
 
 def test_drop_rate_drops_features_before_the_classifier_in_training_only():
@@ -211,31 +315,36 @@ def test_drop_rate_drops_features_before_the_classifier_in_training_only():
     np.testing.assert_allclose(net(x).asnumpy(), plain(x).asnumpy(), rtol=1e-6)
 
 
-def test_train_wires_loss_and_schedule_keys(monkeypatch, restore_signals, tmp_path):
-    """reduction, label_smoothing, aux_factor reach create_loss; num_cycles, cycle_decay reach create_scheduler."""
+def test_train_wires_loss_schedule_and_amp_keys(monkeypatch, restore_signals, tmp_path):
+    """reduction, label_smoothing, aux_factor reach create_loss; num_cycles, cycle_decay reach create_scheduler;
+    amp_cast_list reaches create_train_step."""
     seen = {}
 
     class Stop(Exception):
         pass
 
-    def schedule(*args, **kwargs):
-        seen["scheduler"] = kwargs
-        return train_scheduler(*args, **kwargs)
+    def recorded(name, function):
+        def record(*args, **kwargs):
+            seen[name] = (args, kwargs)
+            return function(*args, **kwargs)
+        return record
 
-    def loss(name, **kwargs):
-        seen["loss"] = (name, kwargs)
+    def train_step(*args, **kwargs):
+        seen["train_step"] = kwargs
         raise Stop
 
-    train_scheduler = train.create_scheduler
-    monkeypatch.setattr(train, "create_scheduler", schedule)
-    monkeypatch.setattr(train, "create_loss", loss)
+    monkeypatch.setattr(train, "create_scheduler", recorded("scheduler", train.create_scheduler))
+    monkeypatch.setattr(train, "create_loss", recorded("loss", train.create_loss))
+    monkeypatch.setattr(train, "create_train_step", train_step)
     with pytest.raises(Stop):
         train.main([*TINY, "--num_samples", "16", "--batch_size", "16", "--ckpt_save_dir", str(tmp_path), "--loss",
                     "BCE", "--reduction", "sum", "--label_smoothing", "0.2", "--aux_factor", "0.4", "--num_cycles",
                     "2", "--cycle_decay", "0.5", "--scheduler", "cosine_decay", "--warmup_epochs", "0",
-                    "--decay_epochs", "1", "--epoch_size", "2", "--val_while_train", "False"])
-    assert seen["loss"] == ("bce", dict(reduction="sum", label_smoothing=0.2, aux_factor=0.4))
-    assert (seen["scheduler"]["num_cycles"], seen["scheduler"]["cycle_decay"]) == (2, 0.5)
+                    "--decay_epochs", "1", "--epoch_size", "2", "--val_while_train", "False", "--amp_cast_list",
+                    "[nn.LayerNorm]"])
+    assert seen["loss"] == (("bce",), dict(reduction="sum", label_smoothing=0.2, aux_factor=0.4))
+    assert (seen["scheduler"][1]["num_cycles"], seen["scheduler"][1]["cycle_decay"]) == (2, 0.5)
+    assert seen["train_step"]["amp_cast_list"] == "[nn.LayerNorm]"
 
 
 def test_one_color_jitter_number_is_brightness_contrast_and_saturation():
@@ -272,16 +381,24 @@ def test_eval_shuffle_orders_the_validation_set():
     assert list(fixed) == list(range(8)) and sorted(shuffled) != list(range(8))
 
 
+# Two of the runs also set MindCV keys that the recipes leave at their defaults: AugMix split batches with the jsd
+# loss (the recipe's randaug policy augments the views; its mixup and cutmix cannot mix split batches), and keeping
+# the best checkpoints.
+RECIPE_EXTRAS = {"convnext_small_ascend.yaml": ["--loss", "jsd", "--aug_splits", "3", "--mixup", "0", "--cutmix", "0"],
+                 "convnext_base_ascend.yaml": ["--ckpt_save_policy", "top_k", "--keep_checkpoint_max", "1"]}
+
+
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_mindcv_recipe_trains_and_validates_unchanged(recipe, tmp_path):
     """The recipe as published, with the data, a tiny size of its model and a run folder given on the command
-    line; validate.py then needs only the checkpoint's path (the run folder's config.yaml does the rest)."""
+    line (and RECIPE_EXTRAS); validate.py then needs only the checkpoint's path (the run folder's config.yaml does
+    the rest)."""
     with open(reference(recipe)) as f:
         family = yaml.safe_load(f)["model"].split("_")[0]
     model = f"{family}_atto"
     args = ["-c", reference(recipe), "--data_dir", DEMO_DATA, "--model", model, *TINY_SIZE, "--num_samples", "32",
             "--epoch_size", "1", "--batch_size", "16", "--num_classes", "10", "--device_target", "CPU",
-            "--ckpt_save_dir", str(tmp_path)]
+            "--ckpt_save_dir", str(tmp_path), *RECIPE_EXTRAS.get(recipe, [])]
     trained = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True,
                              timeout=300)
     assert trained.returncode == 0, trained.stderr[-3000:]
@@ -290,6 +407,8 @@ def test_mindcv_recipe_trains_and_validates_unchanged(recipe, tmp_path):
     assert checkpoint.is_file()
     with open(tmp_path / "metrics.jsonl") as f:
         top1 = json.loads(f.readline())["val_top1"]
+    with open(tmp_path / "checkpoint_scores.json") as f:
+        assert json.load(f) == {checkpoint.name: top1}  # what top_k ranks by
     checked = subprocess.run([sys.executable, "validate.py", "--ckpt_path", str(checkpoint)], cwd=ROOT,
                              capture_output=True, text=True, timeout=300)
     assert checked.returncode == 0, checked.stderr[-3000:]

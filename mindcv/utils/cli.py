@@ -68,7 +68,7 @@ def resolve_amp_level(amp_level: str) -> str:
 def apply_eval_amp(network, config):
     """`network` in the evaluation precision: val_amp_level (default: amp_level), as `resolve_amp_level` allows it on
     this back end. Returns the network to run (O2/O3 wrap it)."""
-    return apply_amp(network, resolve_amp_level(config.val_amp_level or config.amp_level))
+    return apply_amp(network, resolve_amp_level(config.val_amp_level or config.amp_level), config.amp_cast_list)
 
 
 def setup_context(config) -> Tuple[int, int]:
@@ -119,21 +119,33 @@ def require_data_dir(config) -> None:
                                 "dataset root")
 
 
+def _split_batches(config, is_training: bool) -> bool:
+    """Whether the training batches are AugMix split batches (aug_splits 3: clean and 2 augmented views)."""
+    return is_training and config.aug_splits == 3
+
+
 def build_transform(config, is_training: bool):
     """The per-image transform of the config: `transform(encoded_bytes, rng) -> float32 [C, H, W]`
     (training: random resized crop and augmentation; evaluation: resize to image_resize / crop_pct,
     centre crop image_resize pixels, normalize with mean/std, ImageNet's when unset). A color_jitter of one
-    number is the strength of brightness, contrast and saturation alike, as MindCV's float."""
+    number is the strength of brightness, contrast and saturation alike, as MindCV's float. Training with
+    aug_splits 3: the transform's stages (primary, secondary, final), from which the loader makes the views."""
     optional = {k: getattr(config, k) for k in ("mean", "std") if getattr(config, k) is not None}
     re_value = "random" if config.re_value == "random" else float(config.re_value)
     jitter = config.color_jitter
-    return create_transforms(dataset_name=config.dataset, is_training=is_training, image_resize=config.image_resize,
-                             scale=tuple(config.scale), ratio=tuple(config.ratio), hflip=config.hflip,
-                             vflip=config.vflip, color_jitter=jitter[0] if jitter and len(jitter) == 1 else jitter,
-                             interpolation=config.interpolation, auto_augment=config.auto_augment,
-                             re_prob=config.re_prob, re_value=re_value, re_scale=tuple(config.re_scale),
-                             re_ratio=tuple(config.re_ratio), re_max_attempts=config.re_max_attempts,
-                             crop_pct=config.crop_pct, in_channels=config.in_channels, **optional)
+    separate = _split_batches(config, is_training)
+    transform = create_transforms(dataset_name=config.dataset, is_training=is_training,
+                                  image_resize=config.image_resize, separate=separate, scale=tuple(config.scale),
+                                  ratio=tuple(config.ratio), hflip=config.hflip, vflip=config.vflip,
+                                  color_jitter=jitter[0] if jitter and len(jitter) == 1 else jitter,
+                                  interpolation=config.interpolation, auto_augment=config.auto_augment,
+                                  re_prob=config.re_prob, re_value=re_value, re_scale=tuple(config.re_scale),
+                                  re_ratio=tuple(config.re_ratio), re_max_attempts=config.re_max_attempts,
+                                  crop_pct=config.crop_pct, in_channels=config.in_channels, **optional)
+    if separate and not isinstance(transform, tuple):  # the cifar / mnist transforms have no augmentation stage
+        raise ConfigError(f"aug_splits 3 augments views with the ImageNet-style transform, which dataset "
+                          f"{config.dataset} does not use: set aug_splits 0")
+    return transform
 
 
 def build_dataset(config, split: str, is_training: bool, rank: int = 0, group_size: int = 1):
@@ -165,15 +177,17 @@ def check_same_classes(expected: Sequence[str], found: Sequence[str], expected_s
 def build_loader(config, dataset, is_training: bool, num_classes: int = None, start_epoch: int = 0,
                  skip_batches: int = 0):
     """The batched pipeline over `dataset` (from `build_dataset`) as the config describes it (training:
-    augmentation, mixup/cutmix, shuffling; evaluation: resize + centre crop, fixed order); its first pass is
-    epoch `start_epoch`, less its first `skip_batches` batches."""
+    augmentation, mixup/cutmix or AugMix split batches of 3 x batch_size images (aug_splits 3), shuffling;
+    evaluation: resize + centre crop, fixed order); its first pass is epoch `start_epoch`, less its first
+    `skip_batches` batches."""
     # label smoothing is the loss's (it smooths integer and mixed targets alike): the pipeline must not add it too
     mixing = dict(mixup=config.mixup, cutmix=config.cutmix, cutmix_prob=config.cutmix_prob) if is_training else {}
     return create_loader(dataset, config.batch_size, drop_remainder=config.drop_remainder and is_training,
                          is_training=is_training, num_classes=num_classes or len(dataset.class_names),
                          transform=build_transform(config, is_training),
                          num_parallel_workers=config.num_parallel_workers, seed=config.seed,
-                         python_multiprocessing=config.python_multiprocessing, start_epoch=start_epoch,
+                         python_multiprocessing=config.python_multiprocessing,
+                         separate=_split_batches(config, is_training), start_epoch=start_epoch,
                          skip_batches=skip_batches, **mixing)
 
 

@@ -166,9 +166,9 @@ SCHEMA: List[Option] = [
     _opt("auto_augment", str, None, "augmentation policy, in timm's spelling: randaug-m9-mstd0.5-inc1 (RandAugment; "
          "w0: weighted), autoaug / autoaugr (AutoAugment's ImageNet policy), 3a (DeiT III), augmix-m5-w4-d2, "
          "trivialaugwide"),
-    _opt("aug_splits", int, 0, "AugMix split batches (a clean view and augmented views of each image) for the jsd "
-         "loss; 0: off", valid=NON_NEGATIVE, supported=(0,),
-         unsupported="the data pipeline cannot make AugMix split batches yet; set aug_splits 0"),
+    _opt("aug_splits", int, 0, "AugMix split batches, for the jsd loss: 3 puts every image in its batch three "
+         "times, clean and as 2 views augmented by auto_augment (AugMix: augmix-m3-w3) or color_jitter (3 x "
+         "batch_size images a step, the clean views first); 0: off", (0, 3)),
     _opt("re_prob", float, 0.0, "random erasing probability", valid=PROBABILITY),
     _opt("re_value", str, "0", "random erasing fill: a number, or 'random' for per-pixel normal noise"),
     _opt("re_scale", list, [0.02, 0.33], "random erasing area range, fraction of the image", valid=FRACTION,
@@ -213,24 +213,24 @@ SCHEMA: List[Option] = [
          ("O0", "O1", "O2", "O3")),
     _opt("val_amp_level", str, None, "mixed precision of validate.py / infer (default: amp_level)",
          ("O0", "O1", "O2", "O3")),
-    _opt("amp_cast_list", str, None, "MindCV: cells to cast to float16 instead of amp_level's own lists",
-         supported=(None,), unsupported="amp_level's own lists are used (mindcv.utils.train_step.apply_amp); leave "
-         "amp_cast_list unset"),
+    _opt("amp_cast_list", str, None, "cell classes that replace amp_level's own list: [nn.Dense, nn.Conv2d] or a YAML "
+         "list, of mindspore.nn ('nn.' optional) or mindcv.models.layers; O1 runs these cells in float16 and the rest "
+         "in float32, O2 these in float32 and the rest in float16 (ConvNeXt's pointwise layers follow their block); "
+         "O0 and O3 ignore it"),
     _opt("ckpt_save_dir", str, "./runs/train", "run folder: checkpoints, resolved config, metrics, plot"),
     _opt("ckpt_save_interval", int, 1, "save a checkpoint every this many epochs", valid=AT_LEAST_1),
-    _opt("keep_checkpoint_max", int, 10, "keep the newest this many epoch checkpoints", valid=NON_NEGATIVE),
+    _opt("keep_checkpoint_max", int, 10, "epoch checkpoints kept, chosen by ckpt_save_policy; 0 keeps all",
+         valid=NON_NEGATIVE),
     _opt("ckpt_save_policy", str, "latest_k", "which epoch checkpoints to keep: latest_k (the newest "
-         "keep_checkpoint_max) or top_k (the keep_checkpoint_max best by validation top-1)", ("latest_k", "top_k"),
-         supported=("latest_k",), unsupported="keeping the best k checkpoints is not implemented yet; use latest_k "
-         "({model}_best.ckpt always holds the weights with the best validation top-1)"),
+         "keep_checkpoint_max) or top_k (the keep_checkpoint_max best by validation top-1, and the newest, which "
+         "resume needs; needs val_while_train)", ("latest_k", "top_k")),
     _opt("resume", str, "", "resume from this checkpoint, or 'auto': the newest one in ckpt_save_dir"),
-    _opt("resume_opt", bool, False, "with ckpt_path, also restore the optimizer state (MindCV reads it from "
-         "ckpt_save_dir/optim_{model}.ckpt)", supported=(False,),
-         unsupported="resume a run with --resume CHECKPOINT or --resume auto instead: its checkpoints hold the "
-         "weights, optimizer state, loss scale and position together"),
+    _opt("resume_opt", bool, False, "resume training from ckpt_path, as --resume ckpt_path: weights, optimizer "
+         "state and position from one of our {model}-{epoch}_{step}.ckpt (MindCV's checkpoints hold weights only: "
+         "their optimizer state is in a separate optim_{model}.ckpt)"),
     # loss
     _opt("loss", str, "ce", "loss: ce (softmax cross entropy), bce (per-class sigmoid cross entropy), "
-         "asl_single_label / asl_multi_label (asymmetric loss), jsd (AugMix consistency: needs aug_splits)",
+         "asl_single_label / asl_multi_label (asymmetric loss), jsd (AugMix consistency: needs aug_splits 3)",
          ("ce", "bce", "asl_single_label", "asl_multi_label", "jsd")),
     _opt("label_smoothing", float, 0.0, "label smoothing of the targets (integer or mixed)", valid=BELOW_1),
     _opt("aux_factor", float, 0.0, "weight of auxiliary logits in the loss, for models that return them (ConvNeXt "
@@ -319,7 +319,8 @@ def coerce(option: Option, value):
         # one spelling per choice: MindCV's recipes write 'CE' and 'o2' as well as 'ce' and 'O2'
         result = {str(c).lower(): c for c in option.choices}.get(result.lower(), result)
     if option.choices is not None and result not in option.choices:
-        raise ConfigError(f"{option.name}: {result!r} is not one of {', '.join(map(str, option.choices))}")
+        raise ConfigError(f"{option.name}: {result!r} is not one of {', '.join(map(str, option.choices))} "
+                          f"({option.help})")
     return result
 
 
@@ -516,13 +517,40 @@ def validate_config(config: argparse.Namespace) -> None:
 
 
 def check_supported(config: argparse.Namespace) -> None:
-    """ConfigError for the first key whose value training cannot honour yet (`Option.supported`), saying where
-    it was set and what to do instead. Called by train.py: validation and prediction do not depend on these."""
+    """ConfigError for the first key whose value training cannot honour (`Option.supported`), saying where it was
+    set and what to do instead, then for keys that training cannot honour together. Called by train.py:
+    validation and prediction do not depend on these."""
     for option in SCHEMA:
         value = getattr(config, option.name)
         if option.supported is not None and value not in option.supported:
             raise ConfigError(f"{option.name} {value!r}{_where(config, option.name)} is not supported: "
                               f"{option.unsupported}")
+    if config.ckpt_save_policy == "top_k" and not config.val_while_train:
+        raise ConfigError("ckpt_save_policy top_k ranks checkpoints by validation top-1: set val_while_train True")
+    if config.loss == "jsd" and config.aug_splits != 3:
+        raise ConfigError("loss jsd compares each image's clean and augmented views: set aug_splits 3 (and "
+                          "auto_augment, e.g. augmix-m3-w3)")
+    if config.aug_splits == 3 and (config.mixup > 0 or config.cutmix > 0):
+        raise ConfigError("aug_splits 3 keeps each image's three views apart, which mixup and cutmix would mix: set "
+                          "mixup 0 and cutmix 0")
+    if config.aug_splits == 3 and not config.auto_augment and not config.color_jitter:
+        raise ConfigError("aug_splits 3 augments two views of each image with auto_augment or color_jitter, and "
+                          "neither is set (the views would equal the clean one): set auto_augment, e.g. augmix-m3-w3")
+
+
+def resume_checkpoint(config: argparse.Namespace) -> str:
+    """The checkpoint training resumes from ("" when it starts afresh): `resume` (a path or "auto"), or
+    `ckpt_path` with `resume_opt` (MindCV's spelling of resuming). ConfigError for resume_opt without ckpt_path,
+    and for resume and resume_opt naming different checkpoints."""
+    if not config.resume_opt:
+        return config.resume
+    if not config.ckpt_path:
+        raise ConfigError("resume_opt True resumes from ckpt_path, which is not set: pass --ckpt_path CHECKPOINT, "
+                          "or --resume auto to continue the run in ckpt_save_dir")
+    if config.resume and os.path.realpath(config.resume) != os.path.realpath(config.ckpt_path):
+        raise ConfigError(f"resume {config.resume} and resume_opt (with ckpt_path {config.ckpt_path}) name different "
+                          "checkpoints to resume from: keep one")
+    return config.ckpt_path
 
 
 def _where(config: argparse.Namespace, name: str) -> str:
