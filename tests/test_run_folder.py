@@ -79,3 +79,7 @@ def test_scores_of_deleted_checkpoints_are_forgotten_and_a_damaged_file_is_named
     (tmp_path / SCORES_FILE).write_text("{")
     with pytest.raises(ValueError, match=f"{SCORES_FILE} is not valid JSON .*; delete it"):
         run_folder(tmp_path, 2, "top_k")
+    for crafted in ('["tiny-1_5.ckpt"]', '{"tiny-1_5.ckpt": "70"}', '{"tiny-1_5.ckpt": true}'):
+        (tmp_path / SCORES_FILE).write_text(crafted)
+        with pytest.raises(ValueError, match=f"{SCORES_FILE} is not a mapping of checkpoint names to numbers"):
+            run_folder(tmp_path, 2, "top_k")

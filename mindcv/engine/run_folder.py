@@ -116,8 +116,13 @@ class RunFolder:
         except FileNotFoundError:
             return {}
         except json.JSONDecodeError as error:
-            raise ValueError(f"{self.scores_path} is not valid JSON ({error}); delete it (top_k then ranks the "
-                             "checkpoints saved from now on)") from None
+            scores = error
+        if not (isinstance(scores, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                 for v in scores.values())):
+            problem = f"is not valid JSON ({scores})" if isinstance(scores, Exception) else \
+                "is not a mapping of checkpoint names to numbers"
+            raise ValueError(f"{self.scores_path} {problem}; delete it (top_k then ranks the checkpoints saved "
+                             "from now on)")
         present = {os.path.basename(path) for path in self.checkpoints()}
         return {name: score for name, score in scores.items() if name in present}
 
