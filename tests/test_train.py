@@ -48,8 +48,11 @@ def trained_run(tmp_path_factory):
 
 def test_run_folder_holds_config_metrics_plot_and_checkpoints(trained_run):
     run_dir, result = trained_run
-    assert sorted(os.listdir(run_dir)) == ["class_names.txt", "config.yaml", "convnext_atto-2_4.ckpt",
-                                           "convnext_atto_best.ckpt", "metrics.jsonl", "metrics.png"]
+    assert sorted(os.listdir(run_dir)) == ["checkpoint_scores.json", "class_names.txt", "config.yaml",
+                                           "convnext_atto-2_4.ckpt", "convnext_atto_best.ckpt", "metrics.jsonl",
+                                           "metrics.png"]
+    assert json.loads(open(os.path.join(run_dir, "checkpoint_scores.json")).read()) == {
+        "convnext_atto-2_4.ckpt": records(run_dir)[-1]["val_top1"]}
     lines = records(run_dir)
     assert [r["epoch"] for r in lines] == [1, 2]
     assert {"train_loss", "lr", "val_top1", "val_top5", "val_loss", "images_per_s"} <= set(lines[0])
