@@ -10,6 +10,12 @@ DEMO_DATA = os.path.join(ROOT, "datasets", "mnist5k")
 MINI = dict(depths=(1, 1, 2, 1), dims=(16, 32, 64, 128), num_classes=10)
 
 
+def pytest_xdist_auto_num_workers(config):
+    """Workers for `-n auto`: one per core, at most 4. A worker holds compiled MindSpore graphs (1-3 GiB) and the
+    longest test file takes about 2.5 minutes whatever the number of workers, so more would only use memory."""
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
 # MINDCV_FAST_CPU_OPS=0 runs the device path (stock operators, MindSpore's overflow check) on this CPU; tests about
 # mindcv's CPU kernels themselves have nothing to test there
 requires_cpu_kernels = pytest.mark.skipif(os.environ.get("MINDCV_FAST_CPU_OPS", "1") == "0",
