@@ -112,8 +112,10 @@ def test_two_workers_match_one_process_with_the_global_batch(common, two_workers
 
 @needs_msrun
 def test_two_nodes_resume_each_from_its_own_run_folder(common, two_workers, tmp_path):
-    """Two launches of one worker each (node ranks 0 and 1, no shared folder) train two epochs, then resume to the
-    third with --resume auto: each node finds its own checkpoint, and the weights are the uninterrupted run's."""
+    """Two launches of one worker each (node ranks 0 and 1, no shared folder) resume to the third epoch with
+    --resume auto: each node finds its own checkpoint, and the weights are the uninterrupted run's. Each node's
+    folder starts as a two-epoch run leaves it (the two-worker run's epoch-2 state, which is the same on every
+    rank); that each node's first rank writes its own checkpoints is what the resumed epoch shows."""
     def launch(node, port, args):
         return msrun(*common, *args, "--ckpt_save_dir", str(tmp_path / f"node{node}"), worker_num=2,
                      local_worker_num=1, port=port, node_rank=node, log_dir=tmp_path / f"logs{node}")
@@ -131,11 +133,14 @@ def test_two_nodes_resume_each_from_its_own_run_folder(common, two_workers, tmp_
         log = open(tmp_path / "logs1" / "worker_1.log").read()
         assert "final weights sha256" in log and "Traceback" not in log and "error:" not in log, log[-3000:]
 
-    launch_both("--epoch_size", "2")
-    assert [os.path.exists(tmp_path / f"node{node}" / "convnext_atto-2_1.ckpt") for node in (0, 1)] == [True, True]
+    for node in (0, 1):
+        os.makedirs(tmp_path / f"node{node}")
+        shutil.copy(two_workers / "run" / "convnext_atto-2_1.ckpt", tmp_path / f"node{node}")
+    shutil.copy(two_workers / "run" / "metrics.jsonl", tmp_path / "node0")  # rank 0's records
     launch_both("--epoch_size", "3", "--resume", "auto")
     uninterrupted = weights(str(two_workers / "run" / "convnext_atto-3_1.ckpt"))
     for node in (0, 1):
+        assert os.path.exists(tmp_path / f"node{node}" / "convnext_atto-2_1.ckpt")  # resumed from its own folder
         resumed = weights(str(tmp_path / f"node{node}" / "convnext_atto-3_1.ckpt"))
         assert max(float(np.abs(resumed[k] - uninterrupted[k]).max()) for k in uninterrupted) <= 1e-5
     assert [r["epoch"] for r in records(str(tmp_path / "node0"))] == [1, 2, 3]  # records: rank 0 only
