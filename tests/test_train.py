@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -105,11 +106,22 @@ def test_user_mistakes_give_one_line_errors(script, args, message):
     assert re.search(message, result.stderr.strip().splitlines()[-1])
 
 
-def test_non_finite_loss_stops_training_or_skips_the_step(tmp_path):
+# Three steps per epoch, no validation: the runs that the resume and non-finite tests continue.
+SHORT = [*TINY, *DETERMINISTIC, "--num_samples", "48", "--batch_size", "16", "--val_while_train", "False"]
+
+
+@pytest.fixture(scope="module")
+def first_epoch(tmp_path_factory):
+    """The run folder of SHORT's first epoch; a test continues a copy of it."""
+    run_dir = tmp_path_factory.mktemp("first_epoch") / "run"
+    run("train.py", *SHORT, "--epoch_size", "1", "--ckpt_save_dir", str(run_dir))
+    return run_dir
+
+
+def test_non_finite_loss_stops_training_or_skips_the_step(tmp_path, first_epoch):
     """After a good epoch, a learning rate of 1e35 blows the weights up and the loss stops being finite."""
-    common = [*TINY, *DETERMINISTIC, "--num_samples", "48", "--batch_size", "16", "--val_while_train", "False",
-              "--ckpt_save_dir", str(tmp_path)]
-    run("train.py", *common, "--epoch_size", "1")
+    shutil.copytree(first_epoch, tmp_path, dirs_exist_ok=True)
+    common = [*SHORT, "--ckpt_save_dir", str(tmp_path)]
     good = tmp_path / "convnext_atto-1_3.ckpt"
     before = good.read_bytes()
     stopped = run("train.py", *common, "--epoch_size", "2", "--resume", "auto", "--lr", "1e35", check_rc=3)
@@ -121,20 +133,22 @@ def test_non_finite_loss_stops_training_or_skips_the_step(tmp_path):
     assert records(str(tmp_path))[-1]["skipped_updates"] >= 1
 
 
-def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
-    common = [*TINY, *DETERMINISTIC, "--num_samples", "48", "--batch_size", "16", "--val_while_train", "False"]
-    run("train.py", *common, "--epoch_size", "3", "--ckpt_save_dir", str(tmp_path / "straight"))
-    run("train.py", *common, "--epoch_size", "1", "--ckpt_save_dir", str(tmp_path / "resumed"))
-    run("train.py", *common, "--epoch_size", "3", "--ckpt_save_dir", str(tmp_path / "resumed"), "--resume", "auto")
+def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, first_epoch):
+    run("train.py", *SHORT, "--epoch_size", "3", "--ckpt_save_dir", str(tmp_path / "straight"))
+    shutil.copytree(first_epoch, tmp_path / "resumed")
+    run("train.py", *SHORT, "--epoch_size", "3", "--ckpt_save_dir", str(tmp_path / "resumed"), "--resume", "auto")
     straight = weights(str(tmp_path / "straight" / "convnext_atto-3_3.ckpt"))
     resumed = weights(str(tmp_path / "resumed" / "convnext_atto-3_3.ckpt"))
     assert straight.keys() == resumed.keys()
     assert max(float(np.abs(straight[k] - resumed[k]).max()) for k in straight) <= 1e-5
     assert [r["epoch"] for r in records(str(tmp_path / "resumed"))] == [1, 2, 3]
-    # resuming from an older checkpoint drops the records of the epochs it redoes
-    run("train.py", *common, "--epoch_size", "3", "--ckpt_save_dir", str(tmp_path / "resumed"), "--resume",
-        str(tmp_path / "resumed" / "convnext_atto-2_3.ckpt"))
+    # resuming from an older checkpoint (MindCV's spelling: --ckpt_path with --resume_opt) drops the records of the
+    # epochs it redoes, and redoes them as the uninterrupted run did
+    run("train.py", *SHORT, "--epoch_size", "3", "--ckpt_save_dir", str(tmp_path / "resumed"), "--resume_opt",
+        "--ckpt_path", str(tmp_path / "resumed" / "convnext_atto-2_3.ckpt"))
     assert [r["epoch"] for r in records(str(tmp_path / "resumed"))] == [1, 2, 3]
+    redone = weights(str(tmp_path / "resumed" / "convnext_atto-3_3.ckpt"))
+    assert max(float(np.abs(straight[k] - redone[k]).max()) for k in straight) <= 1e-5
 
 
 RANDOM_DATA = ["--mixup", "0.8", "--cutmix", "1.0", "--auto_augment", "randaug-m9-mstd0.5-inc1", "--re_prob", "0.25",
