@@ -25,8 +25,9 @@ import numpy as np
 
 from mindcv.data import UnreadableImageError, get_class_names
 from mindcv.data.dataset import IMAGE_EXTENSIONS
-from mindcv.utils.cli import apply_eval_amp, build_eval_model, build_transform, exit_on_user_error, setup_context
-from mindcv.utils.config import ConfigError, parse_config
+from mindcv.utils.cli import (apply_eval_amp, build_eval_model, build_transform, exit_on_user_error, read_class_names,
+                              setup_context)
+from mindcv.utils.config import RUN_CLASS_NAMES, ConfigError, beside_checkpoint, parse_config
 from mindcv.utils.evaluate import log_softmax
 
 
@@ -57,14 +58,10 @@ def find_images(inputs):
 
 def resolve_class_names(config, num_classes: int):
     """(class names, where they came from); see the module docstring for the search order."""
-    beside_checkpoint = os.path.join(os.path.dirname(os.path.abspath(config.ckpt_path)), "class_names.txt")
-    if config.class_names or os.path.isfile(beside_checkpoint):
-        source = config.class_names or beside_checkpoint
-        try:
-            with open(source) as f:
-                names = [line.strip() for line in f if line.strip()]
-        except OSError as error:
-            raise FileNotFoundError(f"cannot read class names from {source}: {error.strerror}") from None
+    run_classes = beside_checkpoint(config.ckpt_path, RUN_CLASS_NAMES)
+    if config.class_names or os.path.isfile(run_classes):
+        source = config.class_names or run_classes
+        names = read_class_names(source)
     elif config.data_dir:
         source = os.path.join(config.data_dir, config.train_split)
         names = get_class_names(config.data_dir, config.train_split)

@@ -15,8 +15,9 @@ import os
 import sys
 
 from mindcv.utils.cli import (apply_eval_amp, build_dataset, build_eval_model, build_loader, build_model,
-                              check_same_classes, exit_on_user_error, require_data_dir, setup_context)
-from mindcv.utils.config import ConfigError, parse_config
+                              check_same_classes, exit_on_user_error, read_class_names, require_data_dir,
+                              setup_context)
+from mindcv.utils.config import RUN_CLASS_NAMES, ConfigError, beside_checkpoint, parse_config
 from mindcv.utils.evaluate import evaluate
 
 
@@ -35,11 +36,10 @@ def main(argv=None) -> int:
     loader = build_loader(config, build_dataset(config, config.val_split, False, rank, group_size), False,
                           num_classes=config.num_classes)
     if config.ckpt_path:  # the classifier must be the checkpoint's: a fresh one would score by chance
-        run_classes = os.path.join(os.path.dirname(config.ckpt_path), "class_names.txt")
+        run_classes = beside_checkpoint(config.ckpt_path, RUN_CLASS_NAMES)
         if os.path.isfile(run_classes):
-            with open(run_classes) as f:
-                check_same_classes([line.strip() for line in f if line.strip()], loader.class_names, run_classes,
-                                   f"{config.data_dir}/{config.val_split}")
+            check_same_classes(read_class_names(run_classes), loader.class_names, run_classes,
+                               f"{config.data_dir}/{config.val_split}")
         network = build_eval_model(config)
     else:
         network = build_model(config, config.num_classes or len(loader.class_names))

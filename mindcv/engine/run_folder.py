@@ -20,7 +20,7 @@ import re
 import mindspore as ms
 
 from ..utils.checkpoint import load_checkpoint_checked, save_checkpoint_atomic, temporary_path
-from ..utils.config import ConfigError, dump_config
+from ..utils.config import RUN_CLASS_NAMES, RUN_RECIPE, ConfigError, dump_config
 from ..utils.plot import plot_metrics
 
 # Position entries that a resumable checkpoint carries beside the Parameters of the train step.
@@ -110,19 +110,17 @@ class RunFolder:
 
     def _read_scores(self) -> dict:
         """The scores saved beside the checkpoints, of those still there (a file left by deleted ones is stale)."""
+        fix = "delete it (top_k then ranks the checkpoints saved from now on)"
         try:
             with open(self.scores_path) as f:
                 scores = json.load(f)
         except FileNotFoundError:
             return {}
         except json.JSONDecodeError as error:
-            scores = error
+            raise ValueError(f"{self.scores_path} is not valid JSON ({error}); {fix}") from None
         if not (isinstance(scores, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                  for v in scores.values())):
-            problem = f"is not valid JSON ({scores})" if isinstance(scores, Exception) else \
-                "is not a mapping of checkpoint names to numbers"
-            raise ValueError(f"{self.scores_path} {problem}; delete it (top_k then ranks the checkpoints saved "
-                             "from now on)")
+            raise ValueError(f"{self.scores_path} is not a mapping of checkpoint names to numbers; {fix}")
         present = {os.path.basename(path) for path in self.checkpoints()}
         return {name: score for name, score in scores.items() if name in present}
 
@@ -141,8 +139,8 @@ class RunFolder:
     def write_run_files(self, config, class_names) -> None:
         """The resolved config (loadable with -c) and the class names, index i on line i."""
         if self.writes_records:
-            dump_config(config, os.path.join(self.directory, "config.yaml"))
-            with open(os.path.join(self.directory, "class_names.txt"), "w") as f:
+            dump_config(config, os.path.join(self.directory, RUN_RECIPE))
+            with open(os.path.join(self.directory, RUN_CLASS_NAMES), "w") as f:
                 f.write("\n".join(class_names) + "\n")
 
     @property

@@ -4,7 +4,7 @@ import functools
 import logging
 import os
 import sys
-from typing import Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import mindspore as ms
 
@@ -12,7 +12,7 @@ from mindcv.data import create_dataset, create_loader, create_transforms
 from mindcv.models import create_model
 from mindcv.models.weights import load_state, read_state, to_mindcv_names
 from mindcv.ops.switch import fast_cpu_ops_enabled
-from mindcv.utils.config import ConfigError
+from mindcv.utils.config import RUN_RECIPE, ConfigError, beside_checkpoint
 from mindcv.utils.train_step import apply_amp
 
 _logger = logging.getLogger("mindcv")
@@ -161,6 +161,16 @@ def build_dataset(config, split: str, is_training: bool, rank: int = 0, group_si
                           pad_shards=is_training, **sharded)
 
 
+def read_class_names(path: str) -> List[str]:
+    """Class names from a file of one name per line (line i: class i), as a run folder's class_names.txt.
+    FileNotFoundError naming the file when it cannot be read."""
+    try:
+        with open(path) as f:
+            return [line.strip() for line in f if line.strip()]
+    except OSError as error:
+        raise FileNotFoundError(f"cannot read class names from {path}: {error.strerror}") from None
+
+
 def check_same_classes(expected: Sequence[str], found: Sequence[str], expected_source: str, found_source: str):
     """ConfigError unless `found` names the classes of `expected` (labels are indices into the sorted names, so
     any difference scores images against the wrong classes); the message names the classes in only one."""
@@ -225,7 +235,7 @@ def build_eval_model(config):
         load_state(network, state, source=config.ckpt_path)  # the file is read once, above
     except ValueError as error:
         # the usual cause: model keys (depths, dims, ...) other than the run's
-        recipe = os.path.join(os.path.dirname(config.ckpt_path), "config.yaml")
+        recipe = beside_checkpoint(config.ckpt_path, RUN_RECIPE)
         if not os.path.isfile(recipe):
             raise
         if config.config and os.path.samefile(config.config, recipe):

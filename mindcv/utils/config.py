@@ -280,6 +280,14 @@ OPTIONS: Dict[str, Option] = {o.name: o for o in SCHEMA}
 ALIASES: Dict[str, str] = {alias: o.name for o in SCHEMA for alias in o.aliases}
 # A key of MindCV's saved configs that names the recipe file itself; MindCV ignores it when reading a recipe.
 RECIPE_KEY = "config"
+# The files by which a run folder describes itself (written by mindcv.engine.RunFolder): its resolved recipe and
+# its class names, one per line (line i: class i).
+RUN_RECIPE, RUN_CLASS_NAMES = "config.yaml", "class_names.txt"
+
+
+def beside_checkpoint(checkpoint_path: str, name: str) -> str:
+    """The path of the run-folder file `name` (RUN_RECIPE, RUN_CLASS_NAMES) beside `checkpoint_path`."""
+    return os.path.join(os.path.dirname(checkpoint_path), name)
 
 
 def _parse_bool(value) -> bool:
@@ -481,7 +489,7 @@ def parse_config(argv: Optional[List[str]] = None, description: str = "", extra=
     values = {o.name: o.default for o in SCHEMA}
     run_folder_recipe = ""
     if not args.config and recipe_beside_checkpoint and getattr(args, "ckpt_path", ""):
-        beside = os.path.join(os.path.dirname(args.ckpt_path), "config.yaml")
+        beside = beside_checkpoint(args.ckpt_path, RUN_RECIPE)
         run_folder_recipe = beside if os.path.isfile(beside) else ""
     if args.config or run_folder_recipe:
         values.update(load_yaml(args.config or run_folder_recipe))
