@@ -251,15 +251,12 @@ def _read_names(path, count):
 
 
 def _cifar_source(name, root, parts):
-    if name == "cifar10":
-        train = [f"data_batch_{i}.bin" for i in range(1, 6)]
-        folder_name, test, label_bytes, classes = "cifar-10-batches-bin", ["test_batch.bin"], 1, 10
-        layout = "the CIFAR-10 binary version (cifar-10-binary.tar.gz)"
-    else:
-        folder_name, train, test, label_bytes, classes = "cifar-100-binary", ["train.bin"], ["test.bin"], 2, 100
-        layout = "the CIFAR-100 binary version (cifar-100-binary.tar.gz)"
-    files = (train if "train" in parts else []) + (test if "test" in parts else [])
-    folder = _find(root, ("", folder_name), files, layout)
+    # the file names and the archive's folder are the download's (where download=True puts them)
+    files_of = DOWNLOADS[name]
+    label_bytes, classes = (1, 10) if name == "cifar10" else (2, 100)
+    files = [*(files_of.train_files if "train" in parts else ()), *(files_of.test_files if "test" in parts else ())]
+    folder = _find(root, ("", files_of.folder), files,
+                   f"the {files_of.title} binary version ({files_of.resources[0][0]})")
     images, labels, coarse, paths = _read_cifar([os.path.join(folder, f) for f in files], label_bytes, classes)
     if name == "cifar10":
         class_names = _read_names(os.path.join(folder, "batches.meta.txt"), 10) or list(CIFAR10_CLASSES)

@@ -40,6 +40,7 @@ class DatasetDownload:
     archive = False
     folder = ""  # the folder the archive unpacks into, under root
     files = ()  # the dataset's files in `path`
+    train_files, test_files = (), ()  # an archive's files of each split (the readers in mindcv.data.dataset)
     contents = ""  # how the message names them, for an archive
 
     def __init__(self, root=None):
@@ -104,7 +105,8 @@ class Cifar10Download(DatasetDownload):
                   ("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",)),)
     archive = True
     folder = "cifar-10-batches-bin"
-    files = tuple(f"data_batch_{i}.bin" for i in range(1, 6)) + ("test_batch.bin",)
+    train_files, test_files = tuple(f"data_batch_{i}.bin" for i in range(1, 6)), ("test_batch.bin",)
+    files = train_files + test_files
     contents = "data_batch_1.bin .. data_batch_5.bin and test_batch.bin"
 
 
@@ -115,7 +117,8 @@ class Cifar100Download(DatasetDownload):
                   ("https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",)),)
     archive = True
     folder = "cifar-100-binary"
-    files = ("train.bin", "test.bin")
+    train_files, test_files = ("train.bin",), ("test.bin",)
+    files = train_files + test_files
     contents = "train.bin and test.bin"
 
 
