@@ -99,7 +99,7 @@ def fetch(url: str, folder: Optional[str] = None, progress: bool = True, timeout
             reason = getattr(error, "reason", None) or error
             raise DownloadError(f"cannot download {source} ({reason}); fetch {name} by hand and put it in "
                                 f"{folder}") from None
-        actual = _sha256(partial)
+        actual = _file_digest(partial, "sha256")
         if digest and not (actual.startswith(digest) if prefix_only else actual == digest):
             os.remove(partial)
             raise DownloadError(f"{source} does not match its sha256 (expected {digest}{'...' if prefix_only else ''}"
@@ -150,10 +150,11 @@ def _download(url: str, partial: str, timeout: float, progress: bool) -> None:
             raise OSError(f"the connection closed after {os.path.getsize(partial)} of {total} bytes")
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
+def _file_digest(path: str, algorithm: str, chunk_size: int = _CHUNK) -> str:
+    """Hex digest of a file (`hashlib` algorithm name), read in chunks: weights files are large."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
+        for chunk in iter(lambda: f.read(chunk_size), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
@@ -183,11 +184,7 @@ class DownLoad:
 
     @staticmethod
     def calculate_md5(file_path: str, chunk_size: int = _CHUNK) -> str:
-        digest = hashlib.md5()
-        with open(file_path, "rb") as f:
-            for chunk in iter(lambda: f.read(chunk_size), b""):
-                digest.update(chunk)
-        return digest.hexdigest()
+        return _file_digest(file_path, "md5", chunk_size)
 
     def check_md5(self, file_path: str, md5: Optional[str] = None) -> bool:
         """Whether the file's md5 is `md5` (False when md5 is None, as MindCV's)."""
