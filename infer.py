@@ -23,12 +23,14 @@ import sys
 import mindspore as ms
 import numpy as np
 
+from mindcv.config.builders import (apply_eval_amp, build_eval_model, build_transform, exit_on_user_error,
+                                    read_class_names, setup_context)
+from mindcv.config.schema import parse_config
 from mindcv.data import UnreadableImageError, get_class_names
 from mindcv.data.dataset import IMAGE_EXTENSIONS
-from mindcv.utils.cli import (apply_eval_amp, build_eval_model, build_transform, exit_on_user_error, read_class_names,
-                              setup_context)
-from mindcv.utils.config import RUN_CLASS_NAMES, ConfigError, beside_checkpoint, parse_config
-from mindcv.utils.evaluate import log_softmax
+from mindcv.engine.evaluate import log_softmax
+from mindcv.errors import ConfigError
+from mindcv.io.names import RUN_CLASS_NAMES, beside_checkpoint
 
 
 def _extra_arguments(parser):

@@ -16,14 +16,15 @@ import sys
 import mindspore as ms
 import numpy as np
 
+from mindcv.config.builders import (build_dataset, build_loader, build_model, check_same_classes, exit_on_user_error,
+                                    require_data_dir, resolve_amp_level, setup_context)
+from mindcv.config.schema import check_supported, parse_config, recipe_of, resume_checkpoint
 from mindcv.engine import NonFiniteLossError, RunFolder, Trainer, restore, seed_graph_randomness
+from mindcv.engine.train_step import create_train_step
+from mindcv.errors import ConfigError
 from mindcv.loss import create_loss
 from mindcv.optim import create_optimizer
 from mindcv.scheduler import create_scheduler
-from mindcv.utils.cli import (build_dataset, build_loader, build_model, check_same_classes, exit_on_user_error,
-                              require_data_dir, resolve_amp_level, setup_context)
-from mindcv.utils.config import ConfigError, check_supported, parse_config, resume_checkpoint
-from mindcv.utils.train_step import create_train_step
 
 _logger = logging.getLogger("train")
 
@@ -106,7 +107,7 @@ def main(argv=None) -> int:
         instead = "(fine-tuning) set resume_opt False" if config.resume_opt else "use --ckpt_path instead of --resume"
         start_epoch, steps_done = restore(train_step, resume_path, instead)
         _logger.info("resumed from %s at epoch %d, step %d of the epoch", resume_path, start_epoch, steps_done)
-    run.write_run_files(config, class_names)
+    run.write_run_files(recipe_of(config), class_names)
     _logger.info("%s: %d classes, %d steps per epoch of %d images on each of %d device(s)", config.model,
                  num_classes, steps_per_epoch, config.batch_size, group_size)
 

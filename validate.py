@@ -14,11 +14,13 @@ import json
 import os
 import sys
 
-from mindcv.utils.cli import (apply_eval_amp, build_dataset, build_eval_model, build_loader, build_model,
-                              check_same_classes, exit_on_user_error, read_class_names, require_data_dir,
-                              setup_context)
-from mindcv.utils.config import RUN_CLASS_NAMES, ConfigError, beside_checkpoint, parse_config
-from mindcv.utils.evaluate import evaluate
+from mindcv.config.builders import (apply_eval_amp, build_dataset, build_eval_model, build_loader, build_model,
+                                    check_same_classes, exit_on_user_error, read_class_names, require_data_dir,
+                                    setup_context)
+from mindcv.config.schema import parse_config
+from mindcv.engine.evaluate import evaluate
+from mindcv.errors import ConfigError
+from mindcv.io.names import RUN_CLASS_NAMES, beside_checkpoint
 
 
 def _extra_arguments(parser):

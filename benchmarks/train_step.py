@@ -20,7 +20,7 @@ from mindspore import nn
 from mindcv.loss import create_loss
 from mindcv.models import create_model
 from mindcv.optim import create_optimizer
-from mindcv.utils.train_step import create_train_step
+from mindcv.engine.train_step import create_train_step
 
 
 def parse_args(argv=None) -> argparse.Namespace:

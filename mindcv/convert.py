@@ -10,10 +10,10 @@ import sys
 
 from mindspore import Tensor
 
+from mindcv.config.builders import exit_on_user_error
+from mindcv.io.checkpoint import save_checkpoint_atomic
 from mindcv.models import create_model, is_model
 from mindcv.models.weights import match_state, read_state, to_mindcv_names
-from mindcv.utils.checkpoint import save_checkpoint_atomic
-from mindcv.utils.cli import exit_on_user_error
 
 
 def convert(src: str, dst: str, model_name: str, num_classes: int = None, quiet: bool = False, **model_kwargs) -> None:

@@ -29,9 +29,10 @@ import sys
 import mindspore as ms
 import numpy as np
 
+from mindcv.config.builders import build_eval_model, exit_on_user_error, setup_context
+from mindcv.config.schema import parse_config
+from mindcv.errors import ConfigError
 from mindcv.ops import fast_cpu_ops
-from mindcv.utils.cli import build_eval_model, exit_on_user_error, setup_context
-from mindcv.utils.config import ConfigError, parse_config
 
 EXTENSIONS = {"MINDIR": ".mindir", "ONNX": ".onnx"}
 

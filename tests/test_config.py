@@ -5,7 +5,7 @@ import os
 import pytest
 
 from conftest import ROOT
-from mindcv.utils.config import (OPTIONS, SCHEMA, ConfigError, build_parser, dump_config, load_yaml, parse_config,
+from mindcv.config.schema import (OPTIONS, SCHEMA, ConfigError, build_parser, dump_config, load_yaml, parse_config,
                                  schema_table)
 
 RECIPES = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True))

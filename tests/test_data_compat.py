@@ -22,7 +22,7 @@ from mindcv.data import (AugMix, AutoAugment, Cifar10Download, MnistDownload, Re
                          create_transforms, get_dataset_download_root)
 from mindcv.data import auto_augment as aa
 from mindcv.data.constants import CIFAR_DEFAULT_MEAN
-from mindcv.utils.download import DownLoad, DownloadError
+from mindcv.io.download import DownLoad, DownloadError
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 IDENTITY = dict(mean=(0, 0, 0), std=(1, 1, 1))  # normalization that leaves the 0-255 pixels as they are
@@ -140,17 +140,6 @@ def test_factories_take_mindcvs_arguments_in_mindcvs_order():
 def test_create_dataset_refuses_mindspore_keywords():
     with pytest.raises(TypeError, match="decode"):
         create_dataset("imagefolder", DEMO_DATA, decode=True)
-
-
-def test_create_transforms_takes_the_earlier_order_too():
-    data = (DEMO_DATA + "/val/3/" + sorted(os.listdir(DEMO_DATA + "/val/3"))[0])
-    data = open(data, "rb").read()
-    new = create_transforms("imagenet", 32, False)(data)
-    np.testing.assert_array_equal(create_transforms("imagenet", False, image_resize=32)(data), new)
-    np.testing.assert_array_equal(create_transforms("imagenet", False, 32)(data), new)
-    assert type(create_transforms("imagenet", True)).__name__ == "TrainTransform"
-    with pytest.raises(TypeError, match="multiple values"):
-        create_transforms("imagenet", False, 32, image_resize=32)
 
 
 def test_dataset_download_root(monkeypatch, tmp_path):

@@ -19,7 +19,7 @@ from mindcv.data import create_dataset, create_loader, create_transforms
 from mindcv.engine import seed_graph_randomness
 from mindcv.models import create_model
 from mindcv.models.layers import DropPath
-from mindcv.utils.checkpoint import save_checkpoint_atomic
+from mindcv.io.checkpoint import save_checkpoint_atomic
 from test_train import DETERMINISTIC, TINY, records, run, weights
 
 

@@ -12,7 +12,7 @@ import infer
 import validate
 from conftest import ROOT
 from mindcv import export
-from mindcv.utils.config import parse_config, schema_table
+from mindcv.config.schema import parse_config, schema_table
 
 DOCS = [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "configs", "convnext", "README.md"),
         *sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))]
@@ -75,4 +75,4 @@ def test_relative_links_point_at_files(path):
 
 def test_the_config_page_holds_the_schemas_table():
     assert schema_table() in open(os.path.join(ROOT, "docs", "config.md")).read(), \
-        "docs/config.md is out of date: regenerate its table with python -m mindcv.utils.config"
+        "docs/config.md is out of date: regenerate its table with python -m mindcv.config.schema"

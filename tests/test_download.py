@@ -1,4 +1,4 @@
-"""mindcv.utils.download against a local HTTP server made by the test (never the internet): verified, cached,
+"""mindcv.io.download against a local HTTP server made by the test (never the internet): verified, cached,
 atomic, resumable downloads, one download for two processes, mirrors, and one-line errors."""
 import hashlib
 import http.server
@@ -12,8 +12,8 @@ import pytest
 
 from conftest import MINI, ROOT
 from mindcv.models import create_model
-from mindcv.utils.download import DownloadError, fetch
-from mindcv.utils.checkpoint import save_checkpoint_atomic
+from mindcv.io.download import DownloadError, fetch
+from mindcv.io.checkpoint import save_checkpoint_atomic
 
 PAYLOAD = os.urandom(300_000)
 
@@ -113,7 +113,7 @@ def test_no_server_is_one_line_naming_url_file_and_folder(tmp_path):
 
 
 def test_two_processes_asking_at_once_download_once(server, tmp_path):
-    script = ("import sys; from mindcv.utils.download import fetch; "
+    script = ("import sys; from mindcv.io.download import fetch; "
               "print(fetch(sys.argv[1], sys.argv[2], progress=False))")
     processes = [subprocess.Popen([sys.executable, "-c", script, f"{server.url}/w.bin", str(tmp_path)],
                                   stdout=subprocess.PIPE, text=True) for _ in range(2)]

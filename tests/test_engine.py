@@ -14,7 +14,7 @@ from mindcv.engine import NonFiniteLossError, RunFolder, Trainer
 from mindcv.engine.trainer import chunk_size
 from mindcv.loss import create_loss
 from mindcv.optim import create_optimizer
-from mindcv.utils.train_step import create_train_step
+from mindcv.engine.train_step import create_train_step
 
 RNG = np.random.default_rng(5)
 STEPS, BATCH = 6, 4

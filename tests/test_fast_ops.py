@@ -11,7 +11,8 @@ from mindspore import nn, ops
 from mindcv.models import create_model
 from mindcv.models.layers import (GELU, DepthwiseConv2d, LayerNorm, LayerNorm2d, LayerScaleResidual, Linear, PatchifyConv2d,
                                  PointwiseMlp, RowBiasAdd)
-from mindcv.ops import _build, depthwise_conv_op, fast_cpu_ops
+from mindcv.native import build as _build
+from mindcv.ops import depthwise_conv_op, fast_cpu_ops, gelu
 from mindcv.ops.depthwise_conv import depthwise_conv_nhwc_op
 from mindcv.ops.finite import all_finite_op
 from mindcv.ops.gelu import gelu_op
@@ -307,7 +308,7 @@ def test_build_falls_back_with_a_warning_without_compiler(tmp_path, monkeypatch)
     monkeypatch.setattr(_build, "_built", {})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert _build.build("gelu_cpu.cc") is None
+        assert _build.build(gelu.SOURCE) is None
     assert any("stock operators" in str(w.message) for w in caught)
 
 

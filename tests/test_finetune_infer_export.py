@@ -24,8 +24,8 @@ from mindcv import export
 from mindcv.data import create_transforms
 from mindcv.models import create_model
 from mindcv.models.weights import read_state
-from mindcv.utils.cli import build_eval_model, build_model
-from mindcv.utils.config import parse_config
+from mindcv.config.builders import build_eval_model, build_model
+from mindcv.config.schema import parse_config
 
 RECIPE = os.path.join(ROOT, "configs", "convnext", "convnext_mnist_cpu.yaml")
 FINETUNE_RECIPE = os.path.join(os.path.dirname(RECIPE), "convnext_tiny_finetune.yaml")

@@ -16,9 +16,9 @@ from conftest import DEMO_DATA, ROOT
 from mindcv.models.weights import read_state
 from mindcv.utils import checkpoint as checkpoint_module
 from mindcv.utils import ckpt_check
-from mindcv.utils.checkpoint import load_checkpoint_checked, save_checkpoint_atomic
-from mindcv.utils.ckpt_check import validate_checkpoint_file
-from mindcv.utils.config import ConfigError, load_yaml
+from mindcv.io.checkpoint import load_checkpoint_checked, save_checkpoint_atomic
+from mindcv.io.ckpt_check import validate_checkpoint_file
+from mindcv.config.schema import ConfigError, load_yaml
 
 FLOATS = np.arange(8, dtype=np.float32).tobytes()  # 8 float32 values
 DAMAGED = "; the file is damaged or not a MindSpore checkpoint"

@@ -3,7 +3,7 @@ itself: the exactness and stock-operator tests of the image kernels and the fast
 subprocess with MINDCV_CPU_ISA capping the instruction set.
 
 Each kernel library picks its code path once, when it is loaded: a variable `kIsa` (kBase = 0, kAvx2 = 1,
-kAvx512 = 2, see mindcv/ops/simd.h) that every dispatch reads. A pytest plugin in the subprocess reads that
+kAvx512 = 2, see mindcv/native/simd.h) that every dispatch reads. A pytest plugin in the subprocess reads that
 variable, at the end of the session, from each kernel library the tests loaded, so the test knows which path
 the kernels it just checked ran."""
 import json
@@ -30,7 +30,7 @@ import json
 import os
 import subprocess
 
-from mindcv.ops._build import cache_dir
+from mindcv.native.build import cache_dir
 
 
 def loaded_isas():

@@ -1,4 +1,4 @@
-"""The kernel cache (mindcv/ops/_build.py) never runs a library that is damaged, built for another compiler or
+"""The kernel cache (mindcv/native/build.py) never runs a library that is damaged, built for another compiler or
 CPU, or that another user could have planted; each case ends in a rebuild or a fallback with a warning, and the
 results stay right.
 
@@ -21,7 +21,8 @@ from PIL import Image
 
 from mindcv.data import kernels
 from mindcv.data.transforms import create_transforms
-from mindcv.ops import _build
+from mindcv.native import build as _build
+from mindcv.ops.gelu import SOURCE as GELU_SOURCE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ to build the kernels")
@@ -44,13 +45,14 @@ if "op" in what:
     import mindspore as ms
     from mindspore import ops
     ms.set_context(device_target="CPU")
-    from mindcv.ops import _build
+    from mindcv.native import build as _build
+    from mindcv.ops import gelu
     from mindcv.ops.gelu import gelu_op
     op = gelu_op()
     x = np.linspace(-4, 4, 33, dtype=np.float32)
     y = (op(ms.Tensor(x)) if op is not None else ops.gelu(ms.Tensor(x), approximate="none")).asnumpy()
     expected = [v * 0.5 * (1 + math.erf(v / math.sqrt(2))) for v in x.astype(np.float64)]
-    report["op_library"] = _build._built.get("gelu_cpu.cc")
+    report["op_library"] = _build._built.get(gelu.SOURCE)
     report["op_error"] = float(np.abs(y - np.array(expected)).max())
 print("REPORT " + json.dumps(report))
 '''
@@ -154,8 +156,8 @@ def library(cache, stem):
 def keys(world, monkeypatch):
     """(image key, GELU key) as the subprocesses compute them."""
     monkeypatch.setenv("CXX", world["wrapper"])
-    return (_build.library_key("image_cpu.cc", kernels._libjpeg_link_args(), IMAGE_FLAGS),
-            _build.library_key("gelu_cpu.cc"))
+    return (_build.library_key(kernels._SOURCE, kernels._libjpeg_link_args(), IMAGE_FLAGS),
+            _build.library_key(GELU_SOURCE))
 
 
 def plant(path, key, marker):
@@ -249,7 +251,7 @@ def test_the_key_covers_cpu_architecture_compiler_path_and_version(world, tmp_pa
     assert os.path.basename(library(world["primed"], "gelu_cpu")) == _build.library_name("gelu_cpu.cc", gelu_key)
 
     def key():
-        return _build.library_key("gelu_cpu.cc")
+        return _build.library_key(GELU_SOURCE)
 
     monkeypatch.setattr(platform, "machine", lambda: "aarch64")
     assert key() != gelu_key

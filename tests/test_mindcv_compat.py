@@ -33,11 +33,11 @@ from mindcv.models import (FeatureExtractWrapper, create_model, is_model, is_mod
 from mindcv.models import convnext as convnext_module
 from mindcv.models import layers
 from mindcv.scheduler import SCHEDULERS
-from mindcv.utils.checkpoint import save_checkpoint_atomic
-from mindcv.utils.cli import apply_eval_amp, build_dataset, build_loader, build_transform
-from mindcv.utils.config import (ALIASES, OPTIONS, ConfigError, check_supported, dump_config, load_yaml,
+from mindcv.io.checkpoint import save_checkpoint_atomic
+from mindcv.config.builders import apply_eval_amp, build_dataset, build_loader, build_transform
+from mindcv.config.schema import (ALIASES, OPTIONS, ConfigError, check_supported, dump_config, load_yaml,
                                  parse_config, resume_checkpoint)
-from mindcv.utils.train_step import amp_cast_classes, apply_amp
+from mindcv.engine.train_step import amp_cast_classes, apply_amp
 
 REFERENCE = os.path.join(ROOT, "..", "shared", "mindcv_reference")
 RECIPES = ["convnext_tiny_ascend.yaml", "convnext_small_ascend.yaml", "convnext_base_ascend.yaml",
@@ -522,7 +522,7 @@ def test_registry_functions():
 
 
 def test_import_mindcv_stays_light():
-    probe = "import sys, mindcv, mindcv.utils.config; print('mindspore' in sys.modules)"
+    probe = "import sys, mindcv, mindcv.config.schema; print('mindspore' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 

@@ -12,7 +12,7 @@ from conftest import MINI, ROOT, reference, requires_cpu_kernels
 from mindcv.models import create_model, is_model, list_models
 from mindcv.models.layers import DropPath
 from mindcv.ops import fast_cpu_ops
-from mindcv.utils.checkpoint import save_checkpoint_atomic
+from mindcv.io.checkpoint import save_checkpoint_atomic
 
 V1 = ["atto", "femto", "pico", "nano", "tiny", "small", "base", "large", "xlarge"]
 V2 = ["atto", "femto", "pico", "nano", "tiny", "base", "large", "huge"]

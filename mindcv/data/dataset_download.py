@@ -2,7 +2,7 @@
 `mindcv.data.dataset_download`: `MnistDownload(root).download()`, `.path`).
 
 The files come from their standard addresses and are checked against their published md5 sums, through
-`mindcv.utils.download.DownLoad` (atomic, resumable, one download for several processes: ranks of a
+`mindcv.io.download.DownLoad` (atomic, resumable, one download for several processes: ranks of a
 distributed run share one copy). Files already in place are not downloaded again. Without a network the
 error is one line naming the files to place and where.
 
@@ -11,7 +11,7 @@ folder named after it: `$MINDCV_HOME/dataset` when MINDCV_HOME is set, else Mind
 """
 import os
 
-from ..utils.download import DownLoad, DownloadError
+from ..io.download import DownLoad, DownloadError
 
 
 def get_dataset_download_root():

@@ -1,4 +1,4 @@
-"""The C++ image kernels of the data pipeline (mindcv/ops/image_cpu.cc), through ctypes.
+"""The C++ image kernels of the data pipeline (mindcv/data/image_cpu.cc), through ctypes.
 
 They give the same pixels as the Pillow / numpy code they replace, faster: a JPEG is decoded only where the
 crop reads it and resampled as it is decoded, bit-exact with `Image.resize(size, filter, box)`; normalization
@@ -17,9 +17,9 @@ from typing import Optional
 
 import numpy as np
 
-from ..ops._build import build
+from ..native.build import build
 
-_SOURCE = "image_cpu.cc"
+_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "image_cpu.cc")
 _u8 = ctypes.POINTER(ctypes.c_uint8)
 _f32 = ctypes.POINTER(ctypes.c_float)
 _f64 = ctypes.POINTER(ctypes.c_double)

@@ -9,7 +9,6 @@ still at least the output size there, and the pixels are those of one `Image.res
 image kernels of `mindcv.data.kernels` (or by Pillow where they are not built).
 """
 
-import functools
 import io
 import math
 
@@ -401,15 +400,14 @@ def _dataset_defaults(name):
     return IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, 3
 
 
-def _create_transforms(dataset_name="", image_resize=224, is_training=False, auto_augment=None, separate=False, *,
-                       scale=(0.08, 1.0), ratio=(0.75, 1.333), hflip=0.5, vflip=0.0, color_jitter=0.4,
-                       interpolation="bilinear", re_prob=0.0, re_value=0, re_scale=(0.02, 0.33), re_ratio=(0.3, 3.3),
-                       re_max_attempts=10, mean=None, std=None, crop_pct=0.875, in_channels=None):
+def create_transforms(dataset_name="", image_resize=224, is_training=False, auto_augment=None, separate=False, *,
+                      scale=(0.08, 1.0), ratio=(0.75, 1.333), hflip=0.5, vflip=0.0, color_jitter=0.4,
+                      interpolation="bilinear", re_prob=0.0, re_value=0, re_scale=(0.02, 0.33), re_ratio=(0.3, 3.3),
+                      re_max_attempts=10, mean=None, std=None, crop_pct=0.875, in_channels=None):
     """Build the per-image transform `transform(data, rng, out=None) -> float32 [C, H, W]`.
 
     MindCV's signature and argument order (dataset_name, image_resize, is_training, auto_augment, separate), the
-    other settings by keyword. The earlier order `create_transforms(dataset_name, is_training, image_resize=...)`
-    is still accepted: a bool in second place is `is_training`.
+    other settings by keyword.
 
     Args:
         dataset_name: "imagenet", "imagefolder" or "" (ImageNet-style transforms, for any image), or "cifar10",
@@ -479,23 +477,3 @@ def _create_transforms(dataset_name="", image_resize=224, is_training=False, aut
     if separate:
         return transform.primary, transform.secondary, transform.final
     return transform
-
-
-@functools.wraps(_create_transforms)
-def create_transforms(*args, **kwargs):
-    """MindCV's `create_transforms(dataset_name="", image_resize=224, is_training=False, auto_augment=None,
-    separate=False, **kwargs)`; see `_create_transforms`."""
-    if len(args) >= 2 and isinstance(args[1], (bool, np.bool_)):
-        # the earlier order: create_transforms(dataset_name, is_training[, image_resize], ...)
-        if len(args) > 3:
-            raise TypeError("create_transforms(dataset_name, is_training, image_resize) takes the other settings "
-                            "by keyword")
-        for key, value in zip(("dataset_name", "is_training", "image_resize"), args):
-            if key in kwargs:
-                raise TypeError(f"create_transforms() got multiple values for argument '{key}'")
-            kwargs[key] = bool(value) if key == "is_training" else value
-        args = ()
-    return _create_transforms(*args, **kwargs)
-
-
-create_transforms.__name__ = create_transforms.__qualname__ = "create_transforms"

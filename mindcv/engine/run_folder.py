@@ -19,13 +19,12 @@ import re
 
 import mindspore as ms
 
-from ..utils.checkpoint import load_checkpoint_checked, save_checkpoint_atomic, temporary_path
-from ..utils.config import RUN_CLASS_NAMES, RUN_RECIPE, ConfigError, dump_config
-from ..utils.plot import plot_metrics
+import yaml
 
-# Position entries that a resumable checkpoint carries beside the Parameters of the train step.
-EPOCH_KEY, STEP_KEY = "epoch_num", "step_num"
-SCORES_FILE = "checkpoint_scores.json"
+from ..errors import ConfigError
+from ..io.checkpoint import load_checkpoint_checked, save_checkpoint_atomic, temporary_path
+from ..io.names import EPOCH_KEY, METRICS_FILE, RUN_CLASS_NAMES, RUN_RECIPE, SCORES_FILE, STEP_KEY
+from .plot import plot_metrics
 
 
 class RunFolder:
@@ -136,16 +135,17 @@ class RunFolder:
             weights = [{"name": p.name, "data": p.data} for p in network.get_parameters()]
             save_checkpoint_atomic(weights, os.path.join(self.directory, f"{self.model_name}_best.ckpt"))
 
-    def write_run_files(self, config, class_names) -> None:
-        """The resolved config (loadable with -c) and the class names, index i on line i."""
+    def write_run_files(self, recipe: dict, class_names) -> None:
+        """The resolved recipe (a dict of config keys, loadable with -c) and the class names, index i on line i."""
         if self.writes_records:
-            dump_config(config, os.path.join(self.directory, RUN_RECIPE))
+            with open(os.path.join(self.directory, RUN_RECIPE), "w") as f:
+                yaml.safe_dump(recipe, f, sort_keys=False)
             with open(os.path.join(self.directory, RUN_CLASS_NAMES), "w") as f:
                 f.write("\n".join(class_names) + "\n")
 
     @property
     def metrics_path(self) -> str:
-        return os.path.join(self.directory, "metrics.jsonl")
+        return os.path.join(self.directory, METRICS_FILE)
 
     def read_metrics(self):
         if not os.path.isfile(self.metrics_path):

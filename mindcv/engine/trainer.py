@@ -18,12 +18,11 @@ import signal
 import time
 
 import mindspore as ms
-import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore import dtype as mstype
 from tqdm import tqdm
 
-from ..utils.evaluate import evaluate
+from .evaluate import evaluate
 
 _logger = logging.getLogger("mindcv.engine")
 
@@ -141,7 +140,7 @@ class Trainer:
     """Runs the epochs of a training run: chunks of steps, progress, validation, checkpoints, metrics, stops.
 
     Args:
-        train_step: a `mindcv.utils.train_step.TrainStep` (its state is what resumable checkpoints hold).
+        train_step: a `mindcv.engine.train_step.TrainStep` (its state is what resumable checkpoints hold).
         run: the `RunFolder`.
         make_loader: `make_loader(start_epoch, skip_batches)` -> the training pipeline whose first pass is epoch
             `start_epoch` less its first `skip_batches` batches.

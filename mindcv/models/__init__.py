@@ -3,8 +3,9 @@ from typing import Dict
 
 import numpy as np
 
-from mindcv.utils.checkpoint import load_checkpoint_checked
-from mindcv.utils.ckpt_check import require_file
+from mindcv.io.checkpoint import load_checkpoint_checked
+from mindcv.io.ckpt_check import require_file
+from mindcv.io.names import EMA_PREFIX
 
 from . import convnext  # noqa: F401  (registers the ConvNeXt constructors)
 from .convnext import PRETRAINED_DIR, ConvNeXt
@@ -17,8 +18,6 @@ __all__ = ["PRETRAINED_DIR", "ConvNeXt", "FeatureExtractWrapper", "create_model"
            "is_model_pretrained", "list_models", "list_modules", "load_weights", "model_entrypoint",
            "register_model"]
 
-EMA_PREFIX = "ema."
-
 
 def create_model(model_name: str, num_classes: int = 1000, pretrained: bool = False, in_channels: int = 3,
                  checkpoint_path: str = "", ema: bool = False, auto_mapping: bool = False, **kwargs):
@@ -28,7 +27,7 @@ def create_model(model_name: str, num_classes: int = 1000, pretrained: bool = Fa
         model_name: a name from `list_models()`, e.g. "convnext_tiny".
         num_classes: classifier outputs. Default 1000.
         pretrained: load the published weights of `model_name` from `PRETRAINED_DIR` ($MINDCV_HOME, default
-            ~/.cache/mindcv); nothing is downloaded at run time. Default False.
+            ~/.cache/mindcv), downloaded and verified on first use. Default False.
         in_channels: input image channels. Default 3.
         checkpoint_path: weights to load, of any supported origin (see `mindcv.models.weights`); a classifier
             that does not fit `num_classes` is left at its initialisation, with a warning. Exclusive with
@@ -60,8 +59,9 @@ def _ema_state(path: str) -> Dict[str, np.ndarray]:
     """The `ema.<name>` entries of a MindSpore .ckpt, as {name: array}; ValueError when there are none."""
     require_file(path)
     entries = load_checkpoint_checked(path) if path.lower().endswith(".ckpt") else {}
-    state = {name[len(EMA_PREFIX):]: value.asnumpy() for name, value in entries.items()
-             if name.startswith(EMA_PREFIX) and not isinstance(value, str)}
+    prefix = f"{EMA_PREFIX}."
+    state = {name[len(prefix):]: value.asnumpy() for name, value in entries.items()
+             if name.startswith(prefix) and not isinstance(value, str)}
     if not state:
         raise ValueError(f"{path} holds no EMA weights (ema.* entries of a .ckpt trained with ema: True); "
                          "pass ema=False")

@@ -12,7 +12,7 @@ from mindspore.common.initializer import TruncatedNormal, Zero, initializer
 
 from ..ops.depthwise_conv import depthwise_conv_norm_op, fast_depthwise_available
 from ..ops.mlp import mlp_residual_op
-from ..utils.download import cache_dir, fetch, fetch_from_hub
+from ..io.download import cache_dir, fetch, fetch_from_hub
 from .layers import GELU, GRN, DepthwiseConv2d, LayerNorm, LayerNorm2d, LayerScaleResidual, Linear, PatchifyConv2d, \
     PointwiseMlp
 from .registry import register_model

@@ -14,19 +14,12 @@ from typing import Dict, List, Tuple
 import numpy as np
 from mindspore import Tensor, nn
 
-from mindcv.optim.optimizers import STATE_KEYS, STATE_PREFIXES
-from mindcv.utils.checkpoint import load_checkpoint_checked
-from mindcv.utils.ckpt_check import require_file
-from mindcv.utils.download import fetch, is_url
+from mindcv.io.checkpoint import load_checkpoint_checked
+from mindcv.io.ckpt_check import require_file
+from mindcv.io.download import fetch, is_url
+from mindcv.io.names import is_training_state
 
 _logger = logging.getLogger(__name__)
-
-# Entries that training writes beside the weights (optimizer moments, step counters, loss scale, EMA).
-# our optimizers' state, MindSpore's and MindCV's (moment1/2, scale_sense, cur_*), the train step's and the loop's
-_NON_MODEL_PREFIXES = STATE_PREFIXES + ("moment1.", "moment2.", "accum.", "ema.")
-_NON_MODEL_KEYS = set(STATE_KEYS) | {"scale_sense", "epoch_num", "step_num", "current_iterator_step",
-                                     "last_overflow_iterator_step", "loss_scale", "current_epoch", "cur_step_num",
-                                     "cur_epoch_num", "batch_num"}
 
 # Where each part of the network lives in a foreign naming; `(\d)` captures the stage, `(\d+)` the block.
 _NAMINGS = {
@@ -104,8 +97,8 @@ def read_state(path: str) -> Dict[str, np.ndarray]:
 
     A missing file is a FileNotFoundError; a directory, an unreadable file, or one that is damaged or not
     of the format its suffix names is a one-line ValueError naming it (`.ckpt` files are checked before
-    MindSpore parses them: see `mindcv.utils.ckpt_check`). An http(s) URL is fetched into the cache first
-    (`mindcv.utils.download.fetch`: a `#sha256=<hex>` suffix is verified)."""
+    MindSpore parses them: see `mindcv.io.ckpt_check`). An http(s) URL is fetched into the cache first
+    (`mindcv.io.download.fetch`: a `#sha256=<hex>` suffix is verified)."""
     if is_url(path):
         path = fetch(path)
     require_file(path)
@@ -130,11 +123,6 @@ def _read_safetensors(path: str) -> Dict[str, np.ndarray]:
         return load_file(path)
     except SafetensorError as error:
         raise ValueError(f"cannot read {path} as a safetensors file: {str(error).splitlines()[0]}") from None
-
-
-def is_training_state(name: str) -> bool:
-    """True for checkpoint entries that hold optimizer or loop state rather than model weights."""
-    return name in _NON_MODEL_KEYS or name.startswith(_NON_MODEL_PREFIXES)
 
 
 def _read_torch(path: str) -> Dict[str, np.ndarray]:

@@ -2,13 +2,14 @@
 on MindSpore's CPU back end: C++ kernels for the forward pass, the input gradient and the weight and bias gradients, run
 through `ops.Custom(func_type="aot")` with a custom bprop. Numerically the same operator as
 `nn.Conv2d(C, C, K, pad_mode="pad", padding=K // 2, group=C, has_bias=True)` (up to float rounding order)."""
+import os
 from mindspore import ops
 
-from ._build import op_from_library, same_as_first
+from ..native.build import op_from_library, same_as_first
 from .layer_norm import layer_norm_op
 from .switch import fast_cpu_ops_enabled
 
-SOURCE = "depthwise_conv_cpu.cc"
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "depthwise_conv_cpu.cc")
 SUPPORTED_KERNEL_SIZES = (3, 5, 7)
 
 

@@ -1,13 +1,14 @@
 """`all_finite(*tensors)`: whether every element of many float32 tensors is finite, as one C++ kernel on
 MindSpore's CPU back end (the training step's gradient overflow check); see finite_cpu.cc."""
+import os
 from typing import Optional
 
 from mindspore import ops
 
-from ._build import op_from_library
+from ..native.build import op_from_library
 from .switch import fast_cpu_ops_enabled
 
-SOURCE = "finite_cpu.cc"
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "finite_cpu.cc")
 
 
 @op_from_library(SOURCE)

@@ -1,14 +1,15 @@
 """Exact (erf) GELU, forward and gradient, as one C++ kernel each on MindSpore's CPU back end (float32),
 run through `ops.Custom(func_type="aot")` with a custom bprop. Matches `ops.gelu(x, approximate="none")`
 to float rounding (absolute error < 4e-7 against a float64 reference)."""
+import os
 from typing import Optional
 
 from mindspore import ops
 
-from ._build import op_from_library, same_as_first
+from ..native.build import op_from_library, same_as_first
 from .switch import fast_cpu_ops_enabled
 
-SOURCE = "gelu_cpu.cc"
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gelu_cpu.cc")
 
 
 @op_from_library(SOURCE)

@@ -1,14 +1,15 @@
 """LayerNorm over the last axis (float32) on MindSpore's CPU back end: one C++ kernel for the forward pass and one
 for the input and parameter gradients, run through `ops.Custom(func_type="aot")` with a custom bprop. The same
 operator as `nn.LayerNorm((C,), epsilon=eps)` up to float rounding order."""
+import os
 from typing import Optional
 
 from mindspore import ops
 
-from ._build import op_from_library
+from ..native.build import op_from_library
 from .switch import fast_cpu_ops_enabled
 
-SOURCE = "layer_norm_cpu.cc"
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "layer_norm_cpu.cc")
 
 
 def _make_op(library: str, layout: str) -> ops.Custom:

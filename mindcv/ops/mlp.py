@@ -8,11 +8,11 @@ from typing import Optional, Tuple
 import mindspore as ms
 from mindspore import ops
 
-from ._build import op_from_library
+from ..native.build import op_from_library
 from .residual import residual_op
 from .switch import fast_cpu_ops_enabled
 
-SOURCE = "mlp_cpu.cc"
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mlp_cpu.cc")
 
 
 def _dnnl_link_args() -> Optional[Tuple[str, ...]]:

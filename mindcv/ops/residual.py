@@ -1,14 +1,15 @@
 """The tail of a channels-last ConvNeXt block, `shortcut + scale[n] * gamma * (x + bias)`, as one C++ kernel forward
 and one backward on MindSpore's CPU back end (float32), run through `ops.Custom(func_type="aot")` with a custom
 bprop; see residual_cpu.cc."""
+import os
 from typing import Optional
 
 from mindspore import ops
 
-from ._build import op_from_library
+from ..native.build import op_from_library
 from .switch import fast_cpu_ops_enabled
 
-SOURCE = "residual_cpu.cc"
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "residual_cpu.cc")
 
 
 @op_from_library(SOURCE)

@@ -5,6 +5,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import mindspore as ms
 from mindspore import Parameter, nn
 
+from mindcv.io.checkpoint import load_checkpoint_checked
+
 from .optimizers import (SGD, Adagrad, Adan, AdamW, Lamb, LearningRate, Lion, NAdam, RMSprop, check_learning_rate,
                          check_weight_decay)
 from .param_groups import WEIGHT_DECAY_FILTERS, layer_decay_scales, weight_decay_mask
@@ -235,7 +237,7 @@ def load_optimizer_state(optimizer: nn.Optimizer, checkpoint_path: str) -> List[
     weights = {p.name for p in optimizer.parameters}
     state = [p for p in optimizer.get_parameters()
              if p.name not in weights and not p.name.startswith("learning_rate")]
-    saved = ms.load_checkpoint(checkpoint_path)
+    saved = load_checkpoint_checked(checkpoint_path)
     missing = [p.name for p in state if p.name not in saved]
     if missing:
         raise ValueError(f"{checkpoint_path} lacks the optimizer state {missing[:5]}"

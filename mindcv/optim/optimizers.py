@@ -30,13 +30,12 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore import dtype as mstype
 from mindspore.nn.learning_rate_schedule import LearningRateSchedule
 
+from mindcv.io.names import OPTIMIZER_STATE_KEYS, OPTIMIZER_STATE_PREFIXES
+
 LearningRate = Union[float, Sequence[float], LearningRateSchedule]
 
-STATE_PREFIXES = ("adam_m.", "adam_v.", "nadam_m.", "nadam_v.", "rmsprop_square_avg.", "rmsprop_momentum.",
-                  "rmsprop_grad_avg.", "adagrad_sum.", "lion_m.", "moments.", "adan_m.", "adan_diff.", "adan_n.",
-                  "adan_prev_grad.", "lamb_m.", "lamb_v.", "learning_rate_group_")
-STATE_KEYS = ("global_step", "learning_rate", "beta1_power", "beta2_power", "nadam_step", "nadam_mu_product",
-              "adagrad_step", "adan_step", "lamb_step")
+# the names of the state above, kept with every other checkpoint entry's name in mindcv.io.names
+STATE_PREFIXES, STATE_KEYS = OPTIMIZER_STATE_PREFIXES, OPTIMIZER_STATE_KEYS
 
 
 def check_learning_rate(lr, what: str = "lr") -> None:

@@ -6,7 +6,7 @@ State for exact resume, all Parameters, so `mindspore.save_checkpoint(train_step
 - the network's parameters, under their own names;
 - the optimizer's: `global_step` (updates taken, skipped ones included: the learning-rate schedule position),
   `learning_rate`, and its moments and counters (`adam_m.*`, `adam_v.*`, `beta1_power`, ...: every name is in
-  `mindcv.optim.STATE_PREFIXES` / `STATE_KEYS`);
+  `mindcv.io.names`, with the rest of this list);
 - `loss_scale` (float32 scalar), `current_iterator_step` (int32: calls of the train step, i.e. micro-batches
   seen), `last_overflow_iterator_step` (int32: call index of the last overflow or loss-scale growth);
 - `accum.<param>`: gradient sums of the open accumulation window (gradient_accumulation_steps > 1);
@@ -21,16 +21,16 @@ import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 from mindspore import dtype as mstype
 
+from ..errors import ConfigError
+from ..io.names import ACCUM_PREFIX, EMA_PREFIX, ITERATOR_STEP, LAST_OVERFLOW_STEP, LOSS_SCALE
 from ..models import layers
 from ..ops.finite import all_finite_op
 from ..ops.switch import fast_cpu_ops_enabled
-from .config import ConfigError
 
 AMP_LEVELS = ("O0", "O1", "O2", "O3")
 # Dynamic scaling doubles the scale after every clean window: unbounded, a long run would reach inf (float32) and
 # skip every later update. 2^24 is far above what fp16 training needs (MindSpore's default start is 2^24).
 LOSS_SCALE_CAP = 2.0 ** 24
-OVERFLOW_CHECKS = ("cpu_kernel", "mindspore")
 
 
 def select_overflow_check(device_target: str, fast_kernels: bool, float32_gradients: bool) -> str:
@@ -151,11 +151,10 @@ class TrainStep(nn.Cell):
         self.weights = optimizer.parameters
         self.grad_fn = ops.GradOperation(get_by_list=True, sens_param=True)
         self.map = ops.HyperMap()
-        self.overflow_check = select_overflow_check(ms.get_context("device_target"), fast_cpu_ops_enabled(),
-                                                    all(w.dtype == mstype.float32 for w in self.weights))
-        self.all_finite = all_finite_op() if self.overflow_check == "cpu_kernel" else None
-        if self.all_finite is None:  # the kernel could not be built: MindSpore's check serves
-            self.overflow_check = "mindspore"
+        overflow_check = select_overflow_check(ms.get_context("device_target"), fast_cpu_ops_enabled(),
+                                               all(w.dtype == mstype.float32 for w in self.weights))
+        # None: MindSpore's check (also where the kernel could not be built)
+        self.all_finite = all_finite_op() if overflow_check == "cpu_kernel" else None
         self.clear_float_status = npu_float_status_in_use()
         if self.clear_float_status:
             from mindspore.ops.operations.math_ops import NPUClearFloatStatusV2  # pylint: disable=import-outside-toplevel
@@ -167,22 +166,22 @@ class TrainStep(nn.Cell):
         self.unit_scale = Tensor(1.0, mstype.float32)
         self.loss_scale_factor = float(loss_scale_factor)
         self.loss_scale_window = int(loss_scale_window)
-        self.loss_scale = Parameter(Tensor(loss_scale, mstype.float32), name="loss_scale", requires_grad=False)
-        self.current_iterator_step = Parameter(Tensor(0, mstype.int32), name="current_iterator_step",
+        self.loss_scale = Parameter(Tensor(loss_scale, mstype.float32), name=LOSS_SCALE, requires_grad=False)
+        self.current_iterator_step = Parameter(Tensor(0, mstype.int32), name=ITERATOR_STEP,
                                                requires_grad=False)
-        self.last_overflow_iterator_step = Parameter(Tensor(0, mstype.int32), name="last_overflow_iterator_step",
+        self.last_overflow_iterator_step = Parameter(Tensor(0, mstype.int32), name=LAST_OVERFLOW_STEP,
                                                      requires_grad=False)
         self.drop_overflow_update = drop_overflow_update
         self.clip_grad = clip_grad
         self.clip_value = float(clip_value)
         self.accumulation_steps = int(gradient_accumulation_steps)
         if self.accumulation_steps > 1:
-            self.accumulated = self.weights.clone(prefix="accum", init="zeros")
+            self.accumulated = self.weights.clone(prefix=ACCUM_PREFIX, init="zeros")
         self.ema = ema
         self.ema_decay = float(ema_decay)
         if ema:
             self.ema_sources = ParameterTuple(network.get_parameters())
-            self.ema_weights = self.ema_sources.clone(prefix="ema", init="same")
+            self.ema_weights = self.ema_sources.clone(prefix=EMA_PREFIX, init="same")
         self.distribute = distribute
         if distribute:
             from mindspore.communication import get_group_size

@@ -1,5 +1,5 @@
-"""What train.py, validate.py and the other scripts share: device set-up, data and model from a config,
-and turning a user's mistake into a one-line error instead of a traceback."""
+"""The top layer: what train.py, validate.py and the other scripts share: device set-up, data and model from a
+config, and turning a user's mistake into a one-line error instead of a traceback."""
 import functools
 import logging
 import os
@@ -9,11 +9,12 @@ from typing import List, Sequence, Tuple
 import mindspore as ms
 
 from mindcv.data import create_dataset, create_loader, create_transforms
+from mindcv.engine.train_step import apply_amp
+from mindcv.errors import ConfigError
+from mindcv.io.names import RUN_RECIPE, beside_checkpoint
 from mindcv.models import create_model
 from mindcv.models.weights import load_state, read_state, to_mindcv_names
 from mindcv.ops.switch import fast_cpu_ops_enabled
-from mindcv.utils.config import RUN_RECIPE, ConfigError, beside_checkpoint
-from mindcv.utils.train_step import apply_amp
 
 _logger = logging.getLogger("mindcv")
 

@@ -2,7 +2,7 @@
 
 `parse_config(argv)` reads `-c/--config RECIPE.yaml`, then applies `--key value` overrides; both are
 checked against `SCHEMA`: an unknown key is a `ConfigError` that suggests the closest known key, and a value
-outside its option's valid range (`Option.valid`, shown by `python -m mindcv.utils.config`) one that names
+outside its option's valid range (`Option.valid`, shown by `python -m mindcv.config.schema`) one that names
 the range.
 
 Every key of MindCV's train/validate command line is a key here, with MindCV's meaning (MindCV's own spelling
@@ -21,11 +21,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from mindcv.errors import ConfigError
+from mindcv.io.names import RUN_RECIPE, beside_checkpoint
 from mindcv.scheduler import SCHEDULERS
 
 
-class ConfigError(ValueError):
-    """A recipe or command line that does not fit the schema."""
 
 
 @dataclass(frozen=True)
@@ -280,16 +280,6 @@ OPTIONS: Dict[str, Option] = {o.name: o for o in SCHEMA}
 ALIASES: Dict[str, str] = {alias: o.name for o in SCHEMA for alias in o.aliases}
 # A key of MindCV's saved configs that names the recipe file itself; MindCV ignores it when reading a recipe.
 RECIPE_KEY = "config"
-# The files by which a run folder describes itself (written by mindcv.engine.RunFolder): its resolved recipe and
-# its class names, one per line (line i: class i).
-RUN_RECIPE, RUN_CLASS_NAMES = "config.yaml", "class_names.txt"
-
-
-def beside_checkpoint(checkpoint_path: str, name: str) -> str:
-    """The path of the run-folder file `name` (RUN_RECIPE, RUN_CLASS_NAMES) beside `checkpoint_path`."""
-    return os.path.join(os.path.dirname(checkpoint_path), name)
-
-
 def _parse_bool(value) -> bool:
     if isinstance(value, bool):
         return value
@@ -569,16 +559,20 @@ def _where(config: argparse.Namespace, name: str) -> str:
     return f" (in {recipe})" if recipe else ""
 
 
+def recipe_of(config: argparse.Namespace) -> Dict[str, Any]:
+    """The resolved configuration as a recipe: every schema key and its value, in the schema's order of reading."""
+    return {k: v for k, v in vars(config).items() if k in OPTIONS}
+
+
 def dump_config(config: argparse.Namespace, path: str) -> None:
     """Write the resolved configuration as YAML (loadable with -c)."""
-    data = {k: v for k, v in vars(config).items() if k in OPTIONS}
     with open(path, "w") as f:
-        yaml.safe_dump(data, f, sort_keys=False)
+        yaml.safe_dump(recipe_of(config), f, sort_keys=False)
 
 
 def schema_table() -> str:
     """Every key as a Markdown table (key and its aliases, type, default, valid values, help):
-    `python -m mindcv.utils.config`."""
+    `python -m mindcv.config.schema`."""
     rows = ["| key | type | default | valid | what it does |", "|---|---|---|---|---|"]
     for option in SCHEMA:
         kind = f"list of {option.item.__name__}" if option.type is list else option.type.__name__

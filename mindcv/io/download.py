@@ -177,7 +177,7 @@ def fetch_from_hub(repo_id: str, filename: str = "model.safetensors") -> str:
 
 
 class DownLoad:
-    """MindCV's download helper (`mindcv.utils.download.DownLoad`), on top of `fetch`: every download is verified
+    """MindCV's download helper (`mindcv.io.download.DownLoad`), on top of `fetch`: every download is verified
     (a `#sha256=` suffix or a MindCV hash prefix in the name, and the `md5` given here), written atomically,
     resumed after a dropped connection and done once for several processes. Failures raise `DownloadError` with
     a one-line message."""

@@ -7,7 +7,7 @@ from typing import Dict, Union
 
 import mindspore as ms
 
-from mindcv.utils.ckpt_check import validate_checkpoint_file
+from mindcv.io.ckpt_check import validate_checkpoint_file
 
 
 def temporary_path(path: str) -> str:

@@ -1,4 +1,5 @@
-"""Compile-at-first-use of the C++ kernels in this package into a cached shared library.
+"""Compile-at-first-use of C++ kernels (the model operators of mindcv.ops, the image kernels of mindcv.data) into
+cached shared libraries; `simd.h` and `build_key.h` here are shared by both.
 
 A library in the cache is code that this process runs, so the cache is trusted only as far as it is safe:
 
@@ -20,6 +21,7 @@ A library in the cache is code that this process runs, so the cache is trusted o
 import atexit
 import ctypes
 import functools
+import glob
 import hashlib
 import os
 import platform
@@ -31,12 +33,12 @@ import tempfile
 import warnings
 from typing import Optional, Tuple
 
-_SOURCE_DIR = os.path.dirname(os.path.abspath(__file__))
+_NATIVE_DIR = os.path.dirname(os.path.abspath(__file__))
 # -O3 auto-vectorises the kernels; each has AVX-512, AVX2 and baseline versions (target attributes, see simd.h)
 # picked at load time, so no -march flag is needed and the library runs on any x86-64 CPU.
 # -Wno-psabi: the kernels' vector types never cross a call boundary, see simd.h.
 CXX_FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-Wno-psabi"]
-_HEADERS = ("simd.h", "gelu.h", "layer_norm.h", "build_key.h")
+_SHARED_HEADERS = ("simd.h", "build_key.h")  # a source may also include the headers of its own folder
 DEFAULT_CACHE = "~/.cache/mindcv/ops"
 SEAL_MAGIC = b"mindcv-ops-seal1"  # the last 16 bytes of a sealed library; before them, the SHA-256 of the rest
 SEAL_SIZE = 32 + len(SEAL_MAGIC)
@@ -49,9 +51,9 @@ class BuildError(RuntimeError):
     """A library could not be built or failed its checks."""
 
 
-def op_from_library(source_name: str, link=lambda: (), **build_options):
+def op_from_library(source: str, link=lambda: (), **build_options):
     """Decorator for `make(library_path) -> ops.Custom` (or a tuple of them): the decorated function takes no
-    arguments, builds the operator from the compiled `source_name` on its first call and returns that same result
+    arguments, builds the operator from the compiled `source` (a .cc path) on its first call and returns that same result
     afterwards; None, every time, where the library cannot be built (`build` warns once). `link()`, called at the
     first build, gives the linker arguments, or None where a library to link is missing (then None, silently: the
     caller's separate operators run); `build_options` go to `build`."""
@@ -63,7 +65,7 @@ def op_from_library(source_name: str, link=lambda: (), **build_options):
         def get():
             if not built:
                 link_args = link()
-                library = build(source_name, link=link_args, **build_options) if link_args is not None else None
+                library = build(source, link=link_args, **build_options) if link_args is not None else None
                 built.append(make(library) if library is not None else None)
             return built[0]
 
@@ -109,21 +111,28 @@ def compiler_identity(compiler: str) -> Tuple[str, str, str]:
     return found, resolved, _compilers[cache_key]
 
 
-def library_key(source_name: str, link=(), flags=()) -> str:
-    """The hex SHA-256 that names the library built from `source_name` with `link` and `flags` by the compiler
+def _inputs(source: str):
+    """The files a library is built from: the source, the headers of its folder and the shared headers."""
+    folder = os.path.dirname(os.path.abspath(source))
+    return [source] + sorted(glob.glob(os.path.join(folder, "*.h"))) + [os.path.join(_NATIVE_DIR, name)
+                                                                          for name in _SHARED_HEADERS]
+
+
+def library_key(source: str, link=(), flags=()) -> str:
+    """The hex SHA-256 that names the library built from `source` (a .cc path) with `link` and `flags` by the compiler
     $CXX (default g++) on this CPU architecture."""
     digest = hashlib.sha256()
     for part in (platform.machine(), *compiler_identity(os.environ.get("CXX", "g++")),
                  " ".join(CXX_FLAGS + list(flags) + list(link))):
         digest.update(part.encode() + b"\0")
-    for name in (source_name,) + _HEADERS:
-        with open(os.path.join(_SOURCE_DIR, name), "rb") as handle:
+    for path in _inputs(source):
+        with open(path, "rb") as handle:
             digest.update(handle.read())
     return digest.hexdigest()
 
 
-def library_name(source_name: str, key: str) -> str:
-    return f"{os.path.splitext(source_name)[0]}-{key[:16]}.so"
+def library_name(source: str, key: str) -> str:
+    return f"{os.path.splitext(os.path.basename(source))[0]}-{key[:16]}.so"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -288,7 +297,7 @@ def _compile(compiler: str, source: str, library: str, key: str, link, flags) ->
                                        dir=directory)
     os.close(handle)
     try:
-        subprocess.run([compiler, *CXX_FLAGS, *flags, "-include", os.path.join(_SOURCE_DIR, "build_key.h"),
+        subprocess.run([compiler, *CXX_FLAGS, *flags, "-I", _NATIVE_DIR, "-include", os.path.join(_NATIVE_DIR, "build_key.h"),
                         f"-DMINDCV_OPS_BUILD_KEY=0x{key[:16]}ULL", "-o", partial, source, *link], check=True,
                        capture_output=True, text=True, timeout=900)
         seal(partial)
@@ -300,20 +309,20 @@ def _compile(compiler: str, source: str, library: str, key: str, link, flags) ->
             os.remove(partial)
 
 
-def build(source_name: str, link=(), flags=(),
+def build(source: str, link=(), flags=(),
           fallback: str = "MindSpore's stock operators, which are much slower on CPU") -> Optional[str]:
-    """Path of the shared library compiled from `source_name` (a file in mindcv/ops) and linked with
+    """Path of the shared library compiled from `source` (the path of a .cc file) and linked with
     the `link` arguments (e.g. ("-ljpeg",)) with extra compiler `flags`, checked and loaded into this process;
     or None with a warning (once per source) that names `fallback` when it cannot be built or fails its checks.
     A cached library that is damaged or unsafe is rebuilt once, with a warning (see the module's docstring)."""
-    if source_name in _built:
-        return _built[source_name]
-    source = os.path.join(_SOURCE_DIR, source_name)
+    if source in _built:
+        return _built[source]
+    source_name = os.path.basename(source)
     library = None
     try:
         compiler = compiler_identity(os.environ.get("CXX", "g++"))[0]
-        key = library_key(source_name, link, flags)
-        library = os.path.join(library_dir(), library_name(source_name, key))
+        key = library_key(source, link, flags)
+        library = os.path.join(library_dir(), library_name(source, key))
         problem = _cached_problem(library) if os.path.lexists(library) else "missing"
         rebuilt = problem is not None
         if rebuilt:
@@ -331,5 +340,5 @@ def build(source_name: str, link=(), flags=(),
         detail = _one_line(getattr(error, "stderr", "") or "") or error
         warnings.warn(f"mindcv.ops: cannot build {source_name} ({detail}); using {fallback}")
         library = None
-    _built[source_name] = library
+    _built[source] = library
     return library
