@@ -467,7 +467,7 @@ def one_group(**group):
     (dict(groups=one_group(lr=-1.0)), ValueError, "group 0: lr must be >= 0"),
     (dict(groups=one_group(lr=[0.1, -0.1])), ValueError, "group 0: lr must be >= 0"),
     (dict(groups=one_group(momentum=0.5)), ValueError, "unknown keys"),
-    (dict(groups=one_group(grad_centralization=True)), ValueError, "grad_centralization"),
+    (dict(groups=one_group(grad_centralization=1)), TypeError, "grad_centralization must be True or False"),
     (dict(groups=lambda w, b: [{"params": [w, b]}, {"params": [b]}]), ValueError, "more than one group"),
     (dict(groups=lambda w, b: [{"params": [w, b]}, {"order_params": [w]}]), ValueError, "order_params"),
     (dict(groups=lambda w, b: [{"params": [w]}, b]), TypeError, "mixes"),
@@ -531,3 +531,34 @@ def test_state_names_are_listed_and_unique(opt, kwargs):
     assert len(names) == len(set(names))
     state = set(names) - {"w", "b"}
     assert state and all(n in STATE_KEYS or n.startswith(STATE_PREFIXES) for n in state), state
+
+
+@pytest.mark.parametrize("opt, decoupled", [("sgd", False), ("adamw", True), ("adam", False)])
+def test_grad_centralization_as_mindspore(opt, decoupled):
+    """MindSpore's rule (mindspore/nn/optim/optimizer.py): the gradient of a weight of 2+ dimensions whose second
+    dimension is a multiple of 16 loses its mean over all axes but the first, after an L2 decay joins it; other
+    parameters, and groups that say False, keep theirs. One update against NumPy."""
+    rng = np.random.default_rng(3)
+    shapes = {"conv": (3, 16, 2), "dense": (2, 16), "narrow": (3, 4), "bias": (16,), "off": (2, 32)}
+    init = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
+    grads = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
+    params = {k: Parameter(Tensor(v), name=k) for k, v in init.items()}
+    groups = [{"params": [params[k] for k in ("conv", "dense", "narrow", "bias")], "grad_centralization": True},
+              {"params": [params["off"]]}]
+    lr, wd = 0.1, 0.3
+    optimizer = create_optimizer(groups, opt, lr=lr, weight_decay=wd, momentum=0.0, eps=1e-8)
+    step(optimizer, grads)
+    for k, value in init.items():
+        g = grads[k].astype(np.float64) + (0.0 if decoupled else wd * value)
+        if k in ("conv", "dense"):
+            g = g - g.mean(axis=tuple(range(1, g.ndim)), keepdims=True)
+        if opt == "sgd":
+            expected = value - lr * g
+        else:  # Adam's first step: p - lr * g / (|g| + eps), decoupled decay first
+            expected = value * (1 - lr * wd if decoupled else 1.0) - lr * g / (np.abs(g) + 1e-8)
+        np.testing.assert_allclose(params[k].asnumpy(), expected, rtol=1e-4, atol=1e-5, err_msg=k)
+    # the keyword centralizes every parameter that qualifies; a group may opt out
+    keyword = create_optimizer([{"params": [params["conv"]]}, {"params": [params["off"]],
+                                                               "grad_centralization": False}],
+                               "sgd", grad_centralization=True)
+    assert keyword.centralize_flags == (True, False)

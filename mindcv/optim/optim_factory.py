@@ -29,7 +29,8 @@ _ALIASES = {"rmsprop": {"decay": "alpha"}, "adagrad": {"accum": "initial_accumul
 def create_optimizer(model_or_params, opt: str = "adam", lr: LearningRate = 1e-3, weight_decay: float = 0.0,
                      momentum: float = 0.9, nesterov: bool = False, weight_decay_filter: str = "disable",
                      layer_decay: Optional[float] = None, loss_scale: float = 1.0, schedule_decay: float = 4e-3,
-                     checkpoint_path: str = "", eps: float = 1e-10, **kwargs) -> nn.Optimizer:
+                     checkpoint_path: str = "", eps: float = 1e-10, grad_centralization: bool = False,
+                     **kwargs) -> nn.Optimizer:
     """Build an optimizer by name, as MindCV's `create_optimizer` (same arguments, order and defaults), each with
     PyTorch's update rule (timm's for Adan and LAMB).
 
@@ -37,8 +38,8 @@ def create_optimizer(model_or_params, opt: str = "adam", lr: LearningRate = 1e-3
         model_or_params: an nn.Cell (its trainable parameters are used), a list of Parameters, or MindSpore
             parameter groups: a list of dicts with "params" (a list of Parameters) and optionally "weight_decay"
             (default: `weight_decay`), "lr" (float, per-step list or schedule; default: `lr`) and
-            "grad_centralization" (only False is supported), plus optionally one {"order_params": [...]} giving
-            the update order (default: the groups' order).
+            "grad_centralization" (bool; default: `grad_centralization`), plus optionally one
+            {"order_params": [...]} giving the update order (default: the groups' order).
         opt: case-insensitive name:
             "adam": PyTorch Adam (L2 decay: wd * p added to the gradient);
             "adamw": PyTorch AdamW (decoupled decay: p -= lr * wd * p);
@@ -70,6 +71,11 @@ def create_optimizer(model_or_params, opt: str = "adam", lr: LearningRate = 1e-3
             not the learning rates, which come from `lr`, nor the model weights); "" for none. Default "".
         eps: the term added to the denominator by adam, adamw, nadam, adan, lamb, rmsprop and adagrad.
             Default 1e-10.
+        grad_centralization: centralize the gradients of every parameter (or group) that does not say
+            otherwise: as MindSpore's optimizers, each gradient of a convolution or dense weight (two or more
+            dimensions, the second a multiple of 16) loses its mean over all axes but the first, after an L2
+            decay is added and before the update (see `_PerParameterOptimizer.centralize_gradients`).
+            Default False.
         **kwargs: betas (b1, b2) for adam / adamw / nadam / lion / lamb (defaults (0.9, 0.999), lion
             (0.9, 0.99)) and (b1, b2, b3) for adan (default (0.98, 0.92, 0.99)), or beta1 / beta2 / beta3 one by
             one; adan: no_prox; lamb: max_grad_norm (default 1.0, None: off), trust_clip, always_adapt;
@@ -95,7 +101,10 @@ def create_optimizer(model_or_params, opt: str = "adam", lr: LearningRate = 1e-3
         raise ValueError("nesterov applies to sgd / momentum; for Adam with Nesterov momentum use opt='nadam'")
     options = _optimizer_options(name, kwargs)
 
-    params, decays, group_lrs, lr_groups = _parameter_groups(model_or_params, weight_decay)
+    if not isinstance(grad_centralization, bool):
+        raise TypeError(f"grad_centralization must be True or False, got {grad_centralization!r}")
+    params, decays, group_lrs, lr_groups, centralize = _parameter_groups(model_or_params, weight_decay,
+                                                                         grad_centralization)
     spared = set()
     if weight_decay_filter != "disable" and hasattr(model_or_params, "no_weight_decay"):
         spared = set(model_or_params.no_weight_decay())
@@ -122,6 +131,8 @@ def create_optimizer(model_or_params, opt: str = "adam", lr: LearningRate = 1e-3
     else:
         optimizer = SGD(params, lr, momentum=momentum, nesterov=nesterov or name == "nesterov", **common)
 
+    if any(centralize):
+        optimizer.centralize_gradients(centralize)
     if checkpoint_path:
         load_optimizer_state(optimizer, checkpoint_path)
     return optimizer
@@ -160,20 +171,21 @@ def _optimizer_options(name: str, kwargs: Dict) -> Dict:
     return options
 
 
-def _parameter_groups(model_or_params, weight_decay: float
-                      ) -> Tuple[List[Parameter], List[float], List[LearningRate], List[int]]:
+def _parameter_groups(model_or_params, weight_decay: float, grad_centralization: bool = False
+                      ) -> Tuple[List[Parameter], List[float], List[LearningRate], List[int], List[bool]]:
     """(parameters in update order, weight decay of each, group learning rates, lr index of each: 0 = `lr`,
-    i >= 1 = the i-th group lr) from a Cell, a list of Parameters or MindSpore parameter-group dicts."""
+    i >= 1 = the i-th group lr, whether each has its gradient centralized) from a Cell, a list of Parameters or
+    MindSpore parameter-group dicts."""
     items = model_or_params.trainable_params() if isinstance(model_or_params, nn.Cell) else list(model_or_params)
     if not items:
         raise ValueError("no trainable parameters to optimize")
     if not any(isinstance(item, dict) for item in items):
         _check_parameters(items, "model_or_params")
-        return items, [weight_decay] * len(items), [], [0] * len(items)
+        return items, [weight_decay] * len(items), [], [0] * len(items), [grad_centralization] * len(items)
     if not all(isinstance(item, dict) for item in items):
         raise TypeError("model_or_params mixes parameter-group dicts with other entries")
 
-    params, decays, group_lrs, lr_groups, order = [], [], [], [], None
+    params, decays, group_lrs, lr_groups, centralize, order = [], [], [], [], [], None
     for index, group in enumerate(items):
         unknown = sorted(set(group) - set(_GROUP_KEYS))
         if unknown:
@@ -185,8 +197,10 @@ def _parameter_groups(model_or_params, weight_decay: float
             continue
         if "params" not in group:
             raise ValueError(f"parameter group {index} has no 'params'")
-        if group.get("grad_centralization", False):
-            raise ValueError("grad_centralization=True is not supported")
+        group_centralize = group.get("grad_centralization", grad_centralization)
+        if not isinstance(group_centralize, bool):
+            raise TypeError(f"parameter group {index}: grad_centralization must be True or False, got "
+                            f"{group_centralize!r}")
         group_params = list(group["params"])
         _check_parameters(group_params, f"parameter group {index}")
         decay = check_weight_decay(group.get("weight_decay", weight_decay), f"parameter group {index}: weight_decay")
@@ -198,6 +212,7 @@ def _parameter_groups(model_or_params, weight_decay: float
         params += group_params
         decays += [decay] * len(group_params)
         lr_groups += [lr_index] * len(group_params)
+        centralize += [group_centralize] * len(group_params)
     if not params:
         raise ValueError("no trainable parameters to optimize")
     names = [p.name for p in params]
@@ -213,7 +228,8 @@ def _parameter_groups(model_or_params, weight_decay: float
         params = [params[i] for i in permutation]
         decays = [decays[i] for i in permutation]
         lr_groups = [lr_groups[i] for i in permutation]
-    return params, decays, group_lrs, lr_groups
+        centralize = [centralize[i] for i in permutation]
+    return params, decays, group_lrs, lr_groups, centralize
 
 
 def _check_parameters(items: Sequence, what: str) -> None:

@@ -122,6 +122,16 @@ _sgd_update = ops.MultitypeFuncGraph("sgd_update")
 _adan_update = ops.MultitypeFuncGraph("adan_update")
 _square_sum = ops.MultitypeFuncGraph("square_sum")
 _lamb_update = ops.MultitypeFuncGraph("lamb_update")
+_centralize = ops.MultitypeFuncGraph("centralize")
+
+
+@_centralize.register("Bool", "Tensor", "Tensor", "Tensor")
+def _centralize_one(centralize, folded_decay, param, grad):
+    if not centralize:
+        return grad
+    grad = grad + folded_decay * param.astype(grad.dtype)
+    axes = tuple(range(1, len(grad.shape)))
+    return grad - grad.mean(axis=axes, keep_dims=True)
 
 
 @_pick.register("Tuple", "Number")
@@ -355,6 +365,46 @@ class _PerParameterOptimizer(nn.Optimizer):
         self.weight_decay_tensors = tuple(Tensor(w, mstype.float32) for w in self.weight_decays)
         self.lr_scale_tensors = tuple(Tensor(s, mstype.float32) for s in self.lr_scales)
         self.map = ops.HyperMap()
+        self.centralized = False
+        self.centralize_flags = tuple(False for _ in self.parameters)
+        self.folded_decay_tensors = tuple(Tensor(0.0, mstype.float32) for _ in self.parameters)
+
+    # optimizers whose decay adds wd * p to the gradient (PyTorch's L2 decay); see `centralize_gradients`
+    adds_decay_to_gradient = True
+
+    def centralize_gradients(self, flags: Sequence[bool]) -> int:
+        """Gradient centralization (Yong et al. 2020), as MindSpore's optimizers apply it to the parameter groups
+        with "grad_centralization": True (mindspore/nn/optim/optimizer.py, `_tensor_apply_grad_centralization`):
+        the gradient of a parameter whose flag is set, of two or more dimensions and with a second dimension that
+        is a multiple of 16 (convolution and dense weights; MindSpore leaves the others as they are), loses its
+        mean over every axis but the first before the update. Where the decay is L2 (added to the gradient:
+        adam, nadam, rmsprop, adagrad, sgd), the decayed gradient g + wd * p is centralized, as in MindSpore
+        (decay before centralization) and the paper's code. Returns the number of parameters centralized.
+
+        Args:
+            flags: one bool per parameter, in the optimizer's order.
+        """
+        if len(flags) != len(self.parameters):
+            raise ValueError("centralize_gradients needs one flag per parameter")
+        applied = tuple(bool(flag) and len(p.shape) > 1 and p.shape[1] % 16 == 0
+                        for flag, p in zip(flags, self.parameters))
+        self.centralize_flags = applied
+        self.centralized = any(applied)
+        if self.adds_decay_to_gradient:  # the decay moves before the centralization; the update then adds none
+            self.folded_decay_tensors = tuple(Tensor(w if a else 0.0, mstype.float32)
+                                              for a, w in zip(applied, self.weight_decays))
+            self.weight_decay_tensors = tuple(Tensor(0.0 if a else w, mstype.float32)
+                                              for a, w in zip(applied, self.weight_decays))
+        return sum(applied)
+
+    def prepare_gradients(self, gradients):
+        """The gradients the update uses: divided by the loss scale, centralized where `centralize_gradients`
+        says."""
+        gradients = self.scale_grad(gradients)
+        if self.centralized:
+            gradients = self.map(_centralize, self.centralize_flags, self.folded_decay_tensors, self.parameters,
+                                 gradients)
+        return gradients
 
     def _next_lrs(self):
         """The learning rates of this update, one per lr group (`lr` first); advances `global_step`."""
@@ -394,6 +444,7 @@ class AdamW(_PerParameterOptimizer):
         self.beta1, self.beta2 = _check_betas(betas, 2, "AdamW")
         self.eps = _check_eps(eps)
         self.decoupled = decoupled
+        self.adds_decay_to_gradient = not decoupled
         self.moments1 = self.parameters.clone(prefix="adam_m", init="zeros")
         self.moments2 = self.parameters.clone(prefix="adam_v", init="zeros")
         self.beta1_power = Parameter(Tensor(1.0, mstype.float32), name="beta1_power", requires_grad=False)
@@ -408,7 +459,7 @@ class AdamW(_PerParameterOptimizer):
             self.beta2_tensor = Tensor([self.beta2], mstype.float32)
 
     def construct(self, gradients):
-        gradients = self.scale_grad(gradients)
+        gradients = self.prepare_gradients(gradients)
         lrs = self._next_lrs()
         beta1_power = self.beta1_power * self.beta1
         beta2_power = self.beta2_power * self.beta2
@@ -453,7 +504,7 @@ class NAdam(_PerParameterOptimizer):
         self.beta2_tensor = Tensor(self.beta2, mstype.float32)
 
     def construct(self, gradients):
-        gradients = self.scale_grad(gradients)
+        gradients = self.prepare_gradients(gradients)
         lrs = self._next_lrs()
         t = self._count_update(self.step_count)
         mu = self.beta1 * (1.0 - 0.5 * ops.pow(self.base_096, t * self.momentum_decay))
@@ -491,7 +542,7 @@ class RMSprop(_PerParameterOptimizer):
         self.momentum_buf = self.parameters.clone(prefix="rmsprop_momentum", init="zeros") if momentum > 0 else None
 
     def construct(self, gradients):
-        gradients = self.scale_grad(gradients)
+        gradients = self.prepare_gradients(gradients)
         grad_avg = self.grad_avg if self.centered else gradients  # placeholder map partners when unused
         momentum_buf = self.momentum_buf if self.momentum > 0.0 else gradients
         update = ops.partial(_rmsprop_update, self.alpha, self.eps, self.momentum, self.centered)
@@ -521,7 +572,7 @@ class Adagrad(_PerParameterOptimizer):
         self.step_count = _counter("adagrad_step")
 
     def construct(self, gradients):
-        gradients = self.scale_grad(gradients)
+        gradients = self.prepare_gradients(gradients)
         lrs = self._next_lrs()
         t = self._count_update(self.step_count)
         lrs = self.map(ops.partial(_adagrad_lr, 1.0 + (t - 1.0) * self.lr_decay), lrs)
@@ -533,6 +584,8 @@ class Lion(_PerParameterOptimizer):
     """Lion (Chen et al., 2023): p <- p * (1 - lr * wd) - lr * sign(b1 * m + (1 - b1) * g);
     m <- b2 * m + (1 - b2) * g. Default betas (0.9, 0.99). Use a 3-10x smaller lr than AdamW."""
 
+    adds_decay_to_gradient = False
+
     def __init__(self, params, lr: LearningRate, weight_decays, lr_scales, betas=(0.9, 0.99), loss_scale: float = 1.0,
                  group_lrs=(), lr_groups=None):
         super().__init__(params, lr, weight_decays, lr_scales, loss_scale, group_lrs, lr_groups)
@@ -540,7 +593,7 @@ class Lion(_PerParameterOptimizer):
         self.moments = self.parameters.clone(prefix="lion_m", init="zeros")
 
     def construct(self, gradients):
-        gradients = self.scale_grad(gradients)
+        gradients = self.prepare_gradients(gradients)
         update = ops.partial(_lion_update, self.beta1, self.beta2)
         return self.map(update, self._per_parameter(self._next_lrs()), self.weight_decay_tensors,
                         self.lr_scale_tensors, self.parameters, self.moments, gradients)
@@ -560,7 +613,7 @@ class SGD(_PerParameterOptimizer):
         self.moments = self.parameters.clone(prefix="moments", init="zeros") if momentum > 0.0 else None
 
     def construct(self, gradients):
-        gradients = self.scale_grad(gradients)
+        gradients = self.prepare_gradients(gradients)
         moments = self.moments if self.momentum > 0.0 else gradients  # placeholder map partner without momentum
         update = ops.partial(_sgd_update, self.momentum, self.nesterov)
         return self.map(update, self._per_parameter(self._next_lrs()), self.weight_decay_tensors,
@@ -577,6 +630,8 @@ class Adan(_PerParameterOptimizer):
         convention: the paper's beta_i is 1 - b_i); eps default 1e-8; no_prox default False.
     """
 
+    adds_decay_to_gradient = False
+
     def __init__(self, params, lr: LearningRate, weight_decays, lr_scales, betas=(0.98, 0.92, 0.99),
                  eps: float = 1e-8, no_prox: bool = False, loss_scale: float = 1.0, group_lrs=(), lr_groups=None):
         super().__init__(params, lr, weight_decays, lr_scales, loss_scale, group_lrs, lr_groups)
@@ -590,7 +645,7 @@ class Adan(_PerParameterOptimizer):
         self.betas_tensor = Tensor([self.beta1, self.beta2, self.beta3], mstype.float32)
 
     def construct(self, gradients):
-        gradients = self.scale_grad(gradients)
+        gradients = self.prepare_gradients(gradients)
         lrs = self._next_lrs()
         t = self._count_update(self.step_count)
         corrections = 1.0 - ops.pow(self.betas_tensor, t)
@@ -611,6 +666,8 @@ class Lamb(_PerParameterOptimizer):
         (None: no clipping); trust_clip, always_adapt default False.
     """
 
+    adds_decay_to_gradient = False
+
     def __init__(self, params, lr: LearningRate, weight_decays, lr_scales, betas=(0.9, 0.999), eps: float = 1e-6,
                  max_grad_norm=1.0, trust_clip: bool = False, always_adapt: bool = False, loss_scale: float = 1.0,
                  group_lrs=(), lr_groups=None):
@@ -629,7 +686,7 @@ class Lamb(_PerParameterOptimizer):
         self.one = Tensor(1.0, mstype.float32)
 
     def construct(self, gradients):
-        gradients = self.scale_grad(gradients)
+        gradients = self.prepare_gradients(gradients)
         lrs = self._next_lrs()
         t = self._count_update(self.step_count)
         corrections = 1.0 - ops.pow(self.betas_tensor, t)
