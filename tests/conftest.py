@@ -10,10 +10,19 @@ DEMO_DATA = os.path.join(ROOT, "datasets", "mnist5k")
 MINI = dict(depths=(1, 1, 2, 1), dims=(16, 32, 64, 128), num_classes=10)
 
 
-def pytest_xdist_auto_num_workers(config):
+class _XdistWorkers:
     """Workers for `-n auto`: one per core, at most 4. A worker holds compiled MindSpore graphs (1-3 GiB) and the
     longest test file takes about 2.5 minutes whatever the number of workers, so more would only use memory."""
-    return max(1, min(os.cpu_count() or 1, 4))
+
+    @staticmethod
+    def pytest_xdist_auto_num_workers(config):
+        return max(1, min(os.cpu_count() or 1, 4))
+
+
+def pytest_configure(config):
+    # an xdist hook is an error where xdist is not loaded (`-p no:xdist`): register it only with xdist
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistWorkers(), "mindcv-xdist-workers")
 
 
 # MINDCV_FAST_CPU_OPS=0 runs the device path (stock operators, MindSpore's overflow check) on this CPU; tests about
