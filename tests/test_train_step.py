@@ -5,7 +5,7 @@ import os
 import mindspore as ms
 import numpy as np
 import pytest
-from mindspore import nn
+from mindspore import Parameter, Tensor, nn, ops
 from safetensors.numpy import load_file
 
 from conftest import MINI, reference
@@ -14,7 +14,7 @@ from mindcv.models import create_model
 from mindcv.models.weights import to_mindcv_names
 from mindcv.optim import create_optimizer
 from mindcv.ops import fast_cpu_ops
-from mindcv.engine.train_step import LOSS_SCALE_CAP, create_train_step, select_overflow_check
+from mindcv.engine.train_step import LOSS_SCALE_CAP, TrainStep, create_train_step, select_overflow_check
 
 FIXTURE_LOSSES = [3.7686476707458496, 3.2036941051483154, 3.2876017093658447]
 BETA1 = 0.9
@@ -216,7 +216,8 @@ def test_checkpoint_of_the_train_step_resumes_exactly(tmp_path):
     ms.save_checkpoint(first, path)
     names = set(ms.load_checkpoint(path))
     assert {"loss_scale", "current_iterator_step", "last_overflow_iterator_step", "global_step", "beta1_power",
-            "adam_m.0.weight", "adam_v.2.bias", "accum.0.weight", "ema.2.weight", "0.weight"} <= names
+            "adam_m.0.weight", "adam_v.2.bias", "accum.0.weight", "window_overflow", "ema.2.weight",
+            "0.weight"} <= names
 
     resumed = tiny_step(**dict(options, loss_scale=1.0))
     assert not ms.load_param_into_net(resumed, ms.load_checkpoint(path))[0]  # nothing left unloaded
@@ -302,3 +303,52 @@ def test_dynamic_loss_scale_never_grows_past_its_cap():
     poisoned[0, 0] = np.nan
     call(train_step, poisoned)  # an overflow still halves it
     assert float(train_step.loss_scale.asnumpy()) == LOSS_SCALE_CAP / 2
+
+
+class SaturatingStatusStep(TrainStep):
+    """A train step on a chip in saturation mode (910A; 910B with SATURATION_MODE), simulated: fp16 overflow is
+    clamped, so the gradients stay finite and only the float status register tells; reading it clears it. The
+    register is a Parameter the test raises before a call."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.status_register = Parameter(Tensor(False), name="stand_in.status_register", requires_grad=False)
+
+    def _grads_finite(self, grads):
+        raised = ops.depend(self.status_register, grads) * 1  # read after the gradients exist, then clear
+        ops.assign(self.status_register, ops.depend(Tensor(False), raised))
+        return ops.logical_and(ops.logical_not(raised), super()._grads_finite(grads))
+
+
+def saturating_step():
+    ms.set_context(mode=ms.GRAPH_MODE)
+    ms.set_seed(0)
+    network = nn.SequentialCell(nn.Dense(4, 8), nn.GELU(approximate=False), nn.Dense(8, 3))
+    optimizer = create_optimizer(network, "adamw", lr=0.01, weight_decay=0.0)
+    return SaturatingStatusStep(network, create_loss("ce"), optimizer, loss_scale_type="dynamic", loss_scale=1024.0,
+                                drop_overflow_update=True, gradient_accumulation_steps=2).set_train(True)
+
+
+def test_accumulation_carries_an_overflow_only_the_status_register_saw(tmp_path):
+    """Saturation mode: micro-batch 1 of a 2-step window overflows in fp16 (the register says so, the clamped
+    gradients are finite), micro-batch 2 is clean. The window is skipped and the scale halves, also when the run
+    stops inside the window and resumes from its checkpoint; the next clean window updates."""
+    train_step = saturating_step()
+    start = state(train_step.network)
+    train_step.status_register.set_data(Tensor(True))
+    _, overflow, _ = call(train_step, IMAGES[:4], LABELS[:4])
+    assert overflow and not train_step.status_register.asnumpy()  # read and cleared
+    path = os.path.join(tmp_path, "inside_the_window.ckpt")
+    ms.save_checkpoint(train_step, path)
+    resumed = saturating_step()
+    assert not ms.load_param_into_net(resumed, ms.load_checkpoint(path))[0]
+    for step in (train_step, resumed):
+        _, overflow, _ = call(step, IMAGES[4:], LABELS[4:])
+        assert not overflow  # this micro-batch is clean, the window is not
+        assert all(np.array_equal(v, state(step.network)[k]) for k, v in start.items())  # skipped
+        assert float(step.loss_scale.asnumpy()) == 512.0 and step.optimizer.global_step.asnumpy()[0] == 1
+        assert not step.window_overflow.asnumpy()  # the next window starts clean
+        call(step, IMAGES[:4], LABELS[:4])
+        call(step, IMAGES[4:], LABELS[4:])
+        assert not all(np.array_equal(v, state(step.network)[k]) for k, v in start.items())
+        assert float(step.loss_scale.asnumpy()) == 512.0 and step.optimizer.global_step.asnumpy()[0] == 2

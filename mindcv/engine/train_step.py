@@ -9,7 +9,8 @@ State for exact resume, all Parameters, so `mindspore.save_checkpoint(train_step
   `mindcv.io.names`, with the rest of this list);
 - `loss_scale` (float32 scalar), `current_iterator_step` (int32: calls of the train step, i.e. micro-batches
   seen), `last_overflow_iterator_step` (int32: call index of the last overflow or loss-scale growth);
-- `accum.<param>`: gradient sums of the open accumulation window (gradient_accumulation_steps > 1);
+- `accum.<param>`: gradient sums of the open accumulation window, and `window_overflow` (bool scalar: a
+  micro-batch of that window overflowed), when gradient_accumulation_steps > 1;
 - `ema.<param>`: EMA of every network parameter (ema=True).
 """
 import contextlib
@@ -22,7 +23,7 @@ from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 from mindspore import dtype as mstype
 
 from ..errors import ConfigError
-from ..io.names import ACCUM_PREFIX, EMA_PREFIX, ITERATOR_STEP, LAST_OVERFLOW_STEP, LOSS_SCALE
+from ..io.names import ACCUM_PREFIX, EMA_PREFIX, ITERATOR_STEP, LAST_OVERFLOW_STEP, LOSS_SCALE, WINDOW_OVERFLOW
 from ..models import layers
 from ..ops.finite import all_finite_op
 from ..ops.switch import fast_cpu_ops_enabled
@@ -65,6 +66,7 @@ def _unscale_one(scale, grad):
 
 
 _accumulate = ops.MultitypeFuncGraph("accumulate")
+_after = ops.MultitypeFuncGraph("after")
 _reset = ops.MultitypeFuncGraph("reset")
 _ema_step = ops.MultitypeFuncGraph("ema_step")
 
@@ -72,6 +74,11 @@ _ema_step = ops.MultitypeFuncGraph("ema_step")
 @_accumulate.register("Tensor", "Tensor")
 def _accumulate_one(accumulated, grad):
     return ops.assign_add(accumulated, grad.astype(accumulated.dtype))
+
+
+@_after.register("Tensor", "Tensor")
+def _after_one(flag, grad):
+    return ops.depend(grad, flag)
 
 
 @_reset.register("Tensor")
@@ -107,8 +114,9 @@ class TrainStep(nn.Cell):
     - loss_scale: float32 scalar, the scale this call used (dynamic scaling may change it for the next call).
 
     An update happens on every `gradient_accumulation_steps`-th call, with the mean of the window's gradients.
-    It is skipped when the window's gradients are not finite and `drop_overflow_update` is True (weights,
-    moments and EMA untouched; `global_step` still advances so the lr schedule follows the data). Without
+    It is skipped when any micro-batch of the window overflowed, or the window's summed gradients are not finite,
+    and `drop_overflow_update` is True (weights, moments and EMA untouched; `global_step` still advances so the lr
+    schedule follows the data); with dynamic scaling, the same decides whether the scale halves. Without
     `drop_overflow_update` the update is applied whatever the gradients are, as MindSpore does; the trainer must
     then stop on overflow=True and not save the weights of that step.
 
@@ -177,6 +185,7 @@ class TrainStep(nn.Cell):
         self.accumulation_steps = int(gradient_accumulation_steps)
         if self.accumulation_steps > 1:
             self.accumulated = self.weights.clone(prefix=ACCUM_PREFIX, init="zeros")
+            self.window_overflow = Parameter(Tensor(False, mstype.bool_), name=WINDOW_OVERFLOW, requires_grad=False)
         self.ema = ema
         self.ema_decay = float(ema_decay)
         if ema:
@@ -209,11 +218,17 @@ class TrainStep(nn.Cell):
         if self.accumulation_steps > 1:
             is_update_step = ops.equal((self.current_iterator_step + 1) % self.accumulation_steps, 0)
         if self.accumulation_steps > 1:
-            self.map(_accumulate, self.accumulated, grads)
+            # Where the float status register tells overflow (910A; 910B in saturation mode) fp16 overflow is
+            # clamped to +-65504: the sums stay finite, and each read clears the register. So every micro-batch's
+            # overflow is carried through the window (and saved with it), and the check of the sums reads the
+            # register only after this micro-batch's read (ops.depend, as mindspore.amp.all_finite orders its
+            # get and clear).
+            window_overflow = ops.logical_or(self.window_overflow, overflow)
+            ops.assign(self.window_overflow, ops.logical_and(window_overflow, ops.logical_not(is_update_step)))
+            self.map(_accumulate, self.accumulated, self.map(ops.partial(_after, overflow), grads))
             update_grads = self.map(ops.partial(_unscale, Tensor(self.accumulation_steps, mstype.float32)),
                                     self.accumulated)
-            # a non-finite micro-batch has made the sums non-finite: the whole window is dropped
-            update_overflow = self._any_non_finite(loss, update_grads)
+            update_overflow = ops.logical_or(window_overflow, self._any_non_finite(loss, update_grads))
 
         apply_update = is_update_step
         if self.drop_overflow_update:
@@ -237,14 +252,17 @@ class TrainStep(nn.Cell):
         return loss, overflow, scale
 
     def _any_non_finite(self, loss: Tensor, grads) -> Tensor:
-        if self.all_finite is not None:
-            grads_finite = self.all_finite(*grads)[0] > 0.5
-        else:
-            grads_finite = ms.amp.all_finite(grads)
-        non_finite = ops.logical_or(ops.logical_not(ops.isfinite(loss).all()), ops.logical_not(grads_finite))
+        non_finite = ops.logical_or(ops.logical_not(ops.isfinite(loss).all()),
+                                    ops.logical_not(self._grads_finite(grads)))
         if self.distribute:
             non_finite = self.all_reduce_sum(non_finite.astype(mstype.float32)) > 0
         return non_finite
+
+    def _grads_finite(self, grads) -> Tensor:
+        """bool scalar: no overflow in `grads`, or (NPU float status) since the register was last cleared."""
+        if self.all_finite is not None:
+            return self.all_finite(*grads)[0] > 0.5
+        return ms.amp.all_finite(grads)
 
     def _update_ema(self, after):
         self.map(ops.partial(_ema_step, self.ema_decay, after), self.ema_weights, self.ema_sources)

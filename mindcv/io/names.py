@@ -6,19 +6,26 @@ A resumable checkpoint (`mindspore.save_checkpoint` of the train step) holds
 - the optimizer's state: `global_step` (updates taken, skipped ones included), `learning_rate`, the moments
   `<prefix>.<param>` and step counters (`OPTIMIZER_STATE_PREFIXES`, `OPTIMIZER_STATE_KEYS`);
 - the train step's: `loss_scale`, `current_iterator_step` (micro-batches seen), `last_overflow_iterator_step`,
-  `accum.<param>` (the open accumulation window's gradient sums), `ema.<param>` (the EMA weights);
+  `accum.<param>` (the open accumulation window's gradient sums), `window_overflow` (whether a micro-batch of
+  that window overflowed), `ema.<param>` (the EMA weights);
 - the loop's position: `epoch_num`, `step_num` (epochs done, steps done in the next epoch).
 """
 import os
 
-# run-folder files: its resolved recipe, its class names (line i: class i), per-epoch metrics, checkpoint scores
+# run-folder files: its resolved recipe, its class names (line i: class i), per-epoch metrics and their plot,
+# checkpoint scores
 RUN_RECIPE, RUN_CLASS_NAMES = "config.yaml", "class_names.txt"
-METRICS_FILE, SCORES_FILE = "metrics.jsonl", "checkpoint_scores.json"
+METRICS_FILE, METRICS_PLOT, SCORES_FILE = "metrics.jsonl", "metrics.png", "checkpoint_scores.json"
+# the names of the files in a run folder that the toolkit wrote there: the only ones it may replace or delete
+WRITTEN_FILES = "written_files.json"
+# where a resume from an older checkpoint moves the run's newer checkpoints (instead of overwriting them)
+SET_ASIDE_PREFIX = "set_aside"
 
 # the loop's position, appended to each resumable checkpoint
 EPOCH_KEY, STEP_KEY = "epoch_num", "step_num"
 # the train step's Parameters
 LOSS_SCALE, ITERATOR_STEP, LAST_OVERFLOW_STEP = "loss_scale", "current_iterator_step", "last_overflow_iterator_step"
+WINDOW_OVERFLOW = "window_overflow"  # gradient accumulation: a micro-batch of the open window overflowed
 ACCUM_PREFIX, EMA_PREFIX = "accum", "ema"  # cloned parameter tuples: `accum.<param>`, `ema.<param>`
 # the optimizers' (mindcv.optim.optimizers clones its moments under these prefixes)
 OPTIMIZER_STATE_PREFIXES = ("adam_m.", "adam_v.", "nadam_m.", "nadam_v.", "rmsprop_square_avg.",
@@ -32,7 +39,7 @@ _FOREIGN_STATE_KEYS = ("scale_sense", "current_epoch", "cur_step_num", "cur_epoc
 
 _STATE_PREFIXES = OPTIMIZER_STATE_PREFIXES + _FOREIGN_STATE_PREFIXES + (f"{ACCUM_PREFIX}.", f"{EMA_PREFIX}.")
 _STATE_KEYS = frozenset(OPTIMIZER_STATE_KEYS + _FOREIGN_STATE_KEYS +
-                        (EPOCH_KEY, STEP_KEY, LOSS_SCALE, ITERATOR_STEP, LAST_OVERFLOW_STEP))
+                        (EPOCH_KEY, STEP_KEY, LOSS_SCALE, ITERATOR_STEP, LAST_OVERFLOW_STEP, WINDOW_OVERFLOW))
 
 
 def is_training_state(name: str) -> bool:
