@@ -185,6 +185,14 @@ def test_asl_multi_label_via_create_loss():
                                per_sample.sum(), rtol=1e-5)
 
 
+def test_asl_multi_label_ignores_label_smoothing_as_mindcv(caplog):
+    multi_hot = (RNG.random((4, 10)) < 0.3).astype(np.float32)
+    expected = asl_multi_label_reference(LOGITS, multi_hot, 1.0, 4.0, 0.05, 1e-8).mean()
+    np.testing.assert_allclose(run(create_loss("asl_multi_label", label_smoothing=0.1), LOGITS, multi_hot), expected,
+                               rtol=1e-5)
+    assert "ignores label_smoothing" in caplog.text
+
+
 def test_asl_multi_label_without_clip_and_with_weight():
     multi_hot = (RNG.random((4, 10)) < 0.3).astype(np.float32)
     expected = asl_multi_label_reference(LOGITS, multi_hot, 0.5, 2.0, 0.0, 1e-8, WEIGHT)
