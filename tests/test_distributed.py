@@ -47,8 +47,10 @@ def msrun(*args, log_dir, worker_num=2, local_worker_num=2, port=None, node_rank
                "--join", "True"]
     if node_rank is not None:
         command += ["--node_rank", str(node_rank)]
+    # msrun starts its workers with the `python` on PATH: this interpreter's, also from a venv not activated
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
     return subprocess.Popen([*command, "train.py", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PATH": path})
 
 
 def wait_for_listener(port, timeout=120):
