@@ -14,6 +14,7 @@ from mindcv.models import create_model
 from mindcv.models.weights import to_mindcv_names
 from mindcv.optim import create_optimizer
 from mindcv.ops import fast_cpu_ops
+from mindcv.io.names import is_training_state
 from mindcv.engine.train_step import LOSS_SCALE_CAP, TrainStep, create_train_step, select_overflow_check
 
 FIXTURE_LOSSES = [3.7686476707458496, 3.2036941051483154, 3.2876017093658447]
@@ -218,6 +219,8 @@ def test_checkpoint_of_the_train_step_resumes_exactly(tmp_path):
     assert {"loss_scale", "current_iterator_step", "last_overflow_iterator_step", "global_step", "beta1_power",
             "adam_m.0.weight", "adam_v.2.bias", "accum.0.weight", "window_overflow", "ema.2.weight",
             "0.weight"} <= names
+    # what a fine-tune from this file takes as weights: the network's, nothing of the train step's state
+    assert {n for n in names if not is_training_state(n)} == {p.name for p in first.network.get_parameters()}
 
     resumed = tiny_step(**dict(options, loss_scale=1.0))
     assert not ms.load_param_into_net(resumed, ms.load_checkpoint(path))[0]  # nothing left unloaded
