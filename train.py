@@ -60,10 +60,12 @@ def main(argv=None) -> int:
     if num_classes < len(class_names):
         raise ConfigError(f"num_classes is {num_classes} but {config.data_dir}/{config.train_split} has "
                           f"{len(class_names)} class folders: the model needs one output per class")
+    # checked before the loader is built: MindSpore refuses a pipeline of no batches with a traceback
+    rank_images = len(train_set.epoch_order)
+    if config.drop_remainder and rank_images < config.batch_size:
+        raise ConfigError(f"batch_size {config.batch_size} is larger than this rank's share of the training set "
+                          f"({rank_images} images); lower batch_size or set drop_remainder False")
     steps_per_epoch = build_loader(config, train_set, True, num_classes).get_dataset_size()
-    if steps_per_epoch == 0:
-        raise ConfigError(f"batch_size {config.batch_size} is larger than this rank's share of the training set; "
-                          "lower batch_size or set drop_remainder False")
     if steps_per_epoch % config.gradient_accumulation_steps:
         # accumulation windows must not straddle epochs, or the per-epoch lr table would run out early
         raise ConfigError(f"gradient_accumulation_steps {config.gradient_accumulation_steps} does not divide the "
@@ -107,6 +109,10 @@ def main(argv=None) -> int:
         instead = "(fine-tuning) set resume_opt False" if config.resume_opt else "use --ckpt_path instead of --resume"
         start_epoch, steps_done = restore(train_step, resume_path, instead)
         _logger.info("resumed from %s at epoch %d, step %d of the epoch", resume_path, start_epoch, steps_done)
+        aside = run.set_aside_newer(start_epoch, steps_done, steps_per_epoch)
+        if aside:  # the epochs redone would save over the names of this run's newer checkpoints
+            _logger.warning("moved this run's checkpoints newer than the resume point (and their records) to %s",
+                            aside)
     run.write_run_files(recipe_of(config), class_names)
     _logger.info("%s: %d classes, %d steps per epoch of %d images on each of %d device(s)", config.model,
                  num_classes, steps_per_epoch, config.batch_size, group_size)

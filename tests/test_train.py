@@ -96,6 +96,7 @@ def test_validate_with_the_8_device_recipe_runs_on_one_device(trained_run):
                                                  "convnextv2_mini.timm.safetensors")],
      "error: .*does not fit this model; .*unexpected"),
     ("validate.py", [], "error: nothing to evaluate: pass --ckpt_path"),
+    ("train.py", ["--batch_size", "100000"], "error: batch_size 100000 is larger than this rank's share"),
 ])
 def test_user_mistakes_give_one_line_errors(script, args, message):
     result = run(script, *TINY, *args, check_rc=2, timeout=120)
