@@ -12,6 +12,7 @@ from mindspore import nn
 
 from mindcv.engine import NonFiniteLossError, RunFolder, Trainer
 from mindcv.engine.trainer import chunk_size
+from mindcv.errors import ConfigError
 from mindcv.loss import create_loss
 from mindcv.optim import create_optimizer
 from mindcv.engine.train_step import create_train_step
@@ -101,22 +102,28 @@ class StandInTransfer:
         self.calls.append("release")
 
 
-def test_sunk_loop_runs_the_same_steps_and_releases_the_queue(tmp_path, single_steps):
-    """The sunk loop calls mindspore.data_sink once, with sink_size = the chunk and a JitConfig of the run's
-    jit_level, runs each sink as one chunk, and stops and releases the transfer queue at the end."""
-    sinks = []
-
+def stand_in_data_sink(sinks, steps_of_sink=lambda index, sink_size: sink_size):
+    """A stand-in for mindspore.data_sink, looping in Python: each sink runs steps_of_sink(index of the sink,
+    sink_size) steps. Records (sink_size, jit_level, transfer queue) of every call in `sinks`."""
     def data_sink(step, loader, sink_size, jit_config):
         transfer = loader.__transfer_dataset__ = StandInTransfer()
         sinks.append((sink_size, jit_config.jit_config_dict["jit_level"], transfer))
         iterator = loader.create_tuple_iterator(num_epochs=-1)
         batches = (batch for _ in itertools.count() for batch in iterator)
+        sinks_run = itertools.count()
 
         def one_sink():
-            for _ in range(sink_size):
+            for _ in range(steps_of_sink(next(sinks_run), sink_size)):
                 step(*next(batches))
         return one_sink
+    return data_sink
 
+
+def test_sunk_loop_runs_the_same_steps_and_releases_the_queue(tmp_path, single_steps):
+    """The sunk loop calls mindspore.data_sink once, with sink_size = the chunk and a JitConfig of the run's
+    jit_level, runs each sink as one chunk, and stops and releases the transfer queue at the end."""
+    sinks = []
+    data_sink = stand_in_data_sink(sinks)
     with pytest.raises(ValueError, match="sink_size 4 does not divide the 6 steps"):
         trainer(tmp_path, OVERFLOWING, sink=True, sink_size=4, data_sink=data_sink)
     run = trainer(tmp_path, OVERFLOWING, sink=True, sink_size=3, jit_level="O1", data_sink=data_sink)
@@ -127,3 +134,18 @@ def test_sunk_loop_runs_the_same_steps_and_releases_the_queue(tmp_path, single_s
     assert [r["skipped_updates"] for r in records(tmp_path)] == [1, 2]
     for name, value in weights(run.train_step).items():
         np.testing.assert_array_equal(value, expected_weights[name])
+
+
+def test_a_sink_that_runs_fewer_steps_than_asked_stops_the_run(tmp_path):
+    """The device counts the steps it ran: the sink after the first (as after the validation network's compile
+    under jit_level O2) runs 1 step of 3, and the run stops there with an error naming jit_level and sink_size,
+    the first epoch's checkpoint intact."""
+    sinks = []
+    run = trainer(tmp_path, sink=True, sink_size=3, jit_level="O2",
+                  data_sink=stand_in_data_sink(sinks, lambda index, sink_size: sink_size if index < 2 else 1))
+    message = r"^a sink of sink_size 3 ran 1 steps on the device \(jit_level O2\)"
+    with pytest.raises(ConfigError, match=message) as error:
+        run.fit()
+    assert "\n" not in str(error.value)
+    assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == ["tiny-1_6.ckpt"]
+    assert sinks[0][2].calls == ["stop_send", "release"]

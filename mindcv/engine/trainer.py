@@ -22,6 +22,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore import dtype as mstype
 from tqdm import tqdm
 
+from ..errors import ConfigError
 from .evaluate import evaluate
 
 _logger = logging.getLogger("mindcv.engine")
@@ -108,11 +109,17 @@ class HostFeed:
 
 class SinkFeed:
     """Steps on batches from the device queue: `mindspore.data_sink(step, loader, sink_size, jit_config)`; each
-    `run` is one sink of `sink_size` steps."""
+    `run` is one sink of `sink_size` steps, and proves it ran them: `step` (a `StepTotals`) counts its calls on the
+    device (the train step's `current_iterator_step`), and a sink that advanced it by another number raises
+    ConfigError. Under jit_level O2 `data_sink` runs the graph once per call and leaves the repeats to GE
+    (mindspore/train/data_sink.py); a sink that ran fewer steps would train an epoch on part of its data, silently.
+    The count costs one read of a scalar per sink, after the sink, where the loop waits for the device anyway."""
 
     def __init__(self, step: nn.Cell, loader, sink_size: int, jit_level: str, data_sink=None):
         self.loader = loader
-        self.sink_size = sink_size
+        self.sink_size, self.jit_level = sink_size, jit_level
+        self.calls = step.train_step.current_iterator_step
+        self.calls_seen = int(self.calls.asnumpy())
         self.run_sink = (data_sink or ms.data_sink)(step, loader, sink_size=sink_size,
                                                     jit_config=ms.JitConfig(jit_level=jit_level))
 
@@ -120,6 +127,12 @@ class SinkFeed:
         if steps != self.sink_size:
             raise ValueError(f"a sink runs {self.sink_size} steps, not {steps}")
         self.run_sink()
+        calls = int(self.calls.asnumpy())
+        ran, self.calls_seen = calls - self.calls_seen, calls
+        if ran != steps:
+            raise ConfigError(f"a sink of sink_size {steps} ran {ran} steps on the device (jit_level "
+                              f"{self.jit_level}): epochs would train on part of their data. Set jit_level O0 (or "
+                              "dataset_sink_mode False) and check again with python -m mindcv.selftest")
 
     def close(self) -> None:
         """Stop the transfer queue and release it (MindSpore would otherwise keep sending until exit)."""
