@@ -18,13 +18,10 @@ import numpy as np
 
 from mindcv.config.builders import (build_dataset, build_loader, build_model, check_same_classes, exit_on_user_error,
                                     require_data_dir, resolve_amp_level, setup_context)
+from mindcv.config.factories import build_loss, build_optimizer, build_scheduler, build_train_step
 from mindcv.config.schema import check_supported, parse_config, recipe_of, resume_checkpoint
 from mindcv.engine import NonFiniteLossError, RunFolder, Trainer, restore, seed_graph_randomness
-from mindcv.engine.train_step import create_train_step
 from mindcv.errors import ConfigError
-from mindcv.loss import create_loss
-from mindcv.optim import create_optimizer
-from mindcv.scheduler import create_scheduler
 
 _logger = logging.getLogger("train")
 
@@ -81,26 +78,9 @@ def main(argv=None) -> int:
     network = build_model(config, num_classes, checkpoint_path="" if resume else config.ckpt_path)
     seed_graph_randomness(config.seed, rank)
     updates_per_epoch = steps_per_epoch // config.gradient_accumulation_steps
-    lr_per_step = create_scheduler(updates_per_epoch, scheduler=config.scheduler, lr=config.lr, min_lr=config.min_lr,
-                                   warmup_epochs=config.warmup_epochs, warmup_factor=config.warmup_factor,
-                                   decay_epochs=config.decay_epochs, decay_rate=config.decay_rate,
-                                   milestones=config.multi_step_decay_milestones, num_epochs=config.epoch_size,
-                                   num_cycles=config.num_cycles, cycle_decay=config.cycle_decay,
-                                   lr_epoch_stair=config.lr_epoch_stair)
-    optimizer = create_optimizer(network, opt=config.opt, lr=lr_per_step, weight_decay=config.weight_decay,
-                                 momentum=config.momentum, nesterov=config.nesterov,
-                                 weight_decay_filter=config.weight_decay_filter, layer_decay=config.layer_decay,
-                                 eps=config.eps, schedule_decay=config.schedule_decay,
-                                 **({} if config.beta2 is None else dict(beta1=config.momentum, beta2=config.beta2)))
-    loss_fn = create_loss(config.loss, reduction=config.reduction, label_smoothing=config.label_smoothing,
-                          aux_factor=config.aux_factor)
-    train_step = create_train_step(network, loss_fn, optimizer, amp_level=config.amp_level,
-                                   loss_scale_type=config.loss_scale_type, loss_scale=config.loss_scale,
-                                   drop_overflow_update=config.drop_overflow_update, clip_grad=config.clip_grad,
-                                   clip_value=config.clip_value,
-                                   gradient_accumulation_steps=config.gradient_accumulation_steps, ema=config.ema,
-                                   ema_decay=config.ema_decay, distribute=config.distribute,
-                                   amp_cast_list=config.amp_cast_list)
+    lr_per_step = build_scheduler(config, updates_per_epoch)
+    optimizer = build_optimizer(config, network, lr_per_step)
+    train_step = build_train_step(config, network, build_loss(config), optimizer)
 
     start_epoch, steps_done = 0, 0
     if resume:
