@@ -137,7 +137,9 @@ def test_two_nodes_resume_each_from_its_own_run_folder(common, two_workers, tmp_
 
     for node in (0, 1):
         os.makedirs(tmp_path / f"node{node}")
-        shutil.copy(two_workers / "run" / "convnext_atto-2_1.ckpt", tmp_path / f"node{node}")
+        # with the list of the files the toolkit wrote: a resume refuses files it did not write
+        for name in ("convnext_atto-2_1.ckpt", "written_files.json"):
+            shutil.copy(two_workers / "run" / name, tmp_path / f"node{node}")
     shutil.copy(two_workers / "run" / "metrics.jsonl", tmp_path / "node0")  # rank 0's records
     launch_both("--epoch_size", "3", "--resume", "auto")
     uninterrupted = weights(str(two_workers / "run" / "convnext_atto-3_1.ckpt"))

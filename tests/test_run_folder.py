@@ -2,12 +2,14 @@
 the keep_checkpoint_max best by validation top-1 and the newest; the scores, kept beside the checkpoints, outlive
 the RunFolder that wrote them (a resumed run ranks the earlier run's checkpoints too)."""
 import json
+import os
 
 import pytest
 from mindspore import nn
 
 from mindcv.engine import RunFolder
-from mindcv.engine.run_folder import SCORES_FILE
+from mindcv.errors import ConfigError
+from mindcv.io.names import METRICS_FILE, RUN_CLASS_NAMES, RUN_RECIPE, SCORES_FILE, WRITTEN_FILES
 
 STEPS = 5  # steps per epoch: epoch e ends with "tiny-{e}_5.ckpt"
 
@@ -83,3 +85,89 @@ def test_scores_of_deleted_checkpoints_are_forgotten_and_a_damaged_file_is_named
         (tmp_path / SCORES_FILE).write_text(crafted)
         with pytest.raises(ValueError, match=f"{SCORES_FILE} is not a mapping of checkpoint names to numbers"):
             run_folder(tmp_path, 2, "top_k")
+
+
+# ---- files the toolkit did not write (issue 22, items 1 and 2)
+
+
+def test_a_folder_holding_files_the_toolkit_did_not_write_is_refused_and_left_alone(tmp_path, network):
+    """MindCV names its checkpoints as this toolkit does: a resume into a folder of a user's `tiny-5_100.ckpt`
+    ... and config.yaml must not rank, delete or overwrite them."""
+    for name in ("tiny-5_100.ckpt", "tiny-6_100.ckpt", "config.yaml"):
+        (tmp_path / name).write_text(f"the user's {name}")
+    (tmp_path / "notes.txt").write_text("not a run file: never named")
+    with pytest.raises(ConfigError, match=r"holds files that this toolkit did not write there \(config.yaml, "
+                                          r"tiny-5_100.ckpt, tiny-6_100.ckpt\).*move them away"):
+        run_folder(tmp_path, 1, "latest_k")
+    for name in ("tiny-5_100.ckpt", "tiny-6_100.ckpt", "config.yaml"):
+        assert (tmp_path / name).read_text() == f"the user's {name}"
+
+
+def test_the_keep_policy_deletes_only_what_it_wrote(tmp_path, network):
+    run = run_folder(tmp_path, 1, "latest_k")
+    save_epochs(run, network, [None])
+    (tmp_path / "tiny-9_100.ckpt").write_text("placed meanwhile by someone else")  # newer by its name
+    save_epochs(run, network, [None, None], first_epoch=2)
+    assert files(tmp_path) == ["tiny-3_5.ckpt", "tiny-9_100.ckpt"]  # the run keeps its own newest, not the other
+    assert json.loads((tmp_path / WRITTEN_FILES).read_text())["files"] == [SCORES_FILE, "tiny-3_5.ckpt"]
+    assert run.resume_path("auto") == str(tmp_path / "tiny-3_5.ckpt")
+
+
+def test_a_resume_from_an_older_checkpoint_sets_the_newer_ones_aside(tmp_path, network):
+    run = run_folder(tmp_path, 0, "latest_k")
+    save_epochs(run, network, [None] * 4)
+    for epoch in range(1, 5):
+        run.append_metrics({"epoch": epoch, "val_top1": [50.0, 60.0, 90.0, 70.0][epoch - 1]})
+    run.save_best(network)  # the best of the records: epoch 3's
+    resumed = run_folder(tmp_path, 2, "latest_k")
+    aside = resumed.set_aside_newer(2, 0, STEPS)  # redo epochs 3 and 4 from tiny-2_5.ckpt
+    assert sorted(os.listdir(aside)) == [METRICS_FILE, "tiny-3_5.ckpt", "tiny-4_5.ckpt", "tiny_best.ckpt"]
+    assert [r["epoch"] for r in map(json.loads, open(os.path.join(aside, METRICS_FILE)))] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in resumed.keep_metrics_until(2)] == [1, 2]  # as the trainer starts epoch 3
+    save_epochs(resumed, network, [None], first_epoch=3)
+    # the redone epoch is kept (the set-aside newer ones no longer outrank it) and nothing aside was touched
+    assert files(tmp_path) == ["tiny-2_5.ckpt", "tiny-3_5.ckpt"]
+    assert sorted(os.listdir(aside)) == [METRICS_FILE, "tiny-3_5.ckpt", "tiny-4_5.ckpt", "tiny_best.ckpt"]
+    assert run_folder(tmp_path, 2, "latest_k").set_aside_newer(3, 0, STEPS) == ""  # nothing newer: nothing moves
+
+
+def test_a_nan_score_never_costs_the_best_checkpoint(tmp_path, network):
+    save_epochs(run_folder(tmp_path, 0, "top_k"), network, [None, None, None])
+    (tmp_path / SCORES_FILE).write_text('{"tiny-1_5.ckpt": NaN, "tiny-2_5.ckpt": 90.0, "tiny-3_5.ckpt": 10.0}')
+    save_epochs(run_folder(tmp_path, 1, "top_k"), network, [20.0], first_epoch=4)
+    assert files(tmp_path) == ["tiny-2_5.ckpt", "tiny-4_5.ckpt"]  # the best (90) and the newest
+
+
+def test_run_files_replace_planted_links_and_metrics_append_only_to_a_regular_file(tmp_path, network):
+    """A link planted in a run folder (shared with other users) must not make the run write into its target."""
+    run = run_folder(tmp_path / "run", 0, "latest_k")
+    victims = {name: tmp_path / f"victim-{name}" for name in (RUN_RECIPE, RUN_CLASS_NAMES, METRICS_FILE)}
+    for name, victim in victims.items():
+        victim.write_text("precious\n")
+        (tmp_path / "run" / name).symlink_to(victim)
+    run.write_run_files({"model": "tiny"}, ["a", "b"])
+    assert (tmp_path / "run" / RUN_CLASS_NAMES).read_text() == "a\nb\n"
+    assert not (tmp_path / "run" / RUN_RECIPE).is_symlink()
+    with pytest.raises(OSError, match="metrics.jsonl is not a regular file|Too many levels of symbolic links"):
+        run.append_metrics({"epoch": 1})
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "run" / METRICS_FILE).unlink()
+    os.symlink(tmp_path / "fifo", tmp_path / "run" / METRICS_FILE)
+    with pytest.raises(OSError):  # never blocks on a FIFO
+        run.append_metrics({"epoch": 1})
+    with pytest.raises(ConfigError, match="cannot read .*metrics.jsonl"):  # nor when reading it
+        run.read_metrics()
+    (tmp_path / "run" / METRICS_FILE).unlink()
+    run.append_metrics({"epoch": 1})
+    assert run.read_metrics() == [{"epoch": 1}]
+    assert all(victim.read_text() == "precious\n" for victim in victims.values())
+    assert not list((tmp_path / "run").glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("line", ['{"step": 3}', '{"epoch": "1"}', '[1]', '{"epoch": 1, "val_top1": "x"}', "{"])
+def test_a_metrics_line_that_is_not_a_record_is_a_one_line_error(tmp_path, line):
+    run = run_folder(tmp_path, 0, "latest_k")
+    run.keep_metrics_until(0)
+    (tmp_path / METRICS_FILE).write_text('{"epoch": 1}\n' + line + "\n")
+    with pytest.raises(ConfigError, match=f"{METRICS_FILE} line 2 is not a record of this toolkit.*fix or delete"):
+        run.keep_metrics_until(1)

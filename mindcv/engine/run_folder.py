@@ -10,21 +10,43 @@
   make the duplicates harmless. `ckpt_save_policy` chooses which are kept: the newest `keep_checkpoint_max`
   (latest_k), or the `keep_checkpoint_max` with the best validation top-1 and the newest (top_k);
 - `checkpoint_scores.json`, the validation top-1 of each kept epoch checkpoint that had one, by file name
-  (top_k ranks by it, also after a resume): written beside them, by the same processes.
+  (top_k ranks by it, also after a resume): written beside them, by the same processes;
+- `written_files.json`, the names of the files above that the toolkit wrote here (each is listed before it is
+  written). Only those are ever replaced or deleted: a folder holding a file of these names that the toolkit did
+  not write (a user's config.yaml, MindCV's checkpoints of the same name pattern) is refused at the start, fresh
+  or resumed, with the names. A resume from an older checkpoint moves the run's newer checkpoints (and the best
+  weights, when they came from the epochs it redoes) into a new `set_aside-<time>-*/` instead of overwriting them.
+
+Every file is replaced atomically (temporary file, then os.replace), so a link planted at its name is replaced,
+never written through; metrics.jsonl is appended to only as a regular file that is not a link.
 """
-import glob
+import datetime
 import json
+import math
 import os
 import re
+import tempfile
 
 import mindspore as ms
 
 import yaml
 
 from ..errors import ConfigError
-from ..io.checkpoint import load_checkpoint_checked, save_checkpoint_atomic, temporary_path
-from ..io.names import EPOCH_KEY, METRICS_FILE, RUN_CLASS_NAMES, RUN_RECIPE, SCORES_FILE, STEP_KEY
+from ..io.checkpoint import load_checkpoint_checked, save_checkpoint_atomic
+from ..io.files import append_text, open_regular, temporary_path, write_text_atomic
+from ..io.names import (EPOCH_KEY, METRICS_FILE, METRICS_PLOT, RUN_CLASS_NAMES, RUN_RECIPE, SCORES_FILE,
+                        SET_ASIDE_PREFIX, STEP_KEY, WRITTEN_FILES)
 from .plot import plot_metrics
+
+
+def _read_text(path: str) -> str:
+    """The text of the regular file `path` (a FIFO or a link planted there is an OSError, not a hang)."""
+    with os.fdopen(open_regular(path, os.O_RDONLY), encoding="utf-8") as f:
+        return f.read()
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class RunFolder:
@@ -39,6 +61,8 @@ class RunFolder:
         policy: which checkpoints are kept: "latest_k", the newest keep_checkpoint_max; "top_k", the
             keep_checkpoint_max with the best scores and the newest (resume needs it), so checkpoints without a
             score (no validation that epoch, or saved mid-epoch) go once a newer one is saved.
+
+    Raises ConfigError when the folder holds files of the run's names that the toolkit did not write there.
     """
 
     def __init__(self, directory: str, model_name: str, keep_checkpoint_max: int, writes_records: bool,
@@ -51,19 +75,93 @@ class RunFolder:
         self.writes_records = writes_records
         self.keeps_state = keeps_state
         self.policy = policy
+        self._pattern = re.compile(re.escape(model_name) + r"-(\d+)_(\d+)\.ckpt")
         if writes_records or keeps_state:
             os.makedirs(directory, exist_ok=True)
+        # listed before the record is read: a file another rank writes meanwhile is in the record before it exists
+        present = self._run_files_present()
+        self._deleted = set()
+        self.written = self._read_written() & present  # names of the files here that the toolkit wrote
+        foreign = sorted(present - self.written)
+        if foreign:
+            shown = ", ".join(foreign[:6]) + (f" and {len(foreign) - 6} more" if len(foreign) > 6 else "")
+            raise ConfigError(f"{directory} holds files that this toolkit did not write there ({shown}); training "
+                              f"would overwrite or delete them: move them away, or pass another --ckpt_save_dir "
+                              f"(to continue from one of those checkpoints, give its new path to --resume)")
         self.scores = self._read_scores()  # checkpoint file name -> validation top-1
 
+    # ---- which files are the toolkit's
+
+    @property
+    def best_name(self) -> str:
+        return f"{self.model_name}_best.ckpt"
+
+    def _run_files_present(self) -> set:
+        """The names in the folder that a run writes (its checkpoints and records), whoever wrote them."""
+        fixed = {RUN_RECIPE, RUN_CLASS_NAMES, METRICS_FILE, METRICS_PLOT, SCORES_FILE, self.best_name}
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return set()
+        return {name for name in names if name in fixed or self._pattern.fullmatch(name)}
+
+    @property
+    def written_path(self) -> str:
+        return os.path.join(self.directory, WRITTEN_FILES)
+
+    def _read_written(self) -> set:
+        try:
+            names = json.loads(_read_text(self.written_path)).get("files")
+        except FileNotFoundError:
+            return set()
+        except (OSError, ValueError, AttributeError):
+            names = None
+        if not (isinstance(names, list) and all(isinstance(name, str) for name in names)):
+            raise ConfigError(f"{self.written_path} is damaged (not a JSON object whose 'files' lists file names): "
+                              "the toolkit cannot tell its files from others' here; move the folder's files away, or "
+                              "pass another --ckpt_save_dir")
+        return set(names)
+
+    def _own(self, name: str) -> str:
+        """Record `name` as written by the toolkit (before writing it: a crash in between leaves a name without a
+        file, never a file without its name). Returns its path."""
+        if name not in self.written:
+            self.written.add(name)
+            self._deleted.discard(name)
+            self._write_record()
+        return os.path.join(self.directory, name)
+
+    def _write_record(self) -> None:
+        # merged with the file: the first ranks of other nodes write the same one on a shared file system
+        try:
+            on_disk = self._read_written()
+        except ConfigError:
+            on_disk = set()
+        write_text_atomic(self.written_path, json.dumps(
+            {"files": sorted((on_disk | self.written) - self._deleted)}, indent=1) + "\n")
+
+    def _delete(self, path: str) -> None:
+        """Remove a file the toolkit wrote, and its name (the record is written by the caller, once for all)."""
+        name = os.path.basename(path)
+        try:
+            os.remove(path)
+        except FileNotFoundError:  # another node's first rank removed it from a shared folder
+            pass
+        self.written.discard(name)
+        self._deleted.add(name)
+        self.scores.pop(name, None)
+
+    # ---- checkpoints
+
+    def _position(self, path: str):
+        """(epoch counted from 1, step within it) of a checkpoint's name."""
+        match = self._pattern.fullmatch(os.path.basename(path))
+        return int(match[1]), int(match[2])
+
     def checkpoints(self):
-        """Resumable checkpoints of this model, oldest first."""
-        pattern = re.compile(re.escape(self.model_name) + r"-(\d+)_(\d+)\.ckpt$")
-        found = []
-        for path in glob.glob(os.path.join(glob.escape(self.directory), f"{glob.escape(self.model_name)}-*_*.ckpt")):
-            match = pattern.search(os.path.basename(path))
-            if match:
-                found.append(((int(match[1]), int(match[2])), path))
-        return [path for _, path in sorted(found)]
+        """The resumable checkpoints of this model that the toolkit wrote here, oldest first."""
+        names = [name for name in self.written if self._pattern.fullmatch(name)]
+        return sorted((os.path.join(self.directory, name) for name in names), key=self._position)
 
     def save_state(self, train_step, epochs_done: int, steps_done_in_epoch: int, steps_per_epoch: int,
                    score: float = None) -> str:
@@ -76,17 +174,14 @@ class RunFolder:
             name = f"{self.model_name}-{epochs_done}_{steps_per_epoch}.ckpt"
         path = os.path.join(self.directory, name)
         if self.keeps_state:
-            save_checkpoint_atomic(train_step, path,
+            save_checkpoint_atomic(train_step, self._own(name),
                                    append_dict={EPOCH_KEY: epochs_done, STEP_KEY: steps_done_in_epoch})
             self.scores.pop(name, None)  # a resumed run saves over the names of the epochs it redoes
-            if score is not None:
+            if score is not None and math.isfinite(score):
                 self.scores[name] = float(score)
             for old in self._not_kept():
-                self.scores.pop(os.path.basename(old), None)
-                try:
-                    os.remove(old)
-                except FileNotFoundError:  # another node's first rank removed it from a shared folder
-                    pass
+                self._delete(old)
+            self._write_record()
             self._write_scores()
         return path
 
@@ -103,70 +198,119 @@ class RunFolder:
         kept = {*best, checkpoints[-1]}
         return [path for path in checkpoints if path not in kept]
 
+    def set_aside_newer(self, epochs_done: int, steps_done_in_epoch: int, steps_per_epoch: int) -> str:
+        """A resume from an older checkpoint (after `epochs_done` epochs and `steps_done_in_epoch` steps) redoes
+        the epochs of this run's newer checkpoints and would save over their names: move them (and the best
+        weights, when the records say they came from those epochs) into a new `set_aside-<UTC time>-*` folder, with the
+        metrics of the epochs redone. Returns that folder, or "" when nothing was newer."""
+        position = (epochs_done + 1, steps_done_in_epoch) if steps_done_in_epoch else (epochs_done, steps_per_epoch)
+        newer = [path for path in self.checkpoints() if self._position(path) > position] if self.keeps_state else []
+        records = self.read_metrics()
+        redone = [r for r in records if r["epoch"] > epochs_done]
+        best_redone = max((r.get("val_top1", -1.0) for r in redone), default=-1.0)
+        best_kept = max((r.get("val_top1", -1.0) for r in records if r["epoch"] <= epochs_done), default=-1.0)
+        moves = list(newer)
+        if self.writes_records and self.best_name in self.written and best_redone > best_kept:
+            moves.append(os.path.join(self.directory, self.best_name))
+        if not (moves or (redone and self.writes_records)):
+            return ""
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
+        aside = tempfile.mkdtemp(prefix=f"{SET_ASIDE_PREFIX}-{stamp}-", dir=self.directory)  # never an earlier one
+        if redone and self.writes_records:
+            write_text_atomic(os.path.join(aside, METRICS_FILE), "".join(json.dumps(r) + "\n" for r in records))
+        for path in moves:
+            try:
+                os.replace(path, os.path.join(aside, os.path.basename(path)))
+            except FileNotFoundError:  # another node's first rank moved it from a shared folder
+                pass
+            self._delete(path)
+        self._write_record()
+        if self.keeps_state:
+            self._write_scores()
+        return aside
+
     @property
     def scores_path(self) -> str:
         return os.path.join(self.directory, SCORES_FILE)
 
     def _read_scores(self) -> dict:
-        """The scores saved beside the checkpoints, of those still there (a file left by deleted ones is stale)."""
+        """The scores saved beside the checkpoints, of those still there (a file left by deleted ones is stale).
+        A score that is not finite ranks nowhere: the checkpoint counts as unscored."""
         fix = "delete it (top_k then ranks the checkpoints saved from now on)"
         try:
-            with open(self.scores_path) as f:
-                scores = json.load(f)
+            scores = json.loads(_read_text(self.scores_path))
         except FileNotFoundError:
             return {}
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{self.scores_path} is not valid JSON ({error}); {fix}") from None
-        if not (isinstance(scores, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                 for v in scores.values())):
-            raise ValueError(f"{self.scores_path} is not a mapping of checkpoint names to numbers; {fix}")
+        except OSError as error:
+            raise ConfigError(f"cannot read {self.scores_path} ({error.strerror or error}); {fix}") from None
+        except ValueError as error:
+            raise ConfigError(f"{self.scores_path} is not valid JSON ({error}); {fix}") from None
+        if not (isinstance(scores, dict) and all(_is_number(v) for v in scores.values())):
+            raise ConfigError(f"{self.scores_path} is not a mapping of checkpoint names to numbers; {fix}")
         present = {os.path.basename(path) for path in self.checkpoints()}
-        return {name: score for name, score in scores.items() if name in present}
+        return {name: score for name, score in scores.items() if name in present and math.isfinite(score)}
 
     def _write_scores(self) -> None:
         # renamed over the old file: a reader (a resumed run) sees a whole file, old or new
-        temporary = temporary_path(self.scores_path)
-        with open(temporary, "w") as f:
-            json.dump(self.scores, f, indent=1, sort_keys=True)
-        os.replace(temporary, self.scores_path)
+        write_text_atomic(self._own(SCORES_FILE), json.dumps(self.scores, indent=1, sort_keys=True))
 
     def save_best(self, network) -> None:
         if self.writes_records:
             weights = [{"name": p.name, "data": p.data} for p in network.get_parameters()]
-            save_checkpoint_atomic(weights, os.path.join(self.directory, f"{self.model_name}_best.ckpt"))
+            save_checkpoint_atomic(weights, self._own(self.best_name))
 
     def write_run_files(self, recipe: dict, class_names) -> None:
         """The resolved recipe (a dict of config keys, loadable with -c) and the class names, index i on line i."""
         if self.writes_records:
-            with open(os.path.join(self.directory, RUN_RECIPE), "w") as f:
-                yaml.safe_dump(recipe, f, sort_keys=False)
-            with open(os.path.join(self.directory, RUN_CLASS_NAMES), "w") as f:
-                f.write("\n".join(class_names) + "\n")
+            write_text_atomic(self._own(RUN_RECIPE), yaml.safe_dump(recipe, sort_keys=False))
+            write_text_atomic(self._own(RUN_CLASS_NAMES), "\n".join(class_names) + "\n")
+
+    # ---- metrics
 
     @property
     def metrics_path(self) -> str:
         return os.path.join(self.directory, METRICS_FILE)
 
     def read_metrics(self):
-        if not os.path.isfile(self.metrics_path):
+        """The records of metrics.jsonl: each line a JSON object of numbers with a whole "epoch" from 1. Anything
+        else is a ConfigError naming the file and the line."""
+        try:
+            lines = _read_text(self.metrics_path).splitlines()
+        except FileNotFoundError:
             return []
-        with open(self.metrics_path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"cannot read {self.metrics_path} ({getattr(error, 'strerror', None) or error}); "
+                              "move it away to start the records afresh") from None
+        records = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if not (isinstance(record, dict) and isinstance(record.get("epoch"), int) and record["epoch"] >= 1
+                    and not isinstance(record["epoch"], bool) and all(_is_number(v) for v in record.values())):
+                raise ConfigError(f"{self.metrics_path} line {number} is not a record of this toolkit (a JSON object "
+                                  "of numbers with a whole epoch from 1); fix or delete that line")
+            records.append(record)
+        return records
 
     def keep_metrics_until(self, epoch: int) -> list:
         """Drop the records after `epoch` (a fresh run: all of them; a resumed one: those it will redo)."""
         records = [r for r in self.read_metrics() if r["epoch"] <= epoch]
         if self.writes_records:
-            with open(self.metrics_path, "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in records)
+            write_text_atomic(self._own(METRICS_FILE), "".join(json.dumps(r) + "\n" for r in records))
         return records
 
     def append_metrics(self, record: dict) -> None:
         if not self.writes_records:
             return
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        plot_metrics(self.read_metrics(), os.path.join(self.directory, "metrics.png"))
+        append_text(self._own(METRICS_FILE), json.dumps(record) + "\n")
+        plot = self._own(METRICS_PLOT)
+        temporary = temporary_path(plot)
+        plot_metrics(self.read_metrics(), temporary)
+        os.replace(temporary, plot)
 
     def check_fresh(self) -> None:
         """A run that does not resume must not mix its checkpoints with an earlier run's."""

@@ -2,19 +2,12 @@
 only after checking that MindSpore will read them faithfully."""
 import contextlib
 import os
-import socket
 from typing import Dict, Union
 
 import mindspore as ms
 
 from mindcv.io.ckpt_check import validate_checkpoint_file
-
-
-def temporary_path(path: str) -> str:
-    """A hidden file beside `path` to write before renaming it over `path`. Host and pid make the name unique to
-    this process: the ranks of a distributed run may write the same path on a shared file system."""
-    directory, name = os.path.split(os.path.abspath(path))
-    return os.path.join(directory, f".tmp-{socket.gethostname()}-{os.getpid()}-{name}")
+from mindcv.io.files import temporary_path
 
 
 def save_checkpoint_atomic(save_obj: Union[ms.nn.Cell, list, dict], path: str, append_dict: dict = None) -> str:

@@ -33,6 +33,8 @@ import tempfile
 import warnings
 from typing import Optional, Tuple
 
+from ..io.files import directory_problem, write_problem
+
 _NATIVE_DIR = os.path.dirname(os.path.abspath(__file__))
 # -O3 auto-vectorises the kernels; each has AVX-512, AVX2 and baseline versions (target attributes, see simd.h)
 # picked at load time, so no -march flag is needed and the library runs on any x86-64 CPU.
@@ -137,37 +139,6 @@ def library_name(source: str, key: str) -> str:
 
 # ---------------------------------------------------------------------------------------------------------
 # where libraries may be loaded from
-
-
-def _write_problem(info) -> Optional[str]:
-    """Why the owner or mode of `info` (an os.stat result of a cache folder or library) lets others change it."""
-    uid = os.geteuid()
-    if info.st_uid != uid:
-        return f"is owned by uid {info.st_uid}, not by this user (uid {uid})"
-    if info.st_mode & 0o022:
-        return f"can be written by group or others (mode {stat.S_IMODE(info.st_mode):o})"
-    return None
-
-
-def directory_problem(directory: str) -> Optional[str]:
-    """Why other users could plant a library in `directory` (an existing folder), or None when they cannot."""
-    real = os.path.realpath(directory)
-    info = os.stat(real)
-    if not stat.S_ISDIR(info.st_mode):
-        return "is not a folder"
-    problem = _write_problem(info)
-    if problem:
-        return problem
-    uid, parent = os.geteuid(), os.path.dirname(real)
-    while True:
-        info = os.stat(parent)
-        if info.st_uid not in (uid, 0):
-            return f"lies in {parent}, which is owned by uid {info.st_uid} (not this user or root)"
-        if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
-            return f"lies in {parent}, which group or others can write to (mode {stat.S_IMODE(info.st_mode):o})"
-        if parent == os.path.dirname(parent):
-            return None
-        parent = os.path.dirname(parent)
 
 
 def _private_dir(refused: str) -> str:
@@ -286,7 +257,7 @@ def _cached_problem(library: str) -> Optional[str]:
     info = os.lstat(library)
     if not stat.S_ISREG(info.st_mode):
         return "is not a regular file"
-    problem = _write_problem(info)
+    problem = write_problem(info)
     return problem or seal_problem(library)
 
 
