@@ -564,7 +564,7 @@ def test_separate_transforms_and_split_batches(tmp_path):
     assert pixels.shape == (32, 32, 3) and pixels.dtype == np.uint8
     assert secondary(pixels, rng).shape == (32, 32, 3)
     assert final(pixels, rng).shape == (3, 32, 32)
-    assert type(create_transforms("imagenet", 32, False, separate=True)).__name__ == "EvalTransform"
+    assert isinstance(create_transforms("imagenet", 32, False, separate=True), list)  # separate: training only
     dataset = create_dataset("cifar10", str(tmp_path), seed=1)
     loader = create_loader(dataset, 4, drop_remainder=True, is_training=True, separate=True,
                            transform=(primary, secondary, final), num_parallel_workers=1)
@@ -582,3 +582,7 @@ def test_separate_transforms_and_split_batches(tmp_path):
         create_loader(dataset, 4, is_training=True, mixup=0.8, separate=True, transform=(primary, secondary, final))
     with pytest.raises(ValueError, match="primary, secondary, final"):  # CIFAR's own transform has no stages
         create_loader(dataset, 4, is_training=True, separate=True)
+    # as MindCV, an evaluation loader ignores separate: ordinary batches
+    (evaluation,) = batches(create_loader(dataset, 4, drop_remainder=True, separate=True, num_parallel_workers=1,
+                                          transform=create_transforms("cifar10", 32)))
+    assert evaluation[0][0].shape == (4, 3, 32, 32)

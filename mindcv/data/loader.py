@@ -32,7 +32,7 @@ import numpy as np
 
 from .dataset import EpochKeySampler
 from .mixup import MixupCutmix
-from .transforms import UnreadableImageError, create_transforms
+from .transforms import SampleTransform, TransformList, UnreadableImageError, create_transforms
 
 _logger = logging.getLogger(__name__)
 AUGMENT_STREAM, MIX_STREAM = 0, 1
@@ -147,6 +147,10 @@ class BatchSource:
                 out = images[position]
                 image, label, more_skipped = self.load(epoch, int(index), out=out)
                 if image is not out:  # a transform that returns a new array
+                    if np.shape(image) != out.shape:
+                        raise ValueError(f"the transform gave images of different shapes in one batch "
+                                         f"({first.shape} and {np.shape(image)}): end it with a fixed-size crop or "
+                                         "resize")
                     out[...] = image
                 labels.append(label)
                 skipped += more_skipped
@@ -203,15 +207,51 @@ class SkippedImages:
         return skipped
 
 
+def per_sample_transform(transform):
+    """The callable `create_loader` applies to each sample, `f(data, rng[, out=])`, for its `transform`: the fused
+    transform of an unchanged `create_transforms` list; the operations of any other list or tuple (or of a single
+    MindSpore operation or one-argument function) one by one (`SampleTransform`); a callable that takes the
+    generator (`transform(data, rng)`, mindcv's own contract) as it is."""
+    if isinstance(transform, TransformList) and transform.fused() is not None:
+        return transform.fused()
+    if isinstance(transform, (list, tuple)):
+        return SampleTransform(transform)
+    if not callable(transform):
+        raise TypeError(f"transform must be a list of operations or a callable, got {transform!r}")
+    try:
+        positional = [p for p in inspect.signature(transform).parameters.values()
+                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    except (TypeError, ValueError):  # MindSpore's C++ operations have no Python signature
+        positional = []
+    return transform if _takes_argument(transform, "rng") or len(positional) >= 2 else SampleTransform([transform])
+
+
+def _label_transform(target_transform):
+    """`target_transform` (a callable or a list of them, applied in order) as one callable, or None."""
+    if target_transform is None or callable(target_transform):
+        return target_transform
+    operations = list(target_transform)
+
+    def apply_in_order(label):
+        for operation in operations:
+            label = operation(label)
+        return label
+    return apply_in_order
+
+
 def create_loader(dataset, batch_size, drop_remainder=False, is_training=False, mixup=0.0, cutmix=0.0,
                   cutmix_prob=1.0, num_classes=1000, transform=None, target_transform=None, num_parallel_workers=None,
                   python_multiprocessing=False, separate=False, *, seed=0, start_epoch=0, skip_batches=0,
                   label_smoothing=0.0):
-    """Batched pipeline over a dataset made by `create_dataset`: MindCV's signature and argument order, plus
-    `seed`, `start_epoch`, `skip_batches` and `label_smoothing` by keyword.
+    """Batched pipeline over a dataset: MindCV's signature and argument order, plus `seed`, `start_epoch`,
+    `skip_batches` and `label_smoothing` by keyword.
 
     Args:
-        dataset: the result of `create_dataset` (its files, order and sharding are reused).
+        dataset: the result of `create_dataset` (its files, order and sharding are reused, and the pipeline is
+            mindcv's: whole batches built by the workers, reproducible per epoch and rank, resumable), or any
+            other MindSpore dataset whose first two columns are (image, label), e.g. a user's GeneratorDataset
+            of (encoded image as uint8 array, label): that one goes through MindSpore's map and batch, as in
+            MindCV (its order is the dataset's; augmentation not reproducible; no start_epoch / skip_batches).
         batch_size: images per batch.
         drop_remainder: drop the last incomplete batch.
         is_training: picks the default transform (training or evaluation) and allows mixup/cutmix, which
@@ -221,19 +261,22 @@ def create_loader(dataset, batch_size, drop_remainder=False, is_training=False, 
         cutmix_prob: probability that a batch is mixed at all (timm's mixup prob; default 1.0 as timm and
             MindCV's train.py; MindCV's create_loader defaults to 0.0, which never mixes).
         num_classes: width of the soft targets.
-        transform: `transform(data, rng) -> float32 [C, H, W]` (data: an encoded image, or CIFAR / MNIST
-            pixels), from `create_transforms` (default: its defaults for the dataset and `is_training`); one
-            that also takes `out=` writes straight into the batch. With `separate`, the tuple (primary,
-            secondary, final) of `create_transforms(..., separate=True)`.
-        target_transform: applied to each sample's label (an int32 scalar) before batching (and before
-            mixing, which needs integer class indices); default none (labels are int32 already).
+        transform: a list of per-sample operations applied in order (MindCV's): the list `create_transforms`
+            returns (default: its defaults for the dataset and `is_training`), unchanged (then fused: the fast
+            path) or changed, or any list of mindcv's operations, `mindspore.dataset.vision` / `transforms`
+            operations and Python callables (see `SampleTransform`: those with an `rng` parameter draw from the
+            per-sample generator). Also a callable `transform(data, rng)` (data: an encoded image, or CIFAR /
+            MNIST pixels); one that also takes `out=` writes straight into the batch. With `separate`, the tuple
+            (primary, secondary, final) of `create_transforms(..., separate=True)`.
+        target_transform: a callable, or a list of them applied in order, on each sample's label (an int32
+            scalar) before batching (and before mixing, which needs integer class indices); default none.
         num_parallel_workers: workers building batches (default 8), at most the
             CPU count; 1 runs in the main process.
         python_multiprocessing: run the workers as processes instead of threads
             (for a custom transform that holds the GIL). Default False.
-        separate: AugMix split batches (training only, no mixing): each batch holds every image three times,
-            clean and twice augmented, as [3 * B, C, H, W] (the B clean views first), with the labels
-            repeated likewise: MindCV's `separate` loader, for the jsd loss.
+        separate: AugMix split batches (no mixing): each batch holds every image three times, clean and twice
+            augmented, as [3 * B, C, H, W] (the B clean views first), with the labels repeated likewise:
+            MindCV's `separate` loader, for the jsd loss. Ignored when not `is_training`, as in MindCV.
         seed: seed of the augmentation and mixing draws.
         start_epoch: epoch number of the first pass (see the module docstring).
         skip_batches: batches left out at the start of every pass, never decoded:
@@ -249,20 +292,20 @@ def create_loader(dataset, batch_size, drop_remainder=False, is_training=False, 
         unreadable images skipped so far). Each of its items is a whole batch; `get_batch_size()` returns
         `batch_size` and `get_dataset_size()` the batches per epoch.
     """
-    if not hasattr(dataset, "image_source"):
-        raise TypeError("create_loader needs a dataset made by mindcv.data.create_dataset")
     dataset_name = getattr(dataset, "dataset_name", "imagefolder")
+    separate = separate and is_training  # as MindCV: evaluation batches are never split
     splits = 3 if separate else 1
     if separate:
-        if not is_training:
-            raise ValueError("create_loader(separate=True) makes AugMix split batches, for training only")
         if transform is None:
             transform = create_transforms(dataset_name=dataset_name, is_training=True, separate=True)
-        if not (isinstance(transform, (tuple, list)) and len(transform) == 3 and all(map(callable, transform))):
+        if not (isinstance(transform, tuple) and len(transform) == 3 and all(map(callable, transform))):
             raise ValueError("create_loader(separate=True) takes the (primary, secondary, final) transforms of "
                              "create_transforms(..., is_training=True, separate=True)")
-    elif transform is None:
-        transform = create_transforms(dataset_name=dataset_name, is_training=is_training)
+    else:
+        if transform is None:
+            transform = create_transforms(dataset_name=dataset_name, is_training=is_training)
+        transform = per_sample_transform(transform)
+    target_transform = _label_transform(target_transform)
     mix = None
     if is_training and (mixup > 0 or cutmix > 0):
         if separate:
@@ -271,6 +314,12 @@ def create_loader(dataset, batch_size, drop_remainder=False, is_training=False, 
     # MindSpore refuses more workers than CPUs; a recipe written for a large host still runs on a small one
     workers = min(num_parallel_workers or 8, os.cpu_count() or 1)
     processes = python_multiprocessing and workers > 1
+    if not hasattr(dataset, "image_source"):
+        if separate or start_epoch or skip_batches:
+            raise ValueError("separate, start_epoch and skip_batches need a dataset made by "
+                             "mindcv.data.create_dataset (this one's order and sharding are MindSpore's)")
+        return _mindspore_pipeline(dataset, batch_size, drop_remainder, transform, target_transform, mix, workers,
+                                   processes)
     skipped_images = SkippedImages()
     # threads count skipped files in place; processes return them as a column (a map costs ~0.6 ms per image)
     source = BatchSource(dataset.image_source, dataset.epoch_order, transform, batch_size, drop_remainder, mix, seed,
@@ -287,4 +336,31 @@ def create_loader(dataset, batch_size, drop_remainder=False, is_training=False, 
     loader.skipped_images = skipped_images
     # each item is a whole batch, so MindSpore would report a batch size of 1
     loader.get_batch_size = functools.partial(int, batch_size)
+    return loader
+
+
+def _mindspore_pipeline(dataset, batch_size, drop_remainder, transform, target_transform, mix, workers, processes):
+    """MindCV's pipeline over any other MindSpore dataset of (image, label) columns (a user's GeneratorDataset,
+    ImageFolderDataset, a `split` or `shuffle` of `create_dataset`'s result): `map` of the per-sample transform,
+    `map` of the labels (target_transform, then integers as int32), `batch`, then mixup / cutmix per batch.
+    The order and sharding are the dataset's; the augmentation and mixing draws come from fresh generators, so
+    they are not reproducible (`create_dataset`'s datasets are)."""
+    image_column, label_column = dataset.get_col_names()[:2]
+
+    def transform_image(data):
+        return np.asarray(transform(data, np.random.default_rng()))
+
+    def transform_label(label):
+        label = np.asarray(label if target_transform is None else target_transform(label))
+        return label.astype(np.int32) if np.issubdtype(label.dtype, np.integer) else label
+
+    loader = dataset.map(operations=transform_image, input_columns=[image_column], num_parallel_workers=workers,
+                         python_multiprocessing=processes)
+    loader = loader.map(operations=transform_label, input_columns=[label_column])
+    loader = loader.batch(batch_size, drop_remainder=drop_remainder)
+    if mix is not None:
+        loader = loader.map(operations=lambda images, labels: mix(images, labels, np.random.default_rng()),
+                            input_columns=[image_column, label_column])
+    loader.class_names = getattr(dataset, "class_names", None)
+    loader.skipped_images = SkippedImages()  # unreadable images are errors here: MindSpore's pipeline stops
     return loader

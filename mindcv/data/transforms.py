@@ -9,11 +9,12 @@ still at least the output size there, and the pixels are those of one `Image.res
 image kernels of `mindcv.data.kernels` (or by Pillow where they are not built).
 """
 
+import inspect
 import io
 import math
 
 import numpy as np
-from PIL import Image, ImageEnhance
+from PIL import Image, ImageEnhance, UnidentifiedImageError
 
 from .auto_augment import auto_augment_from_policy
 from . import kernels
@@ -127,6 +128,9 @@ def decode_region(data, plan, out_size, in_channels=3, interpolation=Image.BILIN
 def _open(data):
     try:
         return Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        # PIL's message names the in-memory buffer ('<_io.BytesIO object at 0x...>'); the caller names the file
+        raise UnreadableImageError("not an image format PIL knows, or not an image") from None
     except DECODE_ERRORS as err:
         raise UnreadableImageError(str(err) or type(err).__name__) from err
 
@@ -208,8 +212,112 @@ class Normalize:
         return out
 
 
+def _fresh_rng(rng):
+    """`rng`, or a generator seeded from the operating system when a caller gives none."""
+    return np.random.default_rng() if rng is None else rng
+
+
+def _apply_to_image(function, img, rng):
+    """`function(PIL image, rng)` on a PIL image or uint8 pixels; the result of the input's kind."""
+    if isinstance(img, Image.Image):
+        return function(img, rng)
+    return np.asarray(function(_from_pixels(np.asarray(img)), rng))
+
+
+class RandomResizedCropDecode:
+    """Decode (when encoded), take a random resized crop and resize it to `size` x `size`: uint8 [H, W, C]
+    ([H, W] for one channel). Area fraction uniform in `scale`, aspect ratio (w/h) log-uniform in `ratio`."""
+
+    def __init__(self, size, scale=(0.08, 1.0), ratio=(0.75, 1.333), interpolation=Image.BILINEAR, in_channels=3):
+        self.size, self.scale, self.ratio = size, scale, ratio
+        self.interpolation, self.in_channels = interpolation, in_channels
+
+    def box(self, image_size, rng):
+        return random_resized_crop_box(image_size, rng, self.scale, self.ratio)
+
+    def __call__(self, data, rng=None):
+        rng = _fresh_rng(rng)
+        return decode_region(data, lambda size: (self.box(size, rng), False), (self.size, self.size),
+                             self.in_channels, self.interpolation)
+
+
+class DecodeResizeCenterCrop:
+    """Decode (when encoded), resize the shorter side to int(size / crop_pct) and take the centred `size` x `size`
+    square, in one resampling: uint8 [H, W, C] ([H, W] for one channel)."""
+
+    def __init__(self, size, crop_pct=0.875, interpolation=Image.BILINEAR, in_channels=3):
+        self.size, self.crop_pct = size, crop_pct
+        self.interpolation, self.in_channels = interpolation, in_channels
+
+    def __call__(self, data, rng=None):
+        return decode_region(data, lambda size: (center_crop_box(size, self.size, self.crop_pct), False),
+                             (self.size, self.size), self.in_channels, self.interpolation)
+
+
+class Resize:
+    """Decode (when encoded) and resize the whole image to `size` x `size`: uint8 [H, W, C] ([H, W] for one
+    channel)."""
+
+    def __init__(self, size, interpolation=Image.BILINEAR, in_channels=3):
+        self.size, self.interpolation, self.in_channels = size, interpolation, in_channels
+
+    def __call__(self, data, rng=None, hflip=False):
+        return decode_region(data, lambda size: ((0, 0) + tuple(size), hflip), (self.size, self.size),
+                             self.in_channels, self.interpolation)
+
+
+class RandomCropPad:
+    """Zero-pad by `padding` pixels on every side and take a random crop of the original size (MindCV's CIFAR
+    crop): uint8 pixels of the input's shape (an encoded input is decoded first)."""
+
+    def __init__(self, padding=4, in_channels=3):
+        self.padding, self.in_channels = padding, in_channels
+
+    def __call__(self, data, rng=None):
+        rng = _fresh_rng(rng)
+        pixels = data if is_pixels(data) else np.asarray(_decoded(data, self.in_channels))
+        pad = self.padding
+        height, width = pixels.shape[:2]
+        padded = np.pad(pixels, ((pad, pad), (pad, pad)) + ((0, 0),) * (pixels.ndim - 2))
+        top, left = (int(v) for v in rng.integers(0, 2 * pad + 1, size=2))
+        return np.ascontiguousarray(padded[top:top + height, left:left + width])
+
+
+class RandomHorizontalFlip:
+    """Mirror uint8 pixels left-right with probability `prob` (one draw per call, whatever `prob`)."""
+
+    def __init__(self, prob=0.5):
+        self.prob = prob
+
+    def draw(self, rng):
+        return rng.random() < self.prob
+
+    def __call__(self, pixels, rng=None):
+        pixels = np.asarray(pixels)
+        return pixels[:, ::-1] if self.draw(_fresh_rng(rng)) else pixels
+
+
+class RandomVerticalFlip(RandomHorizontalFlip):
+    """Mirror uint8 pixels top-bottom with probability `prob` (one draw per call, whatever `prob`)."""
+
+    def __call__(self, pixels, rng=None):
+        pixels = np.asarray(pixels)
+        return pixels[::-1] if self.draw(_fresh_rng(rng)) else pixels
+
+
+class AutoAugmentation:
+    """The auto-augmentation `policy` (see `mindcv.data.auto_augment`) on uint8 pixels or a PIL image."""
+
+    def __init__(self, policy, fill=(128, 128, 128), interpolation=Image.BILINEAR):
+        self.policy = policy
+        self.augment = auto_augment_from_policy(policy, fill, interpolation)
+
+    def __call__(self, img, rng=None):
+        return _apply_to_image(self.augment, img, _fresh_rng(rng))
+
+
 class ColorJitter:
-    """Brightness, contrast, saturation and hue jitter in random order.
+    """Brightness, contrast, saturation and hue jitter in random order, on uint8 pixels or a PIL image.
 
     Factors are uniform in [max(0, 1 - s), 1 + s] for the first three and the hue
     shift uniform in [-h, h] (fraction of the hue circle, h <= 0.5).
@@ -226,7 +334,8 @@ class ColorJitter:
         hsv[:, :, 0] += np.uint8(int(round(shift * 255)) % 256)  # uint8 wraps around the hue circle
         return Image.fromarray(hsv, "HSV").convert("RGB")
 
-    def __call__(self, img, rng):
+    def jitter(self, img, rng):
+        """The jitter of a PIL image."""
         for which in rng.permutation(4):
             strength = self.strengths[which]
             if strength <= 0:
@@ -238,6 +347,9 @@ class ColorJitter:
                 enhancer = (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color)[which]
                 img = enhancer(img).enhance(factor)
         return img
+
+    def __call__(self, img, rng=None):
+        return _apply_to_image(self.jitter, img, _fresh_rng(rng))
 
 
 class RandomErasing:
@@ -257,7 +369,8 @@ class RandomErasing:
         self.log_ratio = (np.log(ratio[0]), np.log(ratio[1]))
         self.max_attempts = max_attempts
 
-    def __call__(self, chw, rng):
+    def __call__(self, chw, rng=None):
+        rng = _fresh_rng(rng)
         if rng.random() >= self.prob:
             return chw
         channels, height, width = chw.shape
@@ -278,7 +391,11 @@ class RandomErasing:
 
 
 class TrainTransform:
-    """Random resized crop -> flips -> auto-augmentation and/or colour jitter -> normalize -> random erasing.
+    """The ImageNet training operations of `create_transforms`' list, fused: the random resized crop, the
+    horizontal flip and the decoding happen in one `decode_region` (the JPEG decoded at reduced size where the
+    crop allows, only the crop's part), and the result is written straight into the batch. It draws from `rng`
+    in the list's order, so it gives what applying the operations one by one gives; it reads their settings
+    when called, so a changed setting (e.g. `hflip.prob`) applies.
 
     The three stages are also available separately (MindCV's / timm's `separate=True`): `primary(data, rng)`
     gives the cropped and flipped uint8 pixels, `secondary(pixels, rng)` the augmented pixels, and
@@ -286,31 +403,17 @@ class TrainTransform:
     `erase` is False).
     """
 
-    def __init__(self, image_resize, scale, ratio, hflip, vflip, color_jitter, interpolation, auto_augment,
-                 random_erasing, normalize, in_channels, fill):
-        self.image_resize = image_resize
-        self.scale, self.ratio = scale, ratio
-        self.hflip, self.vflip = hflip, vflip
-        self.interpolation = interpolation
-        self.auto_augment = auto_augment_from_policy(auto_augment, fill, interpolation) if auto_augment else None
-        # timm: colour jitter is off under an auto-augmentation policy, except DeiT III's three-augment ("3a")
-        jitter_too = self.auto_augment is None or "3a" in auto_augment
-        self.color_jitter = color_jitter if jitter_too else None
-        self.random_erasing = random_erasing
-        self.normalize = normalize
-        self.in_channels = in_channels
+    def __init__(self, crop, hflip, vflip, auto_augment, color_jitter, normalize, random_erasing):
+        self.crop, self.hflip, self.vflip = crop, hflip, vflip
+        self.auto_augment, self.color_jitter = auto_augment, color_jitter
+        self.normalize, self.random_erasing = normalize, random_erasing
 
     def primary(self, data, rng):
         """Decoded, cropped, resized and flipped uint8 pixels [H, W, C] (or [H, W])."""
-
-        def plan(size):
-            return random_resized_crop_box(size, rng, self.scale, self.ratio), rng.random() < self.hflip
-
-        pixels = decode_region(data, plan, (self.image_resize, self.image_resize), self.in_channels,
-                               self.interpolation)
-        if rng.random() < self.vflip:
-            pixels = pixels[::-1]
-        return pixels
+        crop = self.crop
+        pixels = decode_region(data, lambda size: (crop.box(size, rng), self.hflip.draw(rng)),
+                               (crop.size, crop.size), crop.in_channels, crop.interpolation)
+        return pixels[::-1] if self.vflip.draw(rng) else pixels
 
     def secondary(self, pixels, rng):
         """The auto-augmentation policy, then the colour jitter, on uint8 pixels."""
@@ -318,9 +421,9 @@ class TrainTransform:
             return pixels
         img = Image.fromarray(pixels)
         if self.auto_augment is not None:
-            img = self.auto_augment(img, rng)
+            img = self.auto_augment.augment(img, rng)
         if self.color_jitter is not None:
-            img = self.color_jitter(img, rng)
+            img = self.color_jitter.jitter(img, rng)
         return np.asarray(img)
 
     def final(self, pixels, rng, out=None, erase=True):
@@ -328,59 +431,110 @@ class TrainTransform:
         chw = self.normalize(pixels, out)
         return chw if self.random_erasing is None or not erase else self.random_erasing(chw, rng)
 
-    def __call__(self, data, rng, out=None):
+    def __call__(self, data, rng=None, out=None):
         """`out`: optional float32 [C, H, W] array (C-contiguous) to write the result into."""
+        rng = _fresh_rng(rng)
         return self.final(self.secondary(self.primary(data, rng), rng), rng, out)
 
 
 class EvalTransform:
-    """Resize the shorter side to int(image_resize / crop_pct), centre crop image_resize, normalize."""
+    """The evaluation operations of `create_transforms`' list (decode + resize + centre crop, normalize), with
+    the result written straight into the batch."""
 
-    def __init__(self, image_resize, crop_pct, interpolation, normalize, in_channels):
-        self.image_resize = image_resize
-        self.crop_pct = crop_pct
-        self.interpolation = interpolation
-        self.normalize = normalize
-        self.in_channels = in_channels
+    def __init__(self, crop, normalize):
+        self.crop, self.normalize = crop, normalize
 
     def __call__(self, data, rng=None, out=None):
         """`out`: optional float32 [C, H, W] array (C-contiguous) to write the result into."""
-        pixels = decode_region(
-            data, lambda size: (center_crop_box(size, self.image_resize, self.crop_pct), False),
-            (self.image_resize, self.image_resize), self.in_channels, self.interpolation,
-        )
-        return self.normalize(pixels, out)
+        return self.normalize(self.crop(data), out)
 
 
 class SmallImageTransform:
-    """MindCV's transforms of CIFAR and MNIST: when training, zero-pad by `padding` pixels on every side, take a
-    random crop of the original size and flip it horizontally with probability `hflip`; then resize to
-    image_resize x image_resize and normalize. Takes decoded pixels (the CIFAR / MNIST datasets) or an
-    encoded image."""
+    """The CIFAR / MNIST operations of `create_transforms`' list, fused: when training, the padded random crop,
+    then the horizontal flip, done in the resize; then normalize into the batch. Draws as the list does."""
 
-    def __init__(self, image_resize, is_training, padding, hflip, interpolation, normalize, in_channels):
-        self.image_resize = image_resize
+    def __init__(self, is_training, crop, hflip, resize, normalize):
         self.is_training = is_training
-        self.padding, self.hflip = padding, hflip
-        self.interpolation = interpolation
-        self.normalize = normalize
-        self.in_channels = in_channels
+        self.crop, self.hflip = crop, hflip
+        self.resize, self.normalize = resize, normalize
 
     def __call__(self, data, rng=None, out=None):
         flip = False
         if self.is_training:
-            pixels = data if is_pixels(data) else np.asarray(_decoded(data, self.in_channels))
-            if self.padding:
-                pad = self.padding
-                height, width = pixels.shape[:2]
-                padded = np.pad(pixels, ((pad, pad), (pad, pad)) + ((0, 0),) * (pixels.ndim - 2))
-                top, left = (int(v) for v in rng.integers(0, 2 * pad + 1, size=2))
-                pixels = padded[top:top + height, left:left + width]
-            flip = rng.random() < self.hflip
-            data = np.ascontiguousarray(pixels)
-        pixels = decode_region(data, lambda size: ((0, 0) + tuple(size), flip),
-                               (self.image_resize, self.image_resize), self.in_channels, self.interpolation)
-        return self.normalize(pixels, out)
+            rng = _fresh_rng(rng)
+            data = data if is_pixels(data) else np.asarray(_decoded(data, self.resize.in_channels))
+            if self.crop is not None:
+                data = self.crop(data, rng)
+            flip = self.hflip is not None and self.hflip.draw(rng)
+        return self.normalize(self.resize(data, hflip=flip), out)
+
+
+def _takes_rng(operation):
+    try:
+        return "rng" in inspect.signature(operation).parameters
+    except (TypeError, ValueError):  # a callable without a signature (MindSpore's C++ operations)
+        return False
+
+
+class SampleTransform:
+    """A list of per-sample operations applied in order: `transform(data, rng)` -> the last one's result.
+
+    An operation whose signature has an `rng` parameter (mindcv's, or a user's Python function) is called as
+    `op(x, rng=rng)` and draws from the loader's per-sample generator, so it is reproducible; any other callable
+    (MindSpore's `mindspore.dataset.vision` / `transforms` operations, a plain function) as `op(x)`. The first
+    receives an encoded image as a uint8 1-D array (as MindSpore's ImageFolderDataset gives it) or decoded pixels
+    [H, W, C]; the result is returned as a NumPy array.
+    """
+
+    def __init__(self, operations):
+        operations = list(operations)
+        for operation in operations:
+            if not callable(operation):
+                raise TypeError(f"a transform list holds callables (mindcv's, mindspore.dataset.vision / "
+                                f"transforms operations, Python functions), got {operation!r}")
+        self.operations = operations
+        self.takes_rng = [_takes_rng(operation) for operation in operations]
+
+    def __call__(self, data, rng=None):
+        if isinstance(data, (bytes, bytearray)):
+            data = np.frombuffer(data, np.uint8)
+        elif is_pixels(data) and data.ndim == 2:
+            data = data[:, :, None]
+        for operation, takes_rng in zip(self.operations, self.takes_rng):
+            data = operation(data, rng=rng) if takes_rng else operation(data)
+        return np.asarray(data)
+
+
+class TransformList(list):
+    """What `create_transforms` returns: its operations as a list, as MindCV's, which may be extended,
+    reordered or replaced (with mindcv's operations, MindSpore's `mindspore.dataset.vision` / `transforms`
+    operations or Python callables).
+
+    As long as it holds exactly the operations `create_transforms` put in it, in that order, `fused()` gives the
+    fused transform that does the same faster and writes into the batch (`create_loader` uses it); once changed,
+    `create_loader` applies the operations one by one (`SampleTransform`). Calling the list,
+    `transforms(data, rng=None, out=None)`, gives the float32 [C, H, W] image (or whatever a changed list gives).
+    """
+
+    def __init__(self, operations, fused):
+        super().__init__(operations)
+        self.made = tuple(operations)
+        self.fused_transform = fused
+
+    def fused(self):
+        """The fused transform while the list is as `create_transforms` made it, else None."""
+        unchanged = len(self) == len(self.made) and all(a is b for a, b in zip(self, self.made))
+        return self.fused_transform if unchanged else None
+
+    def __call__(self, data, rng=None, out=None):
+        fused = self.fused()
+        if fused is not None:
+            return fused(data, rng, out=out)
+        image = SampleTransform(self)(data, rng)
+        if out is None:
+            return image
+        out[...] = image
+        return out
 
 
 def _decoded(data, in_channels):
@@ -404,10 +558,18 @@ def create_transforms(dataset_name="", image_resize=224, is_training=False, auto
                       scale=(0.08, 1.0), ratio=(0.75, 1.333), hflip=0.5, vflip=0.0, color_jitter=0.4,
                       interpolation="bilinear", re_prob=0.0, re_value=0, re_scale=(0.02, 0.33), re_ratio=(0.3, 3.3),
                       re_max_attempts=10, mean=None, std=None, crop_pct=0.875, in_channels=None):
-    """Build the per-image transform `transform(data, rng, out=None) -> float32 [C, H, W]`.
+    """The per-image operations, as a list (a `TransformList`), as MindCV's `create_transforms` returns them.
 
     MindCV's signature and argument order (dataset_name, image_resize, is_training, auto_augment, separate), the
-    other settings by keyword.
+    other settings by keyword. The list may be changed like any list (`create_loader` applies whatever it holds,
+    in order); while unchanged, `create_loader` runs it as one fused transform (see `TransformList`). Calling
+    it, `transforms(data, rng=None, out=None)`, gives the float32 [C, H, W] image of one sample.
+
+    The operations: ImageNet-style training: RandomResizedCropDecode, RandomHorizontalFlip, RandomVerticalFlip,
+    [AutoAugmentation], [ColorJitter], Normalize, [RandomErasing]; evaluation: DecodeResizeCenterCrop,
+    Normalize; CIFAR: [RandomCropPad, RandomHorizontalFlip when training], Resize, Normalize; MNIST: Resize,
+    Normalize. Normalize gives float32 [C, H, W] (MindCV's Normalize and HWC2CHW in one); the operations before
+    it give uint8 [H, W, C] pixels.
 
     Args:
         dataset_name: "imagenet", "imagefolder" or "" (ImageNet-style transforms, for any image), or "cifar10",
@@ -421,9 +583,9 @@ def create_transforms(dataset_name="", image_resize=224, is_training=False, auto
         auto_augment: None or a policy: "randaug-m9-mstd0.5-inc1" (RandAugment), "autoaug" / "autoaugr"
             (AutoAugment), "3a" (DeiT III's three-augment), "augmix-m5-w4-d2" (AugMix), "trivialaugwide", or
             timm's spellings ("rand-...", "original", "originalr", "v0", "v0r"); see `mindcv.data.auto_augment`.
-        separate: with is_training, return the three stages of the ImageNet training transform as a tuple
-            (primary, secondary, final) (see `TrainTransform`), for AugMix split batches
-            (`create_loader(..., separate=True)`); otherwise ignored (one transform is returned), as in MindCV.
+        separate: with is_training, return the three stages of the ImageNet training transform as a tuple of
+            callables (primary, secondary, final) (see `TrainTransform`), for AugMix split batches
+            (`create_loader(..., separate=True)`); otherwise ignored (the list is returned), as in MindCV.
         scale: random resized crop area fraction range.
         ratio: random resized crop aspect ratio (w/h) range.
         hflip, vflip: flip probabilities.
@@ -462,18 +624,27 @@ def create_transforms(dataset_name="", image_resize=224, is_training=False, auto
         if is_training and (auto_augment or re_prob > 0):
             raise ValueError(f"the {name} transforms (MindCV's: padded random crop and flip) take no auto_augment "
                              "or random erasing; use dataset_name='imagenet' for the ImageNet-style augmentation")
-        padding, flip = (4, hflip) if name != "mnist" else (0, 0.0)
-        return SmallImageTransform(image_resize, is_training, padding, flip, resample, normalize, in_channels)
+        crop = RandomCropPad(4, in_channels) if is_training and name != "mnist" else None
+        flip = RandomHorizontalFlip(hflip) if is_training and name != "mnist" else None
+        resize = Resize(image_resize, resample, in_channels)
+        operations = [op for op in (crop, flip, resize, normalize) if op is not None]
+        return TransformList(operations, SmallImageTransform(is_training, crop, flip, resize, normalize))
     if not is_training:
-        return EvalTransform(image_resize, crop_pct, resample, normalize, in_channels)
+        crop = DecodeResizeCenterCrop(image_resize, crop_pct, resample, in_channels)
+        return TransformList([crop, normalize], EvalTransform(crop, normalize))
+    crop = RandomResizedCropDecode(image_resize, scale, ratio, resample, in_channels)
+    flips = RandomHorizontalFlip(hflip), RandomVerticalFlip(vflip)
+    augment = None
+    if auto_augment:
+        augment = AutoAugmentation(auto_augment, tuple(min(255, int(round(m))) for m in mean), resample)
     jitter = None
-    if color_jitter is not None:
+    # timm: colour jitter is off under an auto-augmentation policy, except DeiT III's three-augment ("3a")
+    if color_jitter is not None and (not auto_augment or "3a" in auto_augment):
         strengths = (color_jitter,) * 3 if isinstance(color_jitter, (int, float)) else tuple(color_jitter)
         jitter = ColorJitter(*strengths)
     erasing = RandomErasing(re_prob, re_value, re_scale, re_ratio, re_max_attempts) if re_prob > 0 else None
-    fill = tuple(min(255, int(round(m))) for m in mean)
-    transform = TrainTransform(image_resize, scale, ratio, hflip, vflip, jitter, resample, auto_augment, erasing,
-                               normalize, in_channels, fill)
+    transform = TrainTransform(crop, *flips, augment, jitter, normalize, erasing)
     if separate:
         return transform.primary, transform.secondary, transform.final
-    return transform
+    operations = [op for op in (crop, *flips, augment, jitter, normalize, erasing) if op is not None]
+    return TransformList(operations, transform)
