@@ -200,9 +200,7 @@ def test_config_model_defaults_are_the_constructors():
 
 @pytest.mark.parametrize("name", [
     "convnext_atto",
-    pytest.param("convnextv2_atto", marks=pytest.mark.xfail(strict=True, reason=(
-        "known bug (issue 25 helper report): the config's layer_scale_init_value 1e-6 overrides the V2 "
-        "sizes' 0, so train.py/validate.py build V2 with layer-scale gammas and reject V2 checkpoints"))),
+    "convnextv2_atto",  # the config's layer_scale_init_value once overrode V2's 0 with 1e-6
 ])
 def test_a_model_from_the_default_config_is_the_models_default(name):
     """Catches: layer_scale_init_value / head_init_scale in the config other than the model's: the model that

@@ -199,8 +199,8 @@ SCHEMA: List[Option] = [
          valid=BELOW_1),
     _opt("drop_path_rate", float, None, "stochastic depth rate of the last block (default: the model's, 0 for "
          "ConvNeXt)", valid=BELOW_1),
-    _opt("layer_scale_init_value", float, 1e-6, "initial layer-scale gamma (ConvNeXt v1); 0 disables",
-         valid=NON_NEGATIVE),
+    _opt("layer_scale_init_value", float, None, "initial layer-scale gamma; 0 disables (default: the model's, 1e-6 "
+         "for ConvNeXt, none for ConvNeXt V2)", valid=NON_NEGATIVE),
     _opt("head_init_scale", float, 1.0, "scale of the initial classifier weights", valid=NON_NEGATIVE),
     _opt("ema", bool, False, "keep an exponential moving average of the weights; validate and save it"),
     _opt("ema_decay", float, 0.9999, "EMA decay per step", valid=PROBABILITY),
