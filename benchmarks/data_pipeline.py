@@ -6,7 +6,10 @@ quality-90 JPEGs, about 85 KB each, like ImageNet's) and times:
   * train: the convnext_tiny recipe (random resized crop 224, hflip 0.5,
     randaug-m9-mstd0.5-inc1, random erasing 0.25 with per-pixel noise,
     mixup 0.8 / cutmix 1.0 with label smoothing 0.1, batch 16) per worker count;
-  * eval: resize 256 / centre crop 224, batch 16.
+  * eval: resize 256 / centre crop 224, batch 16;
+  * with --changed-list, the training recipe again with its list changed (an identity function appended: the
+    operations then run one by one instead of fused), and MindSpore's own operations as a MindCV user lists them
+    (vision.Decode, RandomResizedCrop, RandomHorizontalFlip, Normalize, HWC2CHW; no RandAugment or erasing).
 Timing starts after the first batch (worker start-up excluded). On a shared
 machine the wall-clock rate depends on other load, so the CPU time per image of
 the pipeline (its worker threads included) is printed too, with the rate it
@@ -20,7 +23,7 @@ image kernels (which run without the lock), in one thread.
 Past that ceiling, `python_multiprocessing: True` runs the workers as
 processes, each with its own lock.
 
-    python benchmarks/data_pipeline.py [--images 320] [--epochs 2] [--workers 1 2] [--gil]
+    python benchmarks/data_pipeline.py [--images 320] [--epochs 2] [--workers 1 2] [--gil] [--changed-list]
 """
 
 import argparse
@@ -63,11 +66,26 @@ def decode_only_rate(root):
     return len(blobs) / (time.perf_counter() - start)
 
 
-def loader_rate(root, is_training, workers, epochs, interpolation):
+def mindspore_operations(interpolation):
+    """A MindCV user's own training list of MindSpore operations."""
+    from mindspore.dataset import vision  # pylint: disable=import-outside-toplevel
+    inter = vision.Inter.BICUBIC if interpolation == "bicubic" else vision.Inter.BILINEAR
+    mean, std = [0.485 * 255, 0.456 * 255, 0.406 * 255], [0.229 * 255, 0.224 * 255, 0.225 * 255]
+    return [vision.Decode(), vision.RandomResizedCrop(224, interpolation=inter), vision.RandomHorizontalFlip(),
+            vision.Normalize(mean, std), vision.HWC2CHW()]
+
+
+def loader_rate(root, is_training, workers, epochs, interpolation, change=None):
+    """(images/s, CPU ms per image) of the loader; `change`: None (the recipe's list as made), "appended" (an
+    identity function appended to it) or "mindspore" (`mindspore_operations`)."""
     dataset = create_dataset("imagenet", root, "train", shuffle=is_training)
     if is_training:
         transform = create_transforms("imagenet", is_training=True, image_resize=224, interpolation=interpolation,
                                       auto_augment="randaug-m9-mstd0.5-inc1", re_prob=0.25, re_value="random")
+        if change == "appended":
+            transform.append(lambda image: image)
+        elif change == "mindspore":
+            transform = mindspore_operations(interpolation)
         loader = create_loader(dataset, 16, drop_remainder=True, is_training=True, mixup=0.8, cutmix=1.0,
                                num_classes=1000, transform=transform, num_parallel_workers=workers)
     else:
@@ -135,16 +153,21 @@ def main():
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts for training")
     parser.add_argument("--interpolation", default="bicubic", choices=["bilinear", "bicubic"])
     parser.add_argument("--gil", action="store_true", help="also estimate the GIL-held time per image")
+    parser.add_argument("--changed-list", action="store_true",
+                        help="also time the training recipe with its transform list changed, and MindSpore's ops")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as root:
         make_jpeg_folder(root, args.images)
         print(f"{args.images} JPEGs 500x375, interpolation {args.interpolation}, {os.cpu_count()} CPUs, "
               f"load average before start {os.getloadavg()[0]:.1f}")
         print(f"decode only (PIL, 1 process):       {decode_only_rate(root):6.0f} images/s")
-        configs = [(f"train convnext_tiny recipe, {w} worker(s)", True, w) for w in args.workers]
-        configs.append((f"eval 256/224, {max(args.workers)} worker(s)", False, max(args.workers)))
-        for name, is_training, workers in configs:
-            rate, cpu_ms = loader_rate(root, is_training, workers, args.epochs, args.interpolation)
+        configs = [(f"train convnext_tiny recipe, {w} worker(s)", True, w, None) for w in args.workers]
+        configs.append((f"eval 256/224, {max(args.workers)} worker(s)", False, max(args.workers), None))
+        if args.changed_list:
+            configs += [(f"train, list changed, {w} worker(s)", True, w, "appended") for w in args.workers]
+            configs += [(f"train, MindSpore ops, {w} worker(s)", True, w, "mindspore") for w in args.workers]
+        for name, is_training, workers, change in configs:
+            rate, cpu_ms = loader_rate(root, is_training, workers, args.epochs, args.interpolation, change)
             # with W workers on W idle cores the pipeline could reach W * 1000 / cpu_ms images/s
             print(f"{name:38s} {rate:6.0f} images/s, {cpu_ms:5.2f} CPU ms/image "
                   f"(CPU-bound limit on {workers} idle core(s): {workers * 1000 / cpu_ms:4.0f} images/s)")
