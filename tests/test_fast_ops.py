@@ -9,13 +9,13 @@ import pytest
 from mindspore import nn, ops
 
 from mindcv.models import create_model
-from mindcv.models.layers import (GELU, DepthwiseConv2d, LayerNorm, LayerNorm2d, LayerScaleResidual, Linear, PatchifyConv2d,
-                                 PointwiseMlp, RowBiasAdd)
+from mindcv.models.layers import (GELU, ConvNeXtMlp, DepthwiseConv2d, LayerNorm, LayerNorm2d, LayerScaleResidual, Linear,
+                                  PatchifyConv2d, RowBiasAdd)
 from mindcv.native import build as _build
 from mindcv.ops import depthwise_conv_op, fast_cpu_ops, gelu
 from mindcv.ops.depthwise_conv import depthwise_conv_nhwc_op
 from mindcv.ops.finite import all_finite_op
-from mindcv.ops.gelu import gelu_op
+from mindcv.ops.gelu import bias_gelu_op, gelu_op
 
 from conftest import MINI, requires_cpu_kernels
 
@@ -101,13 +101,13 @@ def test_gelu_matches_stock():
 
 @pytest.mark.parametrize("shape", [(4, 32), (2, 3, 5, 20), (67, 7)])
 def test_bias_gelu_matches_stock(shape):
-    """gelu(x + bias): the value and the gradients of x and of the bias (summed over rows)."""
+    """gelu(x + bias) (the kernel ConvNeXtMlp adds pwconv1's bias with): the value and the gradients of x and of
+    the bias (summed over rows)."""
     rng = np.random.default_rng(shape[-1])
     x = ms.Tensor((3 * rng.standard_normal(shape)).astype(np.float32))
     bias = ms.Tensor(rng.standard_normal(shape[-1]).astype(np.float32))
     dy = ms.Tensor(rng.standard_normal(shape).astype(np.float32))
-    layer = GELU()
-    out, grads = _value_and_grads(layer, (x, bias), dy)
+    out, grads = _value_and_grads(bias_gelu_op(), (x, bias), dy)
     out_ref, grads_ref = _value_and_grads(lambda v, b: ops.gelu(v + b, approximate="none"), (x, bias), dy)
     _assert_close(out, out_ref)
     for grad, ref in zip(grads, grads_ref):
@@ -216,35 +216,37 @@ def test_layer_scale_residual_matches_stock(shape):
 
 # (2, 15, 20) x 8: 600 rows, several chunks per thread (the weight gradients are summed over chunks and threads)
 @pytest.mark.parametrize("leading_shape,channels", [((2, 5, 7), 16), ((1, 1, 1), 5), ((3, 17, 2), 40), ((2, 15, 20), 8)])
-def test_pointwise_mlp_matches_stock(leading_shape, channels):
-    """gelu(x @ w1.T + b1) @ w2.T: the fused kernel in training mode (value and the gradients of x, w1, b1, w2)
-    and in eval mode (the same), against stock MatMul and GELU."""
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "separate"])
+def test_convnext_mlp_matches_stock(leading_shape, channels, fused):
+    """gelu(x @ w1.T + b1) @ w2.T: the layer in training mode (value and the gradients of x, w1, b1, w2) and in
+    eval mode (the same), against stock MatMul and GELU; fused: one kernel; separate: the MatMuls around the bias +
+    GELU kernel (the path of a block with GRN, here without)."""
     rng = np.random.default_rng(channels)
     hidden = 4 * channels
     x = ms.Tensor(rng.standard_normal(leading_shape + (channels,)).astype(np.float32))
-    w1 = ms.Tensor((rng.standard_normal((hidden, channels)) / np.sqrt(channels)).astype(np.float32))
-    b1 = ms.Tensor(rng.standard_normal(hidden).astype(np.float32))
-    w2 = ms.Tensor((rng.standard_normal((channels, hidden)) / np.sqrt(hidden)).astype(np.float32))
+    pwconv1, pwconv2 = Linear(channels, hidden), Linear(hidden, channels)
+    pwconv1.weight.set_data(ms.Tensor((rng.standard_normal((hidden, channels)) / np.sqrt(channels)).astype(np.float32)))
+    pwconv1.bias.set_data(ms.Tensor(rng.standard_normal(hidden).astype(np.float32)))
+    pwconv2.weight.set_data(ms.Tensor((rng.standard_normal((channels, hidden)) / np.sqrt(hidden)).astype(np.float32)))
+    pwconv2.bias.set_data(ms.Tensor(rng.standard_normal(channels).astype(np.float32)))  # not the layer's to add
     dy = ms.Tensor(rng.standard_normal(leading_shape + (channels,)).astype(np.float32))
-    assert PointwiseMlp.available()
-    layer = PointwiseMlp()
+    layer = ConvNeXtMlp(pwconv1, pwconv2)
+    assert layer.uses_fused_kernel
+    layer.uses_fused_kernel = fused
 
     def stock(x, w1, b1, w2):
         rows = x.reshape(-1, channels)
         return ops.matmul(ops.gelu(ops.matmul(rows, w1.T) + b1, approximate="none"), w2.T).reshape(x.shape)
 
-    inputs = (x, w1, b1, w2)
-    layer.set_train(True)
-    out, grads = _value_and_grads(layer, inputs, dy)
-    out_ref, grads_ref = _value_and_grads(stock, inputs, dy)
-    _assert_close(out, out_ref)
-    for grad, ref in zip(grads, grads_ref):
-        _assert_close(grad, ref)
-    layer.set_train(False)  # eval mode keeps no hidden values; a gradient there recomputes them
-    out, grads = _value_and_grads(layer, inputs, dy)
-    _assert_close(layer(*inputs), stock(*inputs))
-    for grad, ref in zip(grads, grads_ref):
-        _assert_close(grad, ref)
+    params = [pwconv1.weight, pwconv1.bias, pwconv2.weight]
+    for training in (True, False):  # eval mode keeps no hidden values; a gradient there recomputes them
+        layer.set_train(training)
+        out, (dx, param_grads) = ms.value_and_grad(lambda v: (layer(v) * dy).sum(), grad_position=0,
+                                                   weights=params)(x)
+        _, grads_ref = _value_and_grads(stock, (x, *params), dy)
+        _assert_close(layer(x), stock(x, *params))
+        for grad, ref in zip((dx, *param_grads), grads_ref):
+            _assert_close(grad, ref)
 
 
 @pytest.mark.parametrize("channels_last_input,channels_last_output", [(False, False), (True, False), (False, True)])
@@ -281,7 +283,8 @@ def test_convnext_uses_fast_paths_on_cpu():
     assert len(blocks) == sum(MINI["depths"])
     assert all(isinstance(b, DepthwiseConv2d) and b.uses_fast_kernel for b in blocks)
     assert all(cell.uses_fast_kernel for name, cell in cells.items() if name.endswith(".act"))
-    assert sum(isinstance(cell, PointwiseMlp) for cell in cells.values()) == sum(MINI["depths"])
+    mlps = [cell for cell in cells.values() if isinstance(cell, ConvNeXtMlp)]
+    assert len(mlps) == sum(MINI["depths"]) and all(cell.uses_fused_kernel for cell in mlps)
     patchify = [cell for cell in cells.values() if isinstance(cell, PatchifyConv2d)]
     assert len(patchify) == 4 and all(cell.uses_matmul for cell in patchify)
     assert all(cell.uses_fast_kernel for cell in cells.values() if isinstance(cell, LayerScaleResidual))
@@ -325,22 +328,41 @@ def test_all_finite_flags_any_inf_or_nan_in_any_tensor():
 
 @pytest.mark.parametrize("shape", [(2, 9, 11, 16), (1, 7, 7, 40)])
 def test_block_eval_kernels_match_training_operators(shape):
-    """A channels-last ConvNeXt block in eval mode runs two fused kernels (dwconv + norm; MLP + layer scale +
-    residual); in training mode (no drop path) the separate ones. Output and gradients agree."""
-    from mindcv.models.convnext import Block
+    """`use_eval_kernels` makes a channels-last ConvNeXt block run in eval mode as two fused kernels (dwconv + norm;
+    MLP + layer scale + residual); in training mode (no drop path) the separate ones. Output and gradients agree,
+    and the parameters keep their names."""
+    from mindcv.models.convnext import Block, EvalKernelBlock, use_eval_kernels
 
     rng = np.random.default_rng(shape[-1])
     block = Block(shape[-1], drop_path=0.0, layer_scale_init_value=0.5, channels_last=True)
-    assert block.eval_kernels
+    names = [p.name for p in block.get_parameters()]
+    assert use_eval_kernels(block) is block and type(block) is EvalKernelBlock
+    assert [p.name for p in block.get_parameters()] == names == [n for n, _ in block.parameters_and_names()]
     for param in block.trainable_params():
         param.set_data(ms.Tensor(rng.standard_normal(param.shape).astype(np.float32) * 0.3))
     x = ms.Tensor(rng.standard_normal(shape).astype(np.float32))
     dy = ms.Tensor(rng.standard_normal(shape).astype(np.float32))
     results = []
+    calls = []
+    fused_tail = block.mlp_residual_op
+    block.mlp_residual_op = lambda *args: calls.append(1) or fused_tail(*args)  # (PyNative: a Python call)
     for training in (True, False):
         block.set_train(training)
         out = block(x)
         grads = ms.grad(lambda v: (block(v) * dy).sum(), grad_position=0, weights=block.trainable_params())(x)
         results.append((out, grads[0], *grads[1]))
+    assert calls, "eval mode did not run the fused kernels"
     for fused, separate in zip(results[1], results[0]):
         _assert_close(fused, separate)
+
+
+def test_eval_kernels_leave_other_blocks_and_the_stock_path_alone():
+    """Blocks the two kernels do not fit (GRN, no layer scale, or built with the kernels off) stay Blocks."""
+    from mindcv.models.convnext import Block, use_eval_kernels
+
+    with fast_cpu_ops(False):
+        stock = Block(8, channels_last=False)
+    others = [Block(8, use_grn=True, layer_scale_init_value=0.0, channels_last=True),
+              Block(8, layer_scale_init_value=0.0, channels_last=True), stock]
+    for block in others:
+        assert type(use_eval_kernels(block)) is Block

@@ -1,16 +1,18 @@
 """ConvNeXt zoo: registry, architecture, reference numerics and checkpoint loading."""
 import logging
+import math
 import subprocess
 import sys
 
 import mindspore as ms
 import numpy as np
 import pytest
-from mindspore import Tensor, ops
+from mindspore import Tensor, mint, ops
 
 from conftest import MINI, ROOT, reference, requires_cpu_kernels
 from mindcv.models import create_model, is_model, list_models
-from mindcv.models.layers import DropPath
+from mindcv.models.convnext import use_eval_kernels
+from mindcv.models.layers import GELU, DropPath
 from mindcv.ops import fast_cpu_ops
 from mindcv.io.checkpoint import save_checkpoint_atomic
 
@@ -84,7 +86,8 @@ def test_every_size_runs_forward_and_backward(family, sizes):
                                                 ("convnext_atto", "convnext_mini.official"),
                                                 ("convnextv2_atto", "convnextv2_mini.timm")])
 def test_reference_logits(mode, model_name, fixture, tmp_path):
-    """Converted timm / official weights reproduce timm's eval-mode logits (fp32, CPU)."""
+    """Converted timm / official weights reproduce timm's eval-mode logits (fp32, CPU), with the blocks as built
+    and after `use_eval_kernels`."""
     ms.set_context(mode=mode)
     stem = fixture.split(".")[0]
     converted = str(tmp_path / "converted.ckpt")
@@ -93,6 +96,8 @@ def test_reference_logits(mode, model_name, fixture, tmp_path):
                     "--quiet"], check=True, cwd=ROOT, capture_output=True)
     for path in (reference(f"{fixture}.safetensors"), converted):
         net = create_model(model_name, checkpoint_path=path, **MINI)
+        if path == converted:  # the blocks as the scripts run them in eval mode (two kernels each on the CPU)
+            use_eval_kernels(net)
         net.set_train(False)
         logits = net(Tensor(np.load(reference(f"{stem}.input.npy")))).asnumpy()
         assert np.abs(logits - np.load(reference(f"{stem}.logits.npy"))).max() <= 5e-5
@@ -208,3 +213,23 @@ def test_drop_path_is_identity_in_eval_and_drops_samples_in_training():
     assert np.all(out[kept] == np.float32(1 / 0.7))  # survivors rescaled, whole samples dropped
     assert np.all(out[~kept] == 0)
     assert abs((~kept).mean() - 0.3) < 0.015  # 4.6 standard deviations of a binomial(20000, 0.3) fraction
+
+
+def test_gelu_is_one_operator_on_ascend_and_erf_elsewhere(monkeypatch):
+    """The GELU layer picks mint's single operator where the device target is Ascend (the context query is
+    stood in for here; the operator too, as it has no CPU kernel), and the erf formula on this CPU."""
+    x = Tensor(np.linspace(-6, 6, 49).astype(np.float32))
+    exact = np.array([v * (1 + math.erf(v / math.sqrt(2))) / 2 for v in x.asnumpy().astype(np.float64)])
+    with fast_cpu_ops(False):
+        cpu = GELU()
+    get_context = ms.get_context
+    monkeypatch.setattr(ms, "get_context", lambda key: "Ascend" if key == "device_target" else get_context(key))
+    ascend = GELU()
+    monkeypatch.setattr(ms, "get_context", get_context)
+    calls = []
+    monkeypatch.setattr(mint.nn.functional, "gelu",
+                        lambda v, approximate: calls.append(approximate) or ops.gelu(v, approximate=approximate))
+    np.testing.assert_allclose(cpu(x).asnumpy(), exact, rtol=1e-6, atol=1e-6)
+    assert calls == [] and not cpu.uses_single_operator
+    np.testing.assert_allclose(ascend(x).asnumpy(), exact, rtol=1e-6, atol=1e-6)
+    assert calls == ["none"] and not ascend.uses_fast_kernel

@@ -13,6 +13,8 @@ from mindcv.engine.train_step import apply_amp
 from mindcv.errors import ConfigError
 from mindcv.io.names import RUN_RECIPE, beside_checkpoint
 from mindcv.models import create_model
+from mindcv.models.convnext import use_eval_kernels
+from mindcv.models.registry import model_keywords
 from mindcv.models.weights import load_state, read_state, to_mindcv_names
 from mindcv.ops.switch import fast_cpu_ops_enabled
 
@@ -203,15 +205,25 @@ def build_loader(config, dataset, is_training: bool, num_classes: int = None, st
 
 
 def build_model(config, num_classes: int, checkpoint_path: str = "", pretrained: bool = True):
-    """`create_model` with the model keys of the config; the published weights with `config.pretrained` unless
-    `pretrained` is False (the caller loads other weights)."""
-    custom = {k: tuple(getattr(config, k)) for k in ("depths", "dims") if getattr(config, k)}
-    if any(len(v) != 4 for v in custom.values()):
-        raise ConfigError("depths and dims take 4 integers each, one per stage")
-    return create_model(config.model, num_classes=num_classes, in_channels=config.in_channels,
-                        pretrained=config.pretrained if pretrained else False, checkpoint_path=checkpoint_path,
-                        drop_path_rate=config.drop_path_rate, layer_scale_init_value=config.layer_scale_init_value,
-                        head_init_scale=config.head_init_scale, drop_rate=config.drop_rate, **custom)
+    """`create_model` with the model keys of the config that the model's constructor takes (`model_keywords`: a
+    family's own keywords stay its own; one it does not take, typed on the command line, is a ConfigError); the
+    published weights with `config.pretrained` unless `pretrained` is False (the caller loads other weights). Eval
+    mode runs the ConvNeXt blocks as two kernels on the CPU (`use_eval_kernels`; training validates this network)."""
+    model_keys = dict(drop_path_rate=config.drop_path_rate, layer_scale_init_value=config.layer_scale_init_value,
+                      head_init_scale=config.head_init_scale, drop_rate=config.drop_rate,
+                      depths=tuple(config.depths) if config.depths else None,
+                      dims=tuple(config.dims) if config.dims else None)
+    accepted = model_keywords(config.model)
+    if accepted is not None:
+        refused = sorted(k for k in model_keys if k not in accepted and k in getattr(config, "command_line_keys", ()))
+        if refused:
+            raise ConfigError(f"model {config.model} takes no {', '.join(refused)}: leave "
+                              f"{', '.join('--' + k for k in refused)} out")
+        model_keys = {k: v for k, v in model_keys.items() if k in accepted}
+    network = create_model(config.model, num_classes=num_classes, in_channels=config.in_channels,
+                           pretrained=config.pretrained if pretrained else False, checkpoint_path=checkpoint_path,
+                           **model_keys)
+    return use_eval_kernels(network)
 
 
 def build_eval_model(config):

@@ -13,8 +13,8 @@ from mindspore.common.initializer import TruncatedNormal, Zero, initializer
 from ..ops.depthwise_conv import depthwise_conv_norm_op, fast_depthwise_available
 from ..ops.mlp import mlp_residual_op
 from ..io.download import cache_dir, fetch, fetch_from_hub
-from .layers import GELU, GRN, DepthwiseConv2d, LayerNorm, LayerNorm2d, LayerScaleResidual, Linear, PatchifyConv2d, \
-    PointwiseMlp
+from .layers import GRN, ConvNeXtMlp, DepthwiseConv2d, LayerNorm, LayerNorm2d, LayerScaleResidual, Linear, \
+    PatchifyConv2d
 from .registry import register_model
 from .weights import load_weights
 
@@ -52,8 +52,9 @@ for _name, _cfg in model_cfgs.items():
 
 class Block(nn.Cell):
     """dwconv 7x7 -> LayerNorm -> Linear C->4C -> GELU [-> GRN] -> Linear 4C->C [-> layer scale] -> drop path -> + x.
-    The pointwise layers run channels-last as Dense layers, as in the official code (fused on the CPU back end).
-    Input and output NCHW, or with `channels_last` [N, H, W, C] (the CPU back end's layout)."""
+    The pointwise layers run channels-last as Dense layers, as in the official code (`ConvNeXtMlp`, one fused
+    kernel on the CPU back end). Input and output NCHW, or with `channels_last` [N, H, W, C] (the CPU back end's
+    layout). In eval mode on the CPU, `use_eval_kernels` runs a built model's blocks as two kernels."""
 
     def __init__(self, dim: int, drop_path: float = 0.0, layer_scale_init_value: float = 1e-6, use_grn: bool = False,
                  channels_last: bool = False):
@@ -61,38 +62,51 @@ class Block(nn.Cell):
         self.dwconv = DepthwiseConv2d(dim, 7, channels_last)
         self.norm = LayerNorm(dim, epsilon=1e-6, nchw_input=not channels_last)  # channels-last out
         self.pwconv1 = Linear(dim, 4 * dim)
-        self.act = GELU()
         self.grn = GRN(4 * dim) if use_grn else None
         self.pwconv2 = Linear(4 * dim, dim)
-        # pwconv1, GELU and pwconv2 as one kernel on CPU (float32), sharing the two layers' parameters
-        self.fused_mlp = PointwiseMlp() if not use_grn and PointwiseMlp.available() else None
+        self.mlp = ConvNeXtMlp(self.pwconv1, self.pwconv2, self.grn)  # runs the three layers above
         self.gamma_ = None
         if layer_scale_init_value > 0:
             self.gamma_ = Parameter(Tensor(np.full(dim, layer_scale_init_value, np.float32)), name="gamma_")
         self.residual = LayerScaleResidual(drop_path, channels_last)  # pwconv2's bias, layer scale, drop path, + x
-        # Eval mode on CPU: the block as two kernels, dwconv + norm and MLP + layer scale + residual
-        self.dwconv_norm_op = self.mlp_residual_op = None
-        if channels_last and self.fused_mlp is not None and self.gamma_ is not None and self.dwconv.uses_fast_kernel:
-            self.dwconv_norm_op, self.mlp_residual_op = depthwise_conv_norm_op(), mlp_residual_op()
-        self.eval_kernels = self.dwconv_norm_op is not None and self.mlp_residual_op is not None
 
     def construct(self, x: Tensor) -> Tensor:
-        float32 = x.dtype == ms.float32 and self.pwconv1.weight.dtype == ms.float32
-        if self.eval_kernels and not self.training and float32:
-            y = self.dwconv_norm_op(x, self.dwconv.weight, self.dwconv.bias, self.norm.gamma, self.norm.beta,
-                                    self.norm.epsilon_tensor)
-            return self.mlp_residual_op(y, self.pwconv1.weight, self.pwconv1.bias, self.pwconv2.weight,
-                                        self.pwconv2.bias, self.gamma_, x)
         shortcut = x
         x = self.norm(self.dwconv(x))  # channels-last from here on
-        if self.fused_mlp is not None and float32:
-            x = self.fused_mlp(x, self.pwconv1.weight, self.pwconv1.bias, self.pwconv2.weight)
-        else:
-            x = self.act(self.pwconv1.project(x), self.pwconv1.bias)  # GELU adds the bias, fused
-            if self.grn is not None:
-                x = self.grn(x)
-            x = self.pwconv2.project(x)
+        x = self.mlp(x)
         return self.residual(shortcut, x, self.pwconv2.bias, self.gamma_)
+
+
+class EvalKernelBlock(Block):
+    """A ConvNeXt block that in eval mode, in float32 on the CPU back end, runs as two kernels: depthwise conv +
+    LayerNorm row by row (the conv output is never stored), and MLP + layer scale + residual add in the MLP's
+    chunks. Training mode, and float16, run the Block. Made from a built Block by `use_eval_kernels`."""
+
+    def construct(self, x: Tensor) -> Tensor:
+        if self.training or x.dtype != ms.float32 or self.pwconv1.weight.dtype != ms.float32:
+            return super().construct(x)
+        y = self.dwconv_norm_op(x, self.dwconv.weight, self.dwconv.bias, self.norm.gamma, self.norm.beta,
+                                self.norm.epsilon_tensor)
+        return self.mlp_residual_op(y, self.pwconv1.weight, self.pwconv1.bias, self.pwconv2.weight, self.pwconv2.bias,
+                                    self.gamma_, x)
+
+
+def use_eval_kernels(network: nn.Cell) -> nn.Cell:
+    """Turn, in place, every ConvNeXt block of `network` that the two eval-mode kernels fit into an
+    `EvalKernelBlock`: channels-last on the CPU kernels, a fused MLP (no GRN) and a layer scale. Parameters (their
+    objects and names) and training mode are unchanged; any other network is left as it is. Returns `network`.
+
+    The scripts apply it to every model they build (training validates its network in eval mode)."""
+    blocks = [cell for _, cell in network.cells_and_names() if type(cell) is Block and cell.dwconv.channels_last
+              and cell.dwconv.uses_fast_kernel and cell.mlp.uses_fused_kernel and cell.gamma_ is not None]
+    kernels = (depthwise_conv_norm_op(), mlp_residual_op()) if blocks else (None,)
+    if None in kernels:  # (a kernel did not build: warned) the blocks stay as they are
+        return network
+    for block in blocks:
+        # the same object, so its parameters, their names and every reference to the block stay valid
+        block.__class__ = EvalKernelBlock
+        block.dwconv_norm_op, block.mlp_residual_op = kernels
+    return network
 
 
 class ConvNeXt(nn.Cell):
@@ -118,6 +132,8 @@ class ConvNeXt(nn.Cell):
                  layer_scale_init_value: float = 1e-6, head_init_scale: float = 1.0, use_grn: bool = False,
                  features_only: bool = False, out_indices: Sequence[int] = (0, 1, 2, 3), drop_rate: float = 0.0):
         super().__init__()
+        if len(depths) != 4 or len(dims) != 4:
+            raise ValueError(f"depths and dims take 4 integers each, one per stage; got {list(depths)} and {list(dims)}")
         self.num_classes = num_classes
         self.dims = tuple(dims)
         self.depths = tuple(depths)

@@ -2,7 +2,7 @@
 from typing import Optional
 
 import mindspore as ms
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import Parameter, Tensor, mint, nn, ops
 from mindspore.common.initializer import initializer
 
 from ..ops.depthwise_conv import depthwise_conv_nhwc_op, depthwise_conv_op, fast_depthwise_available
@@ -165,20 +165,12 @@ class Linear(nn.Dense):
         self.row_bias_add = RowBiasAdd() if fast_cpu_ops_enabled() else None
 
     def construct(self, x: Tensor) -> Tensor:
-        y = self._matmul_rows(x)
+        y = self.matmul(x.reshape(-1, x.shape[-1]), self.weight)
         if self.row_bias_add is not None and y.dtype == ms.float32 and self.bias.dtype == ms.float32:
             y = self.row_bias_add(y, self.bias)
         else:
             y = self.bias_add(y, self.bias)
         return y.reshape(x.shape[:-1] + (y.shape[-1],))
-
-    def project(self, x: Tensor) -> Tensor:
-        """x @ weight.T without the bias (for a caller that adds it later, fused with more work)."""
-        y = self._matmul_rows(x)
-        return y.reshape(x.shape[:-1] + (y.shape[-1],))
-
-    def _matmul_rows(self, x: Tensor) -> Tensor:
-        return self.matmul(x.reshape(-1, x.shape[-1]), self.weight)
 
 
 class PatchifyConv2d(nn.Conv2d):
@@ -224,39 +216,64 @@ class PatchifyConv2d(nn.Conv2d):
 
 
 class GELU(nn.Cell):
-    """Exact (erf) GELU, `x * (1 + erf(x / sqrt 2)) / 2`, as nn.GELU(approximate=False). On the CPU back end
-    float32 runs through mindcv.ops' one-pass kernels (MindSpore's CPU GELU and its gradient are chains of
-    elementwise kernels, several times slower); elsewhere, and for float16, the stock operator runs."""
+    """Exact (erf) GELU, `x * (1 + erf(x / sqrt 2)) / 2`, as nn.GELU(approximate=False) and timm's GELU. Each back
+    end gets its fastest form, chosen when the layer is built: on the CPU back end float32 runs through
+    mindcv.ops' one-pass kernels (MindSpore's CPU GELU and its gradient are chains of elementwise kernels, several
+    times slower); on Ascend, MindSpore's `mint.nn.functional.gelu`, one operator forward and one backward (its
+    documentation lists Ascend only; `ops.gelu(approximate="none")` is six elementwise operators there, see
+    mindspore/ops/function/nn_func.py); elsewhere, and for float16 on the CPU, `ops.gelu(approximate="none")`."""
 
     def __init__(self):
         super().__init__()
         self.fast_op = gelu_op()
-        self.fast_bias_op = bias_gelu_op()
-        self.uses_fast_kernel = self.fast_op is not None and self.fast_bias_op is not None
+        self.uses_fast_kernel = self.fast_op is not None
+        self.uses_single_operator = ms.get_context("device_target") == "Ascend"
 
-    def construct(self, x: Tensor, bias: Optional[Tensor] = None) -> Tensor:
-        """gelu(x), or gelu(x + bias) with a per-channel (last axis) bias: the preceding layer's, fused."""
-        if self.uses_fast_kernel and x.dtype == ms.float32 and (bias is None or bias.dtype == ms.float32):
-            return self.fast_op(x) if bias is None else self.fast_bias_op(x, bias)
-        return ops.gelu(x if bias is None else x + bias, approximate="none")
+    def construct(self, x: Tensor) -> Tensor:
+        if self.uses_fast_kernel and x.dtype == ms.float32:
+            return self.fast_op(x)
+        if self.uses_single_operator:
+            return mint.nn.functional.gelu(x, approximate="none")
+        return ops.gelu(x, approximate="none")
 
 
-class PointwiseMlp(nn.Cell):
-    """`gelu(x @ w1.T + b1) @ w2.T` over channels-last x [..., C] (a ConvNeXt block's two pointwise layers
-    without the second bias), as one fused kernel on the CPU back end in float32 (mindcv.ops.mlp): the 4C-wide
-    hidden values stay in cache, and in eval mode are never written to memory. The caller owns the weights, builds
-    this layer only where `available()`, and passes float32 tensors; there is no stock path here."""
+class ConvNeXtMlp(nn.Cell):
+    """A ConvNeXt block's pointwise MLP over channels-last x [..., C]: `pwconv1 -> GELU [-> GRN] -> pwconv2`, less
+    pwconv2's bias (the block's tail, `LayerScaleResidual`, adds it in the same pass as the layer scale and the
+    residual). It picks its own path when built: on the CPU back end in float32 and without GRN one fused kernel
+    (mindcv.ops.mlp: the 4C-wide hidden values stay in cache, and in eval mode are never written to memory); else
+    two MatMuls around the GELU (on the CPU in float32 pwconv1's bias is added inside the GELU kernel); elsewhere
+    and for float16 the stock operators.
 
-    def __init__(self):
+    The layers are the block's: it owns them under MindCV's checkpoint names (`pwconv1.weight`, ...), registered
+    before this layer so that those names are the ones a parameter gets; this layer only runs them."""
+
+    def __init__(self, pwconv1: Linear, pwconv2: Linear, grn: Optional[GRN] = None):
         super().__init__()
-        self.train_op, self.infer_op = mlp_ops()
+        self.pwconv1, self.pwconv2, self.grn = pwconv1, pwconv2, grn
+        self.act = GELU()
+        kernels = mlp_ops() if grn is None else None
+        self.train_op, self.infer_op = kernels if kernels is not None else (None, None)
+        self.uses_fused_kernel = kernels is not None
+        self.bias_gelu_op = bias_gelu_op()
+        self.matmul = ops.MatMul(transpose_b=True)
 
-    @staticmethod
-    def available() -> bool:
-        """True where the fused kernel runs: CPU back end, fast kernels on, MindSpore ships libdnnl."""
-        return mlp_ops() is not None
+    def update_parameters_name(self, prefix: str = "", recurse: bool = True) -> None:
+        """Leaves the names as they are: they are the owning block's (MindSpore calls this when the block stores
+        the layer, and would rename pwconv1.weight to mlp.pwconv1.weight)."""
 
-    def construct(self, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
-        if self.training:
-            return self.train_op(x, w1, b1, w2)[0]
-        return self.infer_op(x, w1, b1, w2)
+    def construct(self, x: Tensor) -> Tensor:
+        w1, b1, w2 = self.pwconv1.weight, self.pwconv1.bias, self.pwconv2.weight
+        float32 = x.dtype == ms.float32 and w1.dtype == ms.float32
+        if self.uses_fused_kernel and float32:
+            return self.train_op(x, w1, b1, w2)[0] if self.training else self.infer_op(x, w1, b1, w2)
+        x = self._project(x, w1)
+        x = self.bias_gelu_op(x, b1) if self.bias_gelu_op is not None and float32 else self.act(x + b1)
+        if self.grn is not None:
+            x = self.grn(x)
+        return self._project(x, w2)
+
+    def _project(self, x: Tensor, weight: Tensor) -> Tensor:
+        """x [..., in] @ weight.T, weight [out, in]: [..., out]."""
+        y = self.matmul(x.reshape(-1, x.shape[-1]), weight)
+        return y.reshape(x.shape[:-1] + (y.shape[-1],))

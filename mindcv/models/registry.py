@@ -3,9 +3,10 @@ MindCV's (`list_models`, `is_model`, `model_entrypoint`, `list_modules`, `is_mod
 `is_model_pretrained`), with MindCV's arguments."""
 import difflib
 import fnmatch
+import inspect
 import sys
 from collections import defaultdict
-from typing import Callable, Dict, Iterable, List, Set, Union
+from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Set, Union
 
 _model_entrypoints: Dict[str, Callable] = {}
 _model_to_module: Dict[str, str] = {}
@@ -77,3 +78,15 @@ def model_entrypoint(model_name: str) -> Callable:
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise ValueError(f"unknown model '{model_name}'.{hint} `mindcv.models.list_models()` lists all models.")
     return _model_entrypoints[model_name]
+
+
+def model_keywords(model_name: str) -> Optional[FrozenSet[str]]:
+    """The keyword arguments the constructor of `model_name` takes, or None when it takes any (`**kwargs`, as the
+    ConvNeXt constructors, which hand them to `ConvNeXt`). The scripts pass a config's model keys
+    (drop_path_rate, layer_scale_init_value, ...) only to a model that takes them, so a family's own keywords
+    stay its own."""
+    parameters = inspect.signature(model_entrypoint(model_name)).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return frozenset(p.name for p in parameters if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                              inspect.Parameter.KEYWORD_ONLY))
