@@ -19,6 +19,7 @@ from mindspore import nn
 
 from mindcv.loss import create_loss
 from mindcv.models import create_model
+from mindcv.models.convnext import use_eval_kernels
 from mindcv.optim import create_optimizer
 from mindcv.engine.train_step import create_train_step
 
@@ -71,7 +72,8 @@ def main(argv=None) -> dict:
     np.random.seed(0)
     images = ms.Tensor(np.random.randn(args.batch_size, 3, args.image_size, args.image_size).astype(np.float32))
     labels = ms.Tensor(np.random.randint(0, args.num_classes, args.batch_size).astype(np.int32))
-    net = create_model(args.model, num_classes=args.num_classes)
+    # as the scripts build it (build_model): on the CPU, eval mode runs each ConvNeXt block as two kernels
+    net = use_eval_kernels(create_model(args.model, num_classes=args.num_classes))
     print(f"{args.model}: batch {args.batch_size}, {args.image_size}x{args.image_size}, mode {args.mode}, "
           f"amp {args.amp_level}, {args.step_impl} step, {args.steps} timed steps, MindSpore {ms.__version__}")
     result = {}
