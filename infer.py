@@ -2,6 +2,7 @@
 
     python infer.py --ckpt_path runs/my_run/convnext_tiny_best.ckpt photo.jpg more_photos/
     python infer.py -c my_recipe.yaml --ckpt_path convnext_tiny.ckpt photos/ --topk 3 --output results.json
+    python infer.py --model convnext_tiny --ckpt_path convnext_tiny.ckpt --image_path photo.jpg   (MindCV's flags)
 
 Each input is an image file or a folder (searched recursively for .jpg/.jpeg/.png/.webp/.bmp/... files).
 For every image one line `PATH: CLASS PROBABILITY, CLASS PROBABILITY, ...` is printed, best first.
@@ -34,7 +35,10 @@ from mindcv.io.names import RUN_CLASS_NAMES, beside_checkpoint
 
 
 def _extra_arguments(parser):
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders")
+    parser.add_argument("inputs", nargs="*", metavar="IMAGE_OR_FOLDER", help="image files and/or folders")
+    # MindCV's infer.py names its one image so (and its documentation --image-path)
+    parser.add_argument("--image_path", "--image-path", action="append", default=[], metavar="IMAGE_OR_FOLDER",
+                        help="an image or folder, as MindCV's infer.py; may be repeated, and adds to the others")
     parser.add_argument("--topk", type=int, default=5, help="classes printed per image (at most the class count)")
     parser.add_argument("--class_names", default="", help="text file with one class name per line")
     parser.add_argument("--output", default="", help="also write the predictions to this JSON file")
@@ -104,12 +108,14 @@ def predict(network, transform, paths, batch_size: int):
 def main(argv=None) -> int:
     """Returns 0 when at least one image was classified, 1 when every image was unreadable."""
     config = parse_config(argv, description=__doc__.split("\n")[0], extra=_extra_arguments,
-                          recipe_beside_checkpoint=True)
+                          recipe_beside_checkpoint=True, script="infer")
     if config.topk < 1:
         raise ConfigError(f"--topk must be at least 1, got {config.topk}")
     if config.batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {config.batch_size}")
-    paths = find_images(config.inputs)
+    if not config.inputs and not config.image_path:
+        raise ConfigError("no images given: pass image files or folders (IMAGE_OR_FOLDER ..., or --image_path IMAGE)")
+    paths = find_images(config.inputs + config.image_path)
     config.distribute = False  # a run folder's config.yaml of an msrun run says True; prediction is one process
     setup_context(config)
     network = build_eval_model(config)

@@ -30,7 +30,7 @@ def _extra_arguments(parser):
 @exit_on_user_error
 def main(argv=None) -> int:
     config = parse_config(argv, description=__doc__.split("\n")[0], extra=_extra_arguments,
-                          recipe_beside_checkpoint=True)
+                          recipe_beside_checkpoint=True, script="validate")
     rank, group_size = setup_context(config)
     require_data_dir(config)
     if not config.ckpt_path and not config.pretrained:

@@ -16,8 +16,8 @@ Options beside the recipe keys (-c RECIPE and --model, --depths, --dims, --in_ch
     --image_size   input height and width, pixels (default: the recipe's image_resize, 224 without one).
     --batch_size   input batch (default 1 here, whatever the recipe's training batch).
     --num_classes  classifier outputs (default: the checkpoint's; must agree with it when given).
-    --output       file to write (default ./<model>.mindir or ./<model>.onnx); the extension is added
-                   when missing.
+    --output       file to write (default: <model>.mindir or <model>.onnx beside the checkpoint); the
+                   extension is added when missing. The file gets the user's umask (MindSpore writes 0400).
 ONNX is written where MindSpore can express every operator of the network in ONNX; when it cannot, the
 command says which operator is missing and exits with status 1. With MindSpore 2.10 this is the case for
 ConvNeXt: its exact GELU is computed with Erf, for which MindSpore's ONNX exporter has no converter.
@@ -32,6 +32,7 @@ import numpy as np
 from mindcv.config.builders import build_eval_model, exit_on_user_error, setup_context
 from mindcv.config.schema import parse_config
 from mindcv.errors import ConfigError
+from mindcv.io.checkpoint import user_file_mode
 from mindcv.ops import fast_cpu_ops
 
 EXTENSIONS = {"MINDIR": ".mindir", "ONNX": ".onnx"}
@@ -46,7 +47,7 @@ def _extra_arguments(parser):
                         help="file format")
     parser.add_argument("--image_size", type=int, default=None,
                         help="input height and width, pixels (default: image_resize)")
-    parser.add_argument("--output", default="", help="output file (default: ./<model>.<format>)")
+    parser.add_argument("--output", default="", help="output file (default: <model>.<format> beside the checkpoint)")
 
 
 def export_model(network, file_format: str, output: str, batch_size: int, in_channels: int,
@@ -64,6 +65,7 @@ def export_model(network, file_format: str, output: str, batch_size: int, in_cha
     if file_format == "MINDIR":
         # MindSpore appends the extension itself
         ms.export(network, dummy, file_name=path[:-len(EXTENSIONS["MINDIR"])], file_format="MINDIR")
+        os.chmod(path, user_file_mode())
         return path
     from mindspore import onnx
     try:
@@ -74,13 +76,14 @@ def export_model(network, file_format: str, output: str, batch_size: int, in_cha
                                       f"ONNX: {reason} Export MINDIR instead.") from None
     if not os.path.isfile(path):
         raise ExportNotSupportedError(f"MindSpore reported no error but wrote no ONNX file at {path}")
+    os.chmod(path, user_file_mode())
     return path
 
 
 @exit_on_user_error
 def main(argv=None) -> int:
     config = parse_config(argv, description=__doc__.split("\n")[0], extra=_extra_arguments,
-                          recipe_beside_checkpoint=True)
+                          recipe_beside_checkpoint=True, script="export")
     # The training batch of a recipe is not the batch of a deployed model: export one image unless told.
     given = sys.argv[1:] if argv is None else argv
     if not any(arg == "--batch_size" or arg.startswith("--batch_size=") for arg in given):
@@ -94,7 +97,9 @@ def main(argv=None) -> int:
     # MindSpore Lite, serving and ONNX cannot run mindcv's CPU kernels (ops.Custom over a local library)
     with fast_cpu_ops(False):
         network = build_eval_model(config)
-    output = config.output or f"{config.model}{EXTENSIONS[config.format]}"
+    # beside the checkpoint, as the run folder's other files (the current folder is the repository in the README)
+    output = config.output or os.path.join(os.path.dirname(config.ckpt_path),
+                                           f"{config.model}{EXTENSIONS[config.format]}")
     try:
         path = export_model(network, config.format, output, config.batch_size, config.in_channels, image_size)
     except ExportNotSupportedError as error:

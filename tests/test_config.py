@@ -5,8 +5,8 @@ import os
 import pytest
 
 from conftest import ROOT
-from mindcv.config.schema import (OPTIONS, SCHEMA, ConfigError, build_parser, dump_config, load_yaml, parse_config,
-                                 schema_table)
+from mindcv.config.schema import (GROUPS, OPTIONS, SCHEMA, ConfigError, build_parser, dump_config, load_yaml,
+                                 parse_config, recipe_of, schema_table)
 
 RECIPES = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True))
 
@@ -136,7 +136,8 @@ def test_mean_and_std_must_fit_in_channels_wherever_each_is_set(tmp_path):
 
 
 def test_key_table_and_help_show_each_range():
-    rows = {line.split(" | ")[0].strip("| `"): line for line in schema_table().splitlines()[2:]}
+    rows = {line.split(" | ")[0].strip("| `"): line for line in schema_table().splitlines()
+            if line.startswith("| `")}
     assert len(rows) == len(SCHEMA)
     assert "| >= 0 |" in rows["lr"] and "| -1 or >= 1 |" in rows["sink_size"]
     assert "| ce / bce / asl_single_label / asl_multi_label / jsd |" in rows["loss"]
@@ -145,3 +146,69 @@ def test_key_table_and_help_show_each_range():
     assert "| `nesterov` = `use_nesterov` | bool |" in schema_table()  # MindCV's name of the key
     help_text = " ".join(build_parser().format_help().split())
     assert "(default: 0.001; valid: >= 0)" in help_text and "--nesterov [BOOL], --use_nesterov [BOOL]" in help_text
+
+
+def _help_sections(script):
+    """{heading: [keys]} of a script's --help."""
+    sections, heading = {}, None
+    for line in build_parser(script=script).format_help().splitlines():
+        if line and not line.startswith(" ") and line.endswith(":"):
+            heading = line[:-1]
+            sections[heading] = []
+        elif heading and line.startswith("  --"):
+            sections[heading].append(line.split()[0][2:])
+    return sections
+
+
+def test_help_groups_the_keys_as_mindcv_and_shows_each_script_what_it_reads():
+    train = _help_sections("train")
+    assert [h for h in train if h in GROUPS.values()] == list(GROUPS.values())  # MindCV's order: System, Dataset, ...
+    assert {"mode", "seed", "log_interval"} <= set(train["System"]) and "lr" in train["Learning-rate scheduler"]
+    assert sorted(k for keys in train.values() for k in keys if k in OPTIONS) == sorted(OPTIONS)  # every key, once
+    validate = {k for keys in _help_sections("validate").values() for k in keys}
+    infer_sections = _help_sections("infer")
+    infer = {k for keys in infer_sections.values() for k in keys}
+    export = {k for keys in _help_sections("export").values() for k in keys}
+    assert {"data_dir", "val_split", "ckpt_path", "ema", "crop_pct", "val_amp_level"} <= validate
+    assert not {"mixup", "opt", "lr", "scheduler", "loss", "epoch_size", "resume"} & (validate | infer | export)
+    assert {"ckpt_path", "image_resize", "crop_pct", "mean"} <= infer and "val_split" not in infer
+    assert {"ckpt_path", "image_resize", "in_channels", "batch_size"} <= export and "crop_pct" not in export
+    assert not validate & {k for k in OPTIONS if OPTIONS[k].scripts == ("train",)}
+    # the keys a script does not read are still accepted: one recipe serves train.py and the others
+    assert parse_config(["--mixup", "0.2"], script="validate").mixup == 0.2
+
+
+def test_an_argument_error_prints_a_short_usage_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(["--lr"])  # no value
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "expected one argument" in err
+    assert err.splitlines()[0] == "usage: train.py [-h] [-c RECIPE] [--KEY VALUE ...]" and len(err.splitlines()) == 2
+
+
+def test_unknown_keys_suggest_only_close_names():
+    with pytest.raises(ConfigError, match="'epochs' in the command line; did you mean 'epoch_size'"):
+        parse_config(["--epochs", "3"])
+    with pytest.raises(ConfigError) as error:
+        parse_config(["--image_path", "x.png"])  # close to nothing train.py reads: no guess (was aug_repeats)
+    assert "did you mean" not in str(error.value)
+
+
+def test_a_yaml_syntax_error_names_file_line_and_column(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("lr: 0.1\nmodel: [convnext_tiny\nbatch_size: 8\n")
+    with pytest.raises(ConfigError, match=f"^{recipe}, line 3, column 11 is not valid YAML: expected ',' or ']'"):
+        parse_config(["-c", str(recipe)])
+
+
+def test_the_saved_recipe_holds_no_one_off_run_state(tmp_path):
+    """A run folder's config.yaml, reused with -c, starts a run as the first one did: it does not resume."""
+    config = parse_config(["--resume", "auto", "--lr", "0.3"])
+    assert recipe_of(config)["lr"] == 0.3 and "resume" not in recipe_of(config)
+    resumed = parse_config(["--resume_opt", "--ckpt_path", "run/m-3_10.ckpt"])
+    assert not {"resume_opt", "ckpt_path"} & set(recipe_of(resumed))
+    finetune = parse_config(["--ckpt_path", "source.ckpt"])  # the weights a fine-tune starts from are its recipe
+    assert recipe_of(finetune)["ckpt_path"] == "source.ckpt"
+    dump_config(resumed, str(tmp_path / "config.yaml"))
+    again = parse_config(["-c", str(tmp_path / "config.yaml")])
+    assert (again.resume, again.resume_opt, again.ckpt_path) == ("", False, "")

@@ -9,7 +9,9 @@ fine-tuned run's folder serves the prediction and export tests.
 import glob
 import json
 import os
+import shutil
 import signal
+import stat
 
 import mindspore as ms
 import numpy as np
@@ -141,6 +143,7 @@ def image_folder(tmp_path):
     rgba.putalpha(128)
     rgba.save(folder / "rgba.png")
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (folder / "fake.png").write_text("not an image")
     (folder / "notes.txt").write_text("not an image")
     return folder
 
@@ -175,8 +178,11 @@ def test_infer_prints_topk_per_image_and_skips_unreadable(finetuned_run, image_f
     names = {"digit.jpg", "digit.png", "digit.webp", "digit.bmp", "gray.png", "rgba.png"}
     assert {os.path.basename(line.split(":")[0]) for line in lines} == names
     assert "broken.jpg" in err and "skipped" in err and "class_names.txt" in err
+    # the reason names the file, not the buffer it was read into ('<_io.BytesIO object at 0x...>')
+    assert f"skipped {image_folder / 'fake.png'}: cannot read image: not an image format PIL knows" in err
+    assert "BytesIO" not in err
     results = json.loads(output.read_text())
-    assert [os.path.basename(s["path"]) for s in results["skipped"]] == ["broken.jpg"]
+    assert [os.path.basename(s["path"]) for s in results["skipped"]] == ["broken.jpg", "fake.png"]
     assert {os.path.basename(p["path"]) for p in results["predictions"]} == names
     with open(os.path.join(finetuned_run, "class_names.txt")) as f:
         class_names = f.read().split()
@@ -199,17 +205,29 @@ def test_infer_prints_topk_per_image_and_skips_unreadable(finetuned_run, image_f
         assert by_name[name][0]["probability"] == pytest.approx(by_name["digit.png"][0]["probability"], abs=1e-6)
 
 
-@pytest.mark.parametrize("case", ["missing input", "model of another size", "wrong class names"])
+def test_infer_takes_mindcvs_image_path_flag(finetuned_run, image_folder, capsys):
+    """MindCV's infer.py names its image with --image_path (its docs: --image-path); the run's recipe is found beside
+    the checkpoint."""
+    ckpt = os.path.join(finetuned_run, "convnext_atto_best.ckpt")
+    assert infer.main(["--ckpt_path", ckpt, "--image_path", str(image_folder / "digit.png"), "--image-path",
+                       str(image_folder / "gray.png")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(": ")[0] for line in lines] == [str(image_folder / "digit.png"), str(image_folder / "gray.png")]
+
+
+@pytest.mark.parametrize("case", ["missing input", "model of another size", "wrong class names", "no image"])
 def test_infer_user_errors_are_one_line(finetuned_run, image_folder, tmp_path, case, capsys):
     ckpt = os.path.join(finetuned_run, "convnext_atto_best.ckpt")
     recipe = ["-c", os.path.join(finetuned_run, "config.yaml")]
     (tmp_path / "names.txt").write_text("cat\ndog\n")
     argv, expected = {
         "missing input": (recipe + ["--ckpt_path", ckpt, str(tmp_path / "nowhere")], "no such image or folder"),
+        # which shape is the checkpoint's, which the model's
         "model of another size": (["--dims", "8", "8", "8", "8", "--ckpt_path", ckpt, str(image_folder)],
-                                  "The command line changes dims of the run's"),
+                                  "(16, 3, 4, 4) in the checkpoint, (8, 3, 4, 4) in the model"),
         "wrong class names": (recipe + ["--ckpt_path", ckpt, "--class_names", str(tmp_path / "names.txt"),
                                         str(image_folder)], "names 2 classes"),
+        "no image": (recipe + ["--ckpt_path", ckpt], "no images given: pass image files or folders"),
     }[case]
     with pytest.raises(SystemExit) as exit_info:
         infer.main(argv)
@@ -230,6 +248,22 @@ def test_export_mindir_reloads_with_the_same_logits(finetuned_run, tmp_path):
     error = np.abs(exported - expected).max()
     print(f"MindIR vs source model: max |logit difference| {error:.2e}")
     assert error <= 1e-5
+
+
+def test_export_writes_beside_the_checkpoint_a_file_others_can_read(finetuned_run, tmp_path, monkeypatch):
+    """Without --output the MindIR file joins the checkpoint's folder (not the current one, the repository in the
+    README); its mode follows the umask, as the user's other files (MindSpore writes 0400)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.yaml", "convnext_atto_best.ckpt"):
+        shutil.copy(os.path.join(finetuned_run, name), run / name)
+    monkeypatch.chdir(tmp_path)
+    assert export.main(["--ckpt_path", str(run / "convnext_atto_best.ckpt")]) == 0
+    mask = os.umask(0o077)
+    os.umask(mask)
+    assert sorted(os.listdir(run)) == ["config.yaml", "convnext_atto.mindir", "convnext_atto_best.ckpt"]
+    assert stat.S_IMODE(os.stat(run / "convnext_atto.mindir").st_mode) == 0o666 & ~mask
+    assert sorted(os.listdir(tmp_path)) == ["run"]
 
 
 def test_export_onnx_of_convnext_says_why_not(finetuned_run, tmp_path, capsys):

@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
 
@@ -30,6 +31,12 @@ def weights(path):
     return {k: v.asnumpy() for k, v in ms.load_checkpoint(path).items()}
 
 
+def user_file_mode():
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def records(run_dir):
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f]
@@ -48,7 +55,7 @@ def test_run_folder_holds_config_metrics_plot_and_checkpoints(trained_run):
     run_dir, result = trained_run
     assert sorted(os.listdir(run_dir)) == ["checkpoint_scores.json", "class_names.txt", "config.yaml",
                                            "convnext_atto-2_4.ckpt", "convnext_atto_best.ckpt", "metrics.jsonl",
-                                           "metrics.png"]
+                                           "metrics.png", "written_files.json"]
     assert json.loads(open(os.path.join(run_dir, "checkpoint_scores.json")).read()) == {
         "convnext_atto-2_4.ckpt": records(run_dir)[-1]["val_top1"]}
     lines = records(run_dir)
@@ -59,6 +66,9 @@ def test_run_folder_holds_config_metrics_plot_and_checkpoints(trained_run):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert "loss=" in result.stderr and "lr=" in result.stderr and "img_s=" in result.stderr  # the progress bar
     assert "the CPU back end has no device queue; batches are fed from the host" in result.stderr
+    # readable as any file the user writes (MindSpore writes checkpoints 0400: no other account could read them)
+    for name in ("convnext_atto-2_4.ckpt", "convnext_atto_best.ckpt", "config.yaml"):
+        assert stat.S_IMODE(os.stat(os.path.join(run_dir, name)).st_mode) == user_file_mode(), name
 
 
 def test_validate_reproduces_the_best_accuracy(trained_run, tmp_path):
@@ -97,6 +107,14 @@ def test_validate_with_the_8_device_recipe_runs_on_one_device(trained_run):
      "error: .*does not fit this model; .*unexpected"),
     ("validate.py", [], "error: nothing to evaluate: pass --ckpt_path"),
     ("train.py", ["--batch_size", "100000"], "error: batch_size 100000 is larger than this rank's share"),
+    # the toolkit's own NPU recipe on a machine without an NPU: no 35-line RuntimeError
+    ("train.py", ["-c", "configs/convnext/convnext_tiny_ascend.yaml"], r"^error: device_target Ascend \(in "
+     r"configs/convnext/convnext_tiny_ascend.yaml\): this machine has no Ascend device that MindSpore can use "
+     r"\(MindSpore here runs on CPU\); pass --device_target CPU \(or auto\) to run here$"),
+    # a MindCV recipe of another family
+    ("validate.py", ["--model", "resnet50"], r"^error: unknown model 'resnet50' \(on the command line\): this toolkit "
+     r"has the ConvNeXt and ConvNeXt V2 families .*; pass --model convnext_tiny \(or another convnext_\*\) to run "
+     r"the rest of the recipe with it$"),
 ])
 def test_user_mistakes_give_one_line_errors(script, args, message):
     result = run(script, *TINY, *args, check_rc=2, timeout=120)
@@ -126,6 +144,14 @@ def test_the_recipe_features_train_together_on_the_device_path(tmp_path):
     assert {"loss_scale", "ema.feature.0.0.weight", "accum.feature.0.0.weight"} <= set(state)
     assert int(state["global_step"].asnumpy()[0]) == 8  # 16 micro-batches, 2 per update
     assert 1.0 <= float(state["loss_scale"].asnumpy()) <= 1024.0
+    # validate.py scores the weights that training scored and ranked: the EMA ones (the run's recipe is beside it)
+    scored = json.loads((tmp_path / "checkpoint_scores.json").read_text())["convnext_atto-2_8.ckpt"]
+    validated = subprocess.run(
+        [sys.executable, "validate.py", "--ckpt_path", str(tmp_path / "convnext_atto-2_8.ckpt")], cwd=ROOT,
+        capture_output=True, text=True, timeout=300, env={**os.environ, "MINDCV_FAST_CPU_OPS": "0"})
+    assert validated.returncode == 0, validated.stderr[-3000:]
+    assert f"top-1 {scored:.2f}%" in validated.stdout, (scored, validated.stdout)
+    assert "weights: the EMA weights of" in validated.stderr
 
 
 def test_the_quick_start_recipe_learns_the_digits(tmp_path):
@@ -141,3 +167,23 @@ def test_a_fresh_run_does_not_overwrite_an_earlier_one(trained_run):
     result = run("train.py", *TINY, "--num_samples", "64", "--ckpt_save_dir", run_dir, check_rc=2, timeout=120)
     assert f"{run_dir} holds checkpoints of an earlier run: pass --resume auto" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_resuming_a_run_past_its_epoch_size_is_an_error_not_a_silent_no_op(trained_run):
+    run_dir, _ = trained_run
+    before = {name: open(os.path.join(run_dir, name), "rb").read() for name in os.listdir(run_dir)}
+    result = run("train.py", *TINY, "--num_samples", "64", "--batch_size", "16", "--epoch_size", "1",
+                 "--ckpt_save_dir", run_dir, "--resume", "auto", check_rc=2, timeout=120)
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: nothing to train: {os.path.join(run_dir, 'convnext_atto-2_4.ckpt')} has done 2 epochs and epoch_size "
+        "is 1; pass --epoch_size N with N > 2 to train on")
+    assert "are not loaded" not in result.stderr  # MindSpore's warning of the learning-rate table, which stays
+    assert {name: open(os.path.join(run_dir, name), "rb").read() for name in os.listdir(run_dir)} == before
+
+
+def test_more_classes_than_folders_are_warned(tmp_path):
+    """MindCV's ImageNet recipes say num_classes 1000; on 10 class folders that is 990 outputs no label names."""
+    result = run("train.py", *TINY, "--num_classes", "12", "--num_samples", "8", "--batch_size", "16",
+                 "--ckpt_save_dir", str(tmp_path), check_rc=2, timeout=120)  # stops before the loader: no training
+    assert f"num_classes is 12 but {DEMO_DATA}/train has 10 class folders: 2 outputs will never be a label" in \
+        result.stderr

@@ -1,8 +1,10 @@
 """The top layer: what train.py, validate.py and the other scripts share: device set-up, data and model from a
 config, and turning a user's mistake into a one-line error instead of a traceback."""
+import difflib
 import functools
 import logging
 import os
+import re
 import sys
 from typing import List, Sequence, Tuple
 
@@ -11,8 +13,10 @@ import mindspore as ms
 from mindcv.data import create_dataset, create_loader, create_transforms
 from mindcv.engine.train_step import apply_amp
 from mindcv.errors import ConfigError
-from mindcv.io.names import RUN_RECIPE, beside_checkpoint
-from mindcv.models import create_model
+from mindcv.config.schema import where_set
+from mindcv.io.ckpt_check import validate_checkpoint_file
+from mindcv.io.names import EMA_PREFIX, RUN_RECIPE, beside_checkpoint
+from mindcv.models import _ema_state, create_model, is_model, list_models
 from mindcv.models.convnext import use_eval_kernels
 from mindcv.models.registry import model_keywords
 from mindcv.models.weights import load_state, read_state, to_mindcv_names
@@ -79,15 +83,24 @@ def setup_context(config) -> Tuple[int, int]:
 
     `distribute` from a recipe applies only when a launcher started the process (see
     `launched_for_distribution`), so the 8-device recipe also validates or fine-tunes on one device; typed on the
-    command line (`--distribute True`) it always applies."""
+    command line (`--distribute True`) it always applies. Every script calls it first: it also refuses a model this
+    toolkit does not have (`check_model_name`) before any data is read."""
+    check_model_name(config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if getattr(config, "run_folder_recipe", ""):
         _logger.info("config: %s, the recipe of the checkpoint's run folder (the command line overrides it)",
                      config.run_folder_recipe)
     ms.set_context(mode=config.mode)
     if config.device_target != "auto":
-        ms.set_device(config.device_target) if hasattr(ms, "set_device") else ms.set_context(
-            device_target=config.device_target)
+        try:
+            ms.set_device(config.device_target) if hasattr(ms, "set_device") else ms.set_context(
+                device_target=config.device_target)
+        except RuntimeError as error:  # 'Unsupported device target Ascend. This process only supports ...'
+            supported = re.search(r"supports one of the \[([^]]*)\]", str(error))
+            here = f" (MindSpore here runs on {supported.group(1).replace(chr(39), '')})" if supported else ""
+            raise ConfigError(f"device_target {config.device_target}{where_set(config, 'device_target')}: this "
+                              f"machine has no {config.device_target} device that MindSpore can use{here}; pass "
+                              "--device_target CPU (or auto) to run here") from None
     device_target = ms.get_context("device_target")
     jit_level = resolve_jit_level(config.jit_level, device_target)
     ms.set_context(jit_config={"jit_level": jit_level})
@@ -204,6 +217,19 @@ def build_loader(config, dataset, is_training: bool, num_classes: int = None, st
                          skip_batches=skip_batches, **mixing)
 
 
+def check_model_name(config) -> None:
+    """ConfigError for a model this toolkit does not have, saying which it has: a MindCV recipe of another family
+    (resnet50) runs here with --model convnext_* and the rest of the recipe as it is."""
+    if is_model(config.model):
+        return
+    close = difflib.get_close_matches(config.model, list_models(), n=1, cutoff=0.7)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise ConfigError(f"unknown model '{config.model}'{where_set(config, 'model')}: {hint}this toolkit has the "
+                      "ConvNeXt and ConvNeXt V2 families (convnext_tiny, convnextv2_tiny, ...; "
+                      "mindcv.models.list_models() lists them); pass --model convnext_tiny (or another convnext_*) "
+                      "to run the rest of the recipe with it")
+
+
 def build_model(config, num_classes: int, checkpoint_path: str = "", pretrained: bool = True):
     """`create_model` with the model keys of the config that the model's constructor takes (`model_keywords`: a
     family's own keywords stay its own; one it does not take, typed on the command line, is a ConfigError); the
@@ -235,7 +261,14 @@ def build_eval_model(config):
     (naming the run folder's config.yaml, and the model keys that the command line changed in it)."""
     if not config.ckpt_path:
         raise ConfigError("no weights: pass --ckpt_path CHECKPOINT (.ckpt, .safetensors or .pth)")
-    state, _ = to_mindcv_names(read_state(config.ckpt_path))
+    if _evaluates_ema(config):
+        _logger.info("weights: the EMA weights of %s (its %s.* entries, as training validated them; --ema False "
+                     "takes its raw weights)", config.ckpt_path, EMA_PREFIX)
+        state = _ema_state(config.ckpt_path)
+    else:
+        _logger.info("weights: %s%s", config.ckpt_path, " (its raw weights, as --ema False asks; without it, its "
+                     "EMA weights)" if _holds_ema(config.ckpt_path) else "")
+        state, _ = to_mindcv_names(read_state(config.ckpt_path))
     if "classifier.weight" not in state:
         raise ValueError(f"{config.ckpt_path} holds no classifier (a backbone-only checkpoint?); "
                          "fine-tune it first with train.py --ckpt_path")
@@ -258,3 +291,19 @@ def build_eval_model(config):
         raise ValueError(f"{error} The run folder has its recipe: leave -c out to use it ({recipe})") from None
     network.set_train(False)
     return network
+
+
+def _holds_ema(path: str) -> bool:
+    """Whether `path` is a .ckpt with EMA weights (`ema.*` entries: train.py with ema True writes them)."""
+    if not (path.lower().endswith(".ckpt") and os.path.isfile(path)):
+        return False
+    return any(name.startswith(f"{EMA_PREFIX}.") for name in validate_checkpoint_file(path))
+
+
+def _evaluates_ema(config) -> bool:
+    """Whether validate, infer and export take the EMA weights of `config.ckpt_path`: as `--ema` says on the command
+    line (True: ValueError later for a checkpoint without them), else whenever the checkpoint holds them, so that
+    these score the weights that training validated and ranked (checkpoint_scores.json)."""
+    if "ema" in getattr(config, "command_line_keys", ()):
+        return config.ema
+    return _holds_ema(config.ckpt_path)

@@ -16,7 +16,7 @@ import difflib
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
@@ -83,6 +83,9 @@ class Option:
     supported: Optional[Tuple] = None  # the values training honours so far (None: every valid value)
     unsupported: str = ""  # why other values are refused, and what to do instead
     or_text: Optional[str] = None  # a bool that may also be a text matching this pattern (pretrained: a Hub tag)
+    one_off: bool = False  # an instruction to one run (resume from here), not part of its recipe: see recipe_of
+    scripts: Tuple[str, ...] = ("train",)  # the scripts that read the key (SCRIPTS); the others' help leaves it out
+    group: str = ""  # its heading in --help and docs/config.md (GROUPS), set by the marker before it in SCHEMA
 
     def accepts(self, value) -> bool:
         """Whether `value` (already of the option's type) lies in the option's valid range."""
@@ -112,47 +115,77 @@ class Option:
 
 
 def _opt(name, type_, default, help_, choices=None, item=float, valid=None, length=None, ordered=False, aliases=(),
-         supported=None, unsupported="", or_text=None):
+         supported=None, unsupported="", or_text=None, scripts=("train",), one_off=False):
     return Option(name, type_, default, help_, choices, optional=default is None, item=item, valid=valid,
                   length=length, ordered=ordered, aliases=aliases, supported=supported, unsupported=unsupported,
-                  or_text=or_text)
+                  or_text=or_text, scripts=scripts, one_off=one_off)
 
 
-SCHEMA: List[Option] = [
-    # system
-    _opt("mode", int, 0, "0: graph mode (compiled), 1: PyNative (eager)", (0, 1)),
-    _opt("device_target", str, "auto", "CPU, GPU, Ascend, or auto: what this machine has", ("auto", "CPU", "GPU", "Ascend")),
+# The scripts that read the recipe, by the name their help and errors use, and what each is for.
+SCRIPTS = {"train": "train.py", "validate": "validate.py", "infer": "infer.py", "export": "python -m mindcv.export"}
+# who reads a key besides train.py: every script (the network and its input), the ones that predict from images
+# (the evaluation transform, the precision), the ones that read a dataset split
+EVERY_SCRIPT = ("train", "validate", "infer", "export")
+PREDICTING = ("train", "validate", "infer")
+VALIDATING = ("train", "validate")
+# the headings of --help and docs/config.md, in MindCV's order (its config.py's argument groups)
+GROUPS = {"system": "System", "dataset": "Dataset", "augmentation": "Augmentation", "model": "Model",
+          "training": "Training loop and precision", "checkpoint": "Checkpoints and resuming", "loss": "Loss",
+          "optimizer": "Optimizer", "scheduler": "Learning-rate scheduler"}
+
+
+def _grouped(entries) -> List[Option]:
+    """The options of `entries`, each with the group of the latest group name (a key of GROUPS) before it."""
+    options, group = [], ""
+    for entry in entries:
+        if isinstance(entry, str):
+            group = entry
+        else:
+            options.append(replace(entry, group=group))
+    return options
+
+
+SCHEMA: List[Option] = _grouped([
+    "system",
+    _opt("mode", int, 0, "0: graph mode (compiled), 1: PyNative (eager)", (0, 1), scripts=EVERY_SCRIPT),
+    _opt("device_target", str, "auto", "CPU, GPU, Ascend, or auto: what this machine has",
+         ("auto", "CPU", "GPU", "Ascend"), scripts=EVERY_SCRIPT),
     _opt("distribute", bool, False, "data-parallel training under msrun (one process per device); from a recipe it "
-         "applies only when a launcher (msrun) started the process, from the command line always"),
+         "applies only when a launcher (msrun) started the process, from the command line always", scripts=VALIDATING),
     _opt("jit_level", str, "O0", "graph compilation level (mindspore.JitConfig): O0 kernel by kernel, O1 with "
-         "operator fusion, O2 whole graph sunk to the device (Ascend; elsewhere O0 is used)", ("O0", "O1", "O2")),
-    _opt("seed", int, 42, "seed of weights initialisation, data order and augmentation", valid=Range(0, 2**31 - 1)),
+         "operator fusion, O2 whole graph sunk to the device (Ascend; elsewhere O0 is used)", ("O0", "O1", "O2"),
+         scripts=EVERY_SCRIPT),
+    _opt("seed", int, 42, "seed of weights initialisation, data order and augmentation", valid=Range(0, 2**31 - 1),
+         scripts=VALIDATING),
     _opt("val_while_train", bool, True, "validate during training"),
     _opt("val_interval", int, 1, "validate every this many epochs", valid=AT_LEAST_1),
     _opt("log_interval", int, 100, "steps between progress reports (loss, lr, images/s) when batches are fed from "
          "the host; the loss is read from the device only then", valid=AT_LEAST_1),
-    # dataset
+    "dataset",
     _opt("dataset", str, "imagefolder", "dataset kind: imagenet or imagefolder (root/<split>/<class>/<image>), or "
-         "cifar10, cifar100, mnist (their standard binary files under data_dir)"),
-    _opt("data_dir", str, "", "dataset root holding the train and val split folders"),
-    _opt("train_split", str, "train", "folder of the training split under data_dir"),
-    _opt("val_split", str, "val", "folder of the validation split under data_dir"),
-    _opt("dataset_download", bool, False, "download the dataset into data_dir first (cifar10, cifar100, mnist)"),
+         "cifar10, cifar100, mnist (their standard binary files under data_dir)", scripts=PREDICTING),
+    _opt("data_dir", str, "", "dataset root holding the train and val split folders", scripts=PREDICTING),
+    _opt("train_split", str, "train", "folder of the training split under data_dir", scripts=("train", "infer")),
+    _opt("val_split", str, "val", "folder of the validation split under data_dir", scripts=VALIDATING),
+    _opt("dataset_download", bool, False, "download the dataset into data_dir first (cifar10, cifar100, mnist)",
+         scripts=VALIDATING),
     _opt("shuffle", bool, True, "shuffle the training set each epoch"),
-    _opt("num_samples", int, None, "use only this many samples (debugging)", valid=AT_LEAST_1),
-    _opt("num_parallel_workers", int, 4, "data loading workers per process (at most the CPU count)", valid=AT_LEAST_1),
+    _opt("num_samples", int, None, "use only this many samples (debugging)", valid=AT_LEAST_1, scripts=VALIDATING),
+    _opt("num_parallel_workers", int, 4, "data loading workers per process (at most the CPU count)", valid=AT_LEAST_1,
+         scripts=VALIDATING),
     _opt("python_multiprocessing", bool, False, "run the data loading workers as processes instead of threads "
-         "(for Python transforms that hold the GIL; the built-in transforms release it)"),
+         "(for Python transforms that hold the GIL; the built-in transforms release it)", scripts=VALIDATING),
     _opt("batch_size", int, 32, "images per step per device; the global batch is batch_size x devices",
-         valid=AT_LEAST_1),
+         valid=AT_LEAST_1, scripts=EVERY_SCRIPT),
     _opt("drop_remainder", bool, True, "drop the last incomplete training batch"),
     _opt("aug_repeats", int, 0, "repeated augmentation: each epoch takes the first 1/aug_repeats of its sample order "
          "and shows every image aug_repeats times, differently augmented (spread over the ranks); the steps per "
          "epoch stay the same. 0 or 1: off", valid=NON_NEGATIVE),
     _opt("eval_shuffle", bool, False, "visit the validation set in a seeded random order (decides which images "
-         "num_samples keeps; the scores of a whole split do not depend on the order)"),
-    # augmentation
-    _opt("image_resize", int, 224, "training crop and evaluation crop size, pixels", valid=AT_LEAST_1),
+         "num_samples keeps; the scores of a whole split do not depend on the order)", scripts=VALIDATING),
+    "augmentation",
+    _opt("image_resize", int, 224, "training crop and evaluation crop size, pixels", valid=AT_LEAST_1,
+         scripts=EVERY_SCRIPT),
     _opt("scale", list, [0.08, 1.0], "random resized crop area range, fraction of the image", valid=FRACTION,
          length=(2, 2), ordered=True),
     _opt("ratio", list, [0.75, 1.333], "random resized crop aspect-ratio range", valid=POSITIVE, length=(2, 2),
@@ -162,7 +195,8 @@ SCHEMA: List[Option] = [
     _opt("color_jitter", list, None, "colour jitter strengths: brightness, contrast, saturation[, hue]; one "
          "number: the same for brightness, contrast and saturation (MindCV's float)",
          valid=NON_NEGATIVE, length=(1, 4)),
-    _opt("interpolation", str, "bilinear", "resize interpolation", ("bilinear", "bicubic", "nearest")),
+    _opt("interpolation", str, "bilinear", "resize interpolation", ("bilinear", "bicubic", "nearest"),
+         scripts=PREDICTING),
     _opt("auto_augment", str, None, "augmentation policy, in timm's spelling: randaug-m9-mstd0.5-inc1 (RandAugment; "
          "w0: weighted), autoaug / autoaugr (AutoAugment's ImageNet policy), 3a (DeiT III), augmix-m5-w4-d2, "
          "trivialaugwide"),
@@ -176,47 +210,54 @@ SCHEMA: List[Option] = [
     _opt("re_ratio", list, [0.3, 3.3], "random erasing aspect-ratio range", valid=POSITIVE, length=(2, 2),
          ordered=True),
     _opt("re_max_attempts", int, 10, "random erasing tries to place a box", valid=AT_LEAST_1),
-    _opt("mean", list, None, "normalisation mean per channel, 0-255 scale (default: ImageNet's)", valid=Range(0, 255)),
-    _opt("std", list, None, "normalisation std per channel, 0-255 scale (default: ImageNet's)", valid=POSITIVE),
+    _opt("mean", list, None, "normalisation mean per channel, 0-255 scale (default: ImageNet's)", valid=Range(0, 255),
+         scripts=PREDICTING),
+    _opt("std", list, None, "normalisation std per channel, 0-255 scale (default: ImageNet's)", valid=POSITIVE,
+         scripts=PREDICTING),
     _opt("crop_pct", float, 0.875, "evaluation: resize the shorter side to image_resize / crop_pct, then centre crop",
-         valid=FRACTION),
+         valid=FRACTION, scripts=PREDICTING),
     _opt("mixup", float, 0.0, "mixup alpha; 0 disables", valid=NON_NEGATIVE),
     _opt("cutmix", float, 0.0, "cutmix alpha; 0 disables", valid=NON_NEGATIVE),
     _opt("cutmix_prob", float, 1.0, "probability of applying mixup/cutmix to a batch", valid=PROBABILITY),
-    # model
-    _opt("model", str, "convnext_tiny", "registered model name, see mindcv.models.list_models()"),
-    _opt("num_classes", int, None, "classifier outputs (default: the number of class folders)", valid=AT_LEAST_1),
-    _opt("in_channels", int, 3, "input image channels", valid=AT_LEAST_1),
+    "model",
+    _opt("model", str, "convnext_tiny", "registered model name, see mindcv.models.list_models()", scripts=EVERY_SCRIPT),
+    _opt("num_classes", int, None, "classifier outputs (default: the number of class folders)", valid=AT_LEAST_1,
+         scripts=EVERY_SCRIPT),
+    _opt("in_channels", int, 3, "input image channels", valid=AT_LEAST_1, scripts=EVERY_SCRIPT),
     _opt("pretrained", bool, False, "start from the published ImageNet weights of the model (downloaded into "
          "$MINDCV_HOME), or from a Hugging Face Hub repository such as timm/convnextv2_tiny.fcmae_ft_in22k_in1k",
-         or_text=r"[\w.-]+/[\w.-]+"),
-    _opt("ckpt_path", str, "", "weights to start from (train) or to evaluate (validate): .ckpt, .safetensors, .pth"),
+         or_text=r"[\w.-]+/[\w.-]+", scripts=VALIDATING),
+    _opt("ckpt_path", str, "", "weights to start from (train) or to evaluate (validate, infer, export): .ckpt, "
+         ".safetensors, .pth", scripts=EVERY_SCRIPT),
     _opt("depths", list, None, "override the model's blocks per stage (4 integers), e.g. for a small demo model",
-         item=int, valid=AT_LEAST_1, length=(4, 4)),
+         item=int, valid=AT_LEAST_1, length=(4, 4), scripts=EVERY_SCRIPT),
     _opt("dims", list, None, "override the model's channels per stage (4 integers)", item=int, valid=AT_LEAST_1,
-         length=(4, 4)),
+         length=(4, 4), scripts=EVERY_SCRIPT),
     _opt("drop_rate", float, None, "dropout rate before the classifier, in training (default: the model's, 0)",
          valid=BELOW_1),
     _opt("drop_path_rate", float, None, "stochastic depth rate of the last block (default: the model's, 0 for "
          "ConvNeXt)", valid=BELOW_1),
     _opt("layer_scale_init_value", float, None, "initial layer-scale gamma; 0 disables (default: the model's, 1e-6 "
-         "for ConvNeXt, none for ConvNeXt V2)", valid=NON_NEGATIVE),
+         "for ConvNeXt, none for ConvNeXt V2)", valid=NON_NEGATIVE, scripts=EVERY_SCRIPT),
     _opt("head_init_scale", float, 1.0, "scale of the initial classifier weights", valid=NON_NEGATIVE),
-    _opt("ema", bool, False, "keep an exponential moving average of the weights; validate and save it"),
+    _opt("ema", bool, False, "train: keep an exponential moving average (EMA) of the weights, validate and save it; "
+         "validate, infer, export: a checkpoint's EMA weights are used whenever it holds them, --ema False takes its "
+         "raw weights, --ema True insists on EMA ones", scripts=EVERY_SCRIPT),
     _opt("ema_decay", float, 0.9999, "EMA decay per step", valid=PROBABILITY),
-    # training loop and checkpoints
+    "training",
     _opt("epoch_size", int, 90, "training epochs", valid=AT_LEAST_1),
     _opt("dataset_sink_mode", bool, True, "feed data through the device queue (Ascend/GPU; CPU reads on the host)"),
     _opt("sink_size", int, -1, "steps per device-side loop (data sink) between host reads of the loss; -1: one "
          "epoch. Host-fed runs read every min(sink_size, log_interval) steps", valid=Range(1, also=(-1,))),
     _opt("amp_level", str, "O0", "mixed precision: O0 fp32, O1 / O2 / O3 float16 (O2 keeps LayerNorm fp32)",
-         ("O0", "O1", "O2", "O3")),
+         ("O0", "O1", "O2", "O3"), scripts=PREDICTING),
     _opt("val_amp_level", str, None, "mixed precision of validate.py / infer (default: amp_level)",
-         ("O0", "O1", "O2", "O3")),
+         ("O0", "O1", "O2", "O3"), scripts=PREDICTING),
     _opt("amp_cast_list", str, None, "cell classes that replace amp_level's own list: [nn.Dense, nn.Conv2d] or a YAML "
          "list, of mindspore.nn ('nn.' optional) or mindcv.models.layers; O1 runs these cells in float16 and the rest "
          "in float32, O2 these in float32 and the rest in float16 (ConvNeXt's pointwise layers follow their block); "
-         "O0 and O3 ignore it"),
+         "O0 and O3 ignore it", scripts=PREDICTING),
+    "checkpoint",
     _opt("ckpt_save_dir", str, "./runs/train", "run folder: checkpoints, resolved config, metrics, plot"),
     _opt("ckpt_save_interval", int, 1, "save a checkpoint every this many epochs", valid=AT_LEAST_1),
     _opt("keep_checkpoint_max", int, 10, "epoch checkpoints kept, chosen by ckpt_save_policy; 0 keeps all",
@@ -224,11 +265,11 @@ SCHEMA: List[Option] = [
     _opt("ckpt_save_policy", str, "latest_k", "which epoch checkpoints to keep: latest_k (the newest "
          "keep_checkpoint_max) or top_k (the keep_checkpoint_max best by validation top-1, and the newest, which "
          "resume needs; needs val_while_train)", ("latest_k", "top_k")),
-    _opt("resume", str, "", "resume from this checkpoint, or 'auto': the newest one in ckpt_save_dir"),
+    _opt("resume", str, "", "resume from this checkpoint, or 'auto': the newest one in ckpt_save_dir", one_off=True),
     _opt("resume_opt", bool, False, "resume training from ckpt_path, as --resume ckpt_path: weights, optimizer "
          "state and position from one of our {model}-{epoch}_{step}.ckpt (MindCV's checkpoints hold weights only: "
-         "their optimizer state is in a separate optim_{model}.ckpt)"),
-    # loss
+         "their optimizer state is in a separate optim_{model}.ckpt)", one_off=True),
+    "loss",
     _opt("loss", str, "ce", "loss: ce (softmax cross entropy), bce (per-class sigmoid cross entropy), "
          "asl_single_label / asl_multi_label (asymmetric loss), jsd (AugMix consistency: needs aug_splits 3)",
          ("ce", "bce", "asl_single_label", "asl_multi_label", "jsd")),
@@ -238,7 +279,7 @@ SCHEMA: List[Option] = [
     _opt("reduction", str, "mean", "how the loss of a batch is reduced: mean or sum over the images (none: one "
          "value per image)", ("mean", "sum", "none"), supported=("mean", "sum"),
          unsupported="a training step needs one loss value per batch; use mean or sum"),
-    # optimizer
+    "optimizer",
     _opt("opt", str, "adamw", "optimizer (see mindcv.optim.create_optimizer)",
          ("adam", "adamw", "nadam", "adan", "lion", "lamb", "sgd", "momentum", "nesterov", "rmsprop", "adagrad")),
     _opt("momentum", float, 0.9, "momentum (sgd/momentum); beta1 of adam/adamw/lion", valid=BELOW_1),
@@ -259,7 +300,7 @@ SCHEMA: List[Option] = [
     _opt("clip_value", float, 15.0, "maximum global gradient norm when clip_grad", valid=POSITIVE),
     _opt("gradient_accumulation_steps", int, 1, "accumulate gradients over this many steps per update",
          valid=AT_LEAST_1),
-    # learning-rate schedule
+    "scheduler",
     _opt("scheduler", str, "cosine_decay", "learning-rate schedule (see mindcv.scheduler.create_scheduler)",
          SCHEDULERS),
     _opt("lr", float, 0.001, "peak learning rate, for the global batch", valid=NON_NEGATIVE),
@@ -275,7 +316,7 @@ SCHEMA: List[Option] = [
          "cyclic: triangles", valid=AT_LEAST_1),
     _opt("cycle_decay", float, 1.0, "cosine_decay: each cycle's peak is cycle_decay x the previous one's",
          valid=NON_NEGATIVE),
-]
+])
 OPTIONS: Dict[str, Option] = {o.name: o for o in SCHEMA}
 ALIASES: Dict[str, str] = {alias: o.name for o in SCHEMA for alias in o.aliases}
 # A key of MindCV's saved configs that names the recipe file itself; MindCV ignores it when reading a recipe.
@@ -323,7 +364,9 @@ def coerce(option: Option, value):
 
 
 def unknown_key_error(key: str, where: str) -> ConfigError:
-    close = difflib.get_close_matches(key, [*OPTIONS, *ALIASES], n=1, cutoff=0.5)
+    # only a close match helps (drop_path: drop_path_rate; epochs: epoch_size); a loose one misleads (image_path is
+    # not aug_repeats)
+    close = difflib.get_close_matches(key, [*OPTIONS, *ALIASES], n=1, cutoff=0.7)
     hint = f"; did you mean '{close[0]}'?" if close else "; see `python train.py --help` for every key"
     return ConfigError(f"unknown config key '{key}' in {where}{hint}")
 
@@ -408,6 +451,10 @@ def load_yaml(path: str) -> Dict[str, Any]:
                 loader.dispose()
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}{where} is not valid YAML: {error.problem or error.context}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
     if not isinstance(data, dict):
@@ -434,20 +481,38 @@ def _flatten(data: dict):
             yield key, value
 
 
-def build_parser(description: str = "") -> argparse.ArgumentParser:
+def build_parser(description: str = "", script: str = "train") -> argparse.ArgumentParser:
     """An argparse parser with `-c/--config` and one `--key` per schema option, also reachable by its aliases
     (no defaults filled in, so that only the keys given on the command line override the recipe). A bool key
-    given without a value (`--pretrained`) is True."""
-    parser = argparse.ArgumentParser(description=description, allow_abbrev=False,
+    given without a value (`--pretrained`) is True. Its help shows the keys that `script` (a key of SCRIPTS)
+    reads, under their GROUPS headings; the others are accepted too (a training recipe or command line serves
+    every script) but left out of the help, which says so."""
+    others = "" if script == "train" else (f"{SCRIPTS[script]} also accepts the other keys of a recipe (see "
+                                           "train.py --help) and does not use them.")
+    parser = argparse.ArgumentParser(prog=SCRIPTS[script], description=description, allow_abbrev=False, epilog=others,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("-c", "--config", default="", help="YAML recipe")
+    parser.add_argument("-c", "--config", default="", metavar="RECIPE", help="YAML recipe: ours, or MindCV's")
+    sections = {}
     for option in SCHEMA:
         bare = dict(nargs="?", const=True) if option.type is bool else dict(nargs="+" if option.type is list else None)
         flags = [f"--{name}" for name in (option.name, *option.aliases)]
-        parser.add_argument(*flags, dest=option.name, default=argparse.SUPPRESS, metavar=option.type.__name__.upper(),
-                            help=f"{option.help} (default: {option.default}{_valid_text(option, '; valid: ')})",
-                            **bare)
+        if script in option.scripts:
+            if option.group not in sections:
+                sections[option.group] = parser.add_argument_group(GROUPS[option.group])
+            section = sections[option.group]
+            help_text = f"{option.help} (default: {option.default}{_valid_text(option, '; valid: ')})"
+        else:
+            section, help_text = parser, argparse.SUPPRESS
+        section.add_argument(*flags, dest=option.name, default=argparse.SUPPRESS, metavar=option.type.__name__.upper(),
+                             help=help_text, **bare)
     return parser
+
+
+def _short_usage(parser: argparse.ArgumentParser) -> str:
+    """The usage line without the key list (argparse's own lists every option: a hundred lines above an error)."""
+    positional = " ".join(f"{action.metavar or action.dest} ..." if action.nargs in ("+", "*") else
+                          str(action.metavar or action.dest) for action in parser._actions if not action.option_strings)
+    return f"%(prog)s [-h] [-c RECIPE] [--KEY VALUE ...]{' ' + positional if positional else ''}"
 
 
 def _valid_text(option: Option, prefix: str = "") -> str:
@@ -459,17 +524,19 @@ def _valid_text(option: Option, prefix: str = "") -> str:
 
 
 def parse_config(argv: Optional[List[str]] = None, description: str = "", extra=None,
-                 recipe_beside_checkpoint: bool = False) -> argparse.Namespace:
+                 recipe_beside_checkpoint: bool = False, script: str = "train") -> argparse.Namespace:
     """Defaults, then the recipe named by --config, then command-line overrides.
 
-    `extra(parser)` may add script-specific arguments that are not part of the recipe schema.
+    `extra(parser)` may add script-specific arguments that are not part of the recipe schema. `script` (a key of
+    SCRIPTS) chooses the keys that --help shows (`build_parser`).
     `recipe_beside_checkpoint` (validate, infer, export): without --config, a `--ckpt_path` inside a run folder
     takes the recipe from the run's `config.yaml` beside it; `config.run_folder_recipe` is then its path
     (otherwise ""), and `config.config` too.
     Raises ConfigError for an unknown key, a value of the wrong type or out of its range (`validate_config`)."""
-    parser = build_parser(description)
+    parser = build_parser(description, script)
     if extra is not None:
         extra(parser)
+    parser.usage = _short_usage(parser)
     args, unknown = parser.parse_known_args(argv)
     for token in unknown:
         if token.startswith("--"):
@@ -505,7 +572,7 @@ def validate_config(config: argparse.Namespace) -> None:
         value = getattr(config, option.name)
         if not option.accepts(value):
             raise ConfigError(f"{option.name} must be {option.requirement()}, got {value}"
-                              f"{_where(config, option.name)}")
+                              f"{where_set(config, option.name)}")
     for name in ("mean", "std"):
         values = getattr(config, name)
         # with one channel, three values (ImageNet's) are averaged by the transforms
@@ -521,7 +588,7 @@ def check_supported(config: argparse.Namespace) -> None:
     for option in SCHEMA:
         value = getattr(config, option.name)
         if option.supported is not None and value not in option.supported:
-            raise ConfigError(f"{option.name} {value!r}{_where(config, option.name)} is not supported: "
+            raise ConfigError(f"{option.name} {value!r}{where_set(config, option.name)} is not supported: "
                               f"{option.unsupported}")
     if config.ckpt_save_policy == "top_k" and not config.val_while_train:
         raise ConfigError("ckpt_save_policy top_k ranks checkpoints by validation top-1: set val_while_train True")
@@ -551,7 +618,7 @@ def resume_checkpoint(config: argparse.Namespace) -> str:
     return config.ckpt_path
 
 
-def _where(config: argparse.Namespace, name: str) -> str:
+def where_set(config: argparse.Namespace, name: str) -> str:
     """' (on the command line)' or ' (in RECIPE)': where the value of `name` came from (defaults are valid)."""
     if name in getattr(config, "command_line_keys", ()):
         return " (on the command line)"
@@ -560,8 +627,14 @@ def _where(config: argparse.Namespace, name: str) -> str:
 
 
 def recipe_of(config: argparse.Namespace) -> Dict[str, Any]:
-    """The resolved configuration as a recipe: every schema key and its value, in the schema's order of reading."""
-    return {k: v for k, v in vars(config).items() if k in OPTIONS}
+    """The resolved configuration as a recipe (a run folder's config.yaml): the schema keys and their values, in the
+    schema's order of reading, less the one-off instructions to the run that wrote it (`Option.one_off`: resume,
+    resume_opt), so that training from the recipe starts a run as the first one did instead of resuming. With
+    resume_opt, ckpt_path names the checkpoint resumed, not weights to start from: it is left out too."""
+    recipe = {k: v for k, v in vars(config).items() if k in OPTIONS and not OPTIONS[k].one_off}
+    if config.resume_opt:
+        del recipe["ckpt_path"]
+    return recipe
 
 
 def dump_config(config: argparse.Namespace, path: str) -> None:
@@ -571,14 +644,21 @@ def dump_config(config: argparse.Namespace, path: str) -> None:
 
 
 def schema_table() -> str:
-    """Every key as a Markdown table (key and its aliases, type, default, valid values, help):
-    `python -m mindcv.config.schema`."""
-    rows = ["| key | type | default | valid | what it does |", "|---|---|---|---|---|"]
-    for option in SCHEMA:
-        kind = f"list of {option.item.__name__}" if option.type is list else option.type.__name__
-        names = " = ".join(f"`{name}`" for name in (option.name, *option.aliases))
-        rows.append(f"| {names} | {kind} | `{option.default}` | {_valid_text(option)} | {option.help} |")
-    return "\n".join(rows)
+    """Every key as Markdown, one table per group (GROUPS): key and its aliases, type, default, valid values, the
+    scripts that read it, help. `python -m mindcv.config.schema`."""
+    sections = []
+    for group, title in GROUPS.items():
+        rows = [f"### {title}", "", "| key | type | default | valid | read by | what it does |",
+                "|---|---|---|---|---|---|"]
+        for option in SCHEMA:
+            if option.group != group:
+                continue
+            kind = f"list of {option.item.__name__}" if option.type is list else option.type.__name__
+            names = " = ".join(f"`{name}`" for name in (option.name, *option.aliases))
+            rows.append(f"| {names} | {kind} | `{option.default}` | {_valid_text(option)} | {', '.join(option.scripts)} "
+                        f"| {option.help} |")
+        sections.append("\n".join(rows))
+    return "\n\n".join(sections)
 
 
 if __name__ == "__main__":

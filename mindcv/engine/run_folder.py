@@ -343,5 +343,7 @@ def restore(train_step, path: str, instead: str = "use --ckpt_path instead of --
     if missing:
         raise ValueError(f"{path} does not fit this run (missing {len(missing)}: {', '.join(missing[:5])}); was it "
                          "saved with another model, optimizer, ema or gradient_accumulation_steps?")
-    ms.load_param_into_net(train_step, {k: v for k, v in state.items() if k in names}, strict_load=True)
+    # the table is loaded over itself: MindSpore warns "['learning_rate'] are not loaded" of any parameter not given
+    table = {p.name: p for p in train_step.get_parameters() if p.name == "learning_rate"}
+    ms.load_param_into_net(train_step, {**{k: v for k, v in state.items() if k in names}, **table}, strict_load=True)
     return int(state[EPOCH_KEY].asnumpy()), int(state[STEP_KEY].asnumpy())

@@ -10,6 +10,14 @@ from mindcv.io.ckpt_check import validate_checkpoint_file
 from mindcv.io.files import temporary_path
 
 
+def user_file_mode() -> int:
+    """The mode `open()` gives a new file: 0666 less the process's umask. MindSpore writes checkpoints and MindIR
+    files 0400, which another account on a shared server (or a serving account) cannot read."""
+    mask = os.umask(0o077)  # read by setting it: meanwhile the strict mask, so no file made then opens wider
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def save_checkpoint_atomic(save_obj: Union[ms.nn.Cell, list, dict], path: str, append_dict: dict = None) -> str:
     """`mindspore.save_checkpoint` into a temporary file beside `path`, then rename it over `path`.
 
@@ -25,6 +33,7 @@ def save_checkpoint_atomic(save_obj: Union[ms.nn.Cell, list, dict], path: str, a
     leftovers = (temporary, os.path.splitext(temporary)[0] + ".tmp")
     try:
         ms.save_checkpoint(save_obj, temporary, append_dict=append_dict)
+        os.chmod(temporary, user_file_mode())
         os.replace(temporary, path)
     finally:
         for leftover in leftovers:

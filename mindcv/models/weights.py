@@ -159,7 +159,7 @@ def match_state(model: nn.Cell, state: Dict[str, np.ndarray], source: str = "che
         if value.shape != shape and value.size == int(np.prod(shape)) and _same_up_to_ones(value.shape, shape):
             value = value.reshape(shape)
         if value.shape != shape:
-            wrong_shape.append(f"{name} {tuple(value.shape)} vs {shape}")
+            wrong_shape.append(f"{name} {tuple(value.shape)} in the checkpoint, {shape} in the model")
             continue
         fitted[name] = value
     classifier_mismatch = [s for s in wrong_shape if s.startswith("classifier.")]
