@@ -16,7 +16,7 @@ setup(
     long_description=(here / "README.md").read_text(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["mindcv", "mindcv.*"]),
-    package_data={"mindcv": ["ops/*.cc", "ops/*.h", "native/*.h", "data/*.cc"]},
+    package_data={"mindcv": ["ops/*.cc", "ops/*.h", "native/*.h", "data/*.cc", "selftest_reference/*.json"]},
     python_requires=">=3.9",
     install_requires=requirements,
 )
