@@ -2,16 +2,20 @@
 `mindcv.data.dataset_download`: `MnistDownload(root).download()`, `.path`).
 
 The files come from their standard addresses and are checked against their published md5 sums, through
-`mindcv.io.download.DownLoad` (atomic, resumable, one download for several processes: ranks of a
-distributed run share one copy). Files already in place are not downloaded again. Without a network the
-error is one line naming the files to place and where.
+`mindcv.io.download.DownLoad` (atomic, resumable, limited in size and time). Files already in place are not
+downloaded again; a file of a dataset's name with another md5 is left alone and is an error (it may be another
+dataset's). Several processes (the ranks of a distributed run) download and unpack once: the first takes a lock in
+the dataset's folder, the others wait for it (at most `LOCK_WAIT_S`) and then find the files. Without a network
+the error is one line naming the files to place and where.
 
 `get_dataset_download_root()`: where `create_dataset(root=None)` looks for (and downloads) a dataset, in the
 folder named after it: `$MINDCV_HOME/dataset` when MINDCV_HOME is set, else MindCV's `~/.mindspore/dataset`.
 """
 import os
 
-from ..io.download import DownLoad, DownloadError
+from ..io.download import DownLoad, DownloadError, ExistingFileError, exclusive
+
+LOCK_WAIT_S = 2 * 3600.0  # how long a process waits for another one's download of the same dataset
 
 
 def get_dataset_download_root():
@@ -42,6 +46,7 @@ class DatasetDownload:
     files = ()  # the dataset's files in `path`
     train_files, test_files = (), ()  # an archive's files of each split (the readers in mindcv.data.dataset)
     contents = ""  # how the message names them, for an archive
+    max_bytes = 512 << 20  # the largest download, and the most an archive may unpack to (CIFAR's: 170 MB, 180 MB)
 
     def __init__(self, root=None):
         self.root = os.path.expanduser(root) if root else os.path.join(get_dataset_download_root(), self.name)
@@ -54,21 +59,36 @@ class DatasetDownload:
         """Fetch (and unpack) the files unless they are there. DownloadError (a ValueError) when it cannot."""
         if self.downloaded():
             return self.path
+        os.makedirs(self.root, exist_ok=True)
+        with exclusive(os.path.join(self.root, f".{self.name}.download.lock"), LOCK_WAIT_S, self.title):
+            if self.downloaded():  # another process finished it while this one waited
+                return self.path
+            self._download_all()
+            if not self.downloaded():
+                raise DownloadError(f"{self.title} was downloaded and unpacked, but {self.path} does not hold "
+                                    f"{self.contents or ', '.join(self.files)}: what was there before is left as it "
+                                    "was; move it away and download again")
+        return self.path
+
+    def _download_all(self):
         helper = DownLoad()
         for filename, md5, urls in self.resources:
             failures = []
             for url in urls:
                 try:
                     if self.archive:
-                        helper.download_and_extract_archive(url, self.root, filename=filename, md5=md5)
+                        helper.download_and_extract_archive(url, self.root, filename=filename, md5=md5,
+                                                            max_bytes=self.max_bytes,
+                                                            max_unpacked_bytes=self.max_bytes)
                     else:
-                        helper.download_url(url, self.root, filename=filename, md5=md5)
+                        helper.download_url(url, self.root, filename=filename, md5=md5, max_bytes=self.max_bytes)
                     break
+                except ExistingFileError:  # the same at every address: a file of the user's is in the way
+                    raise
                 except DownloadError as error:
                     failures.append(f"{url}: {_reason(error)}")
             else:
                 raise DownloadError(f"cannot download {self.title} ({'; '.join(failures)}); {self.by_hand()}")
-        return self.path
 
     def by_hand(self):
         """What to fetch by hand, and where to put it."""
