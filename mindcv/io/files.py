@@ -41,11 +41,12 @@ def write_text_atomic(path: str, text: str) -> str:
     return path
 
 
-def open_regular(path: str, flags: int, mode: int = 0o644) -> int:
+def open_regular(path: str, flags: int, mode: int = 0o644, follow_links: bool = False) -> int:
     """`os.open(path, flags | O_NOFOLLOW)`, then OSError unless it is a regular file: a symlink, FIFO or device
     planted at `path` is refused instead of written through (or blocking the open: O_NONBLOCK until checked).
-    Returns the descriptor (blocking)."""
-    descriptor = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, mode)
+    `follow_links`: a link to a regular file is accepted (for reading a user's own files). Returns the
+    descriptor (blocking)."""
+    descriptor = os.open(path, flags | (0 if follow_links else os.O_NOFOLLOW) | os.O_NONBLOCK, mode)
     if not stat.S_ISREG(os.fstat(descriptor).st_mode):
         os.close(descriptor)
         raise OSError(f"{path} is not a regular file")
