@@ -235,6 +235,9 @@ def test_mindcv_public_names():
     assert mindcv.models.is_model_pretrained("convnext_tiny")
     assert mindcv.models.model_entrypoint("convnext_tiny") is mindcv.models.registry._model_entrypoints["convnext_tiny"]
     assert mindcv.create_loader is create_loader and mindcv.create_optimizer is create_optimizer
+    # MindCV's fine-tuning scripts find the classifier to leave out or train alone by the registry's cfg
+    cfg = mindcv.models.registry._model_pretrained_cfgs["convnext_tiny"]
+    assert cfg["classifier"] == "classifier" and cfg["url"].endswith(".ckpt")
     from mindcv.utils import AllReduceSum, CheckpointManager, set_seed  # noqa: F401 (MindCV's imports)
     from mindcv.utils.download import DownLoad  # noqa: F401 (the fine-tuning tutorial's)
     set_seed(7)

@@ -12,6 +12,9 @@ _model_entrypoints: Dict[str, Callable] = {}
 _model_to_module: Dict[str, str] = {}
 _module_to_models: Dict[str, Set[str]] = defaultdict(set)
 _model_has_pretrained: Set[str] = set()
+# MindCV's name: each model's entry of its module's cfgs, with "classifier" (the name of its classifier cell, whose
+# parameters a fine-tuning script leaves out or trains alone; "classifier" unless the cfg says otherwise)
+_model_pretrained_cfgs: Dict[str, dict] = {}
 
 
 def register_model(fn: Callable) -> Callable:
@@ -26,6 +29,7 @@ def register_model(fn: Callable) -> Callable:
     _model_entrypoints[name] = fn
     _model_to_module[name] = fn.__module__.split(".")[-1]
     _module_to_models[_model_to_module[name]].add(name)
+    _model_pretrained_cfgs[name] = {"classifier": "classifier", **cfgs.get(name, {})}
     if cfgs.get(name, {}).get("url") or cfgs.get(name, {}).get("hub"):
         _model_has_pretrained.add(name)
     return fn
