@@ -13,6 +13,9 @@ command line overrides the recipe. Grayscale, palette and RGBA images are
 converted to the model's in_channels (alpha is dropped). A file that cannot be decoded is reported on
 stderr and skipped.
 
+A checkpoint that holds EMA weights is used with them, as validation scored it (--ema False: the raw weights);
+the log says which.
+
 Class names, first found wins: --class_names FILE (one name per line, line i = class i), class_names.txt
 beside the checkpoint (train.py writes it into the run folder), the class folders of data_dir's train
 split, else the class indices.

@@ -5,10 +5,12 @@
 
 Given a checkpoint inside a run folder and no -c, the run's config.yaml is the recipe (the command line still
 overrides it), and the validation split must hold the classes of the run's class_names.txt.
-Mixed precision follows val_amp_level (default: amp_level). The 8-device recipe runs on one device unless a
-launcher (msrun) started the process. The checkpoint may be of any kind `create_model(checkpoint_path=...)`
-reads: ours or MindCV's `.ckpt` (training state included or not), timm / official `.safetensors`, official `.pth`
-(needs torch).
+A checkpoint that holds EMA weights (train.py with ema True writes them beside the raw ones) is scored with
+them, as training scored and ranked it (checkpoint_scores.json); --ema False scores the raw weights. The log
+says which weights were evaluated. Mixed precision follows val_amp_level (default: amp_level). The 8-device
+recipe runs on one device unless a launcher (msrun) started the process. The checkpoint may be of any kind
+`create_model(checkpoint_path=...)` reads: ours or MindCV's `.ckpt` (training state included or not), timm /
+official `.safetensors`, official `.pth` (needs torch).
 """
 import json
 import os

@@ -67,7 +67,7 @@ def test_run_folder_holds_config_metrics_plot_and_checkpoints(trained_run):
     assert "loss=" in result.stderr and "lr=" in result.stderr and "img_s=" in result.stderr  # the progress bar
     assert "the CPU back end has no device queue; batches are fed from the host" in result.stderr
     # readable as any file the user writes (MindSpore writes checkpoints 0400: no other account could read them)
-    for name in ("convnext_atto-2_4.ckpt", "convnext_atto_best.ckpt", "config.yaml"):
+    for name in ("convnext_atto-2_4.ckpt", "convnext_atto_best.ckpt"):
         assert stat.S_IMODE(os.stat(os.path.join(run_dir, name)).st_mode) == user_file_mode(), name
 
 
