@@ -34,7 +34,10 @@ from mindcv.data import UnreadableImageError, get_class_names
 from mindcv.data.dataset import IMAGE_EXTENSIONS
 from mindcv.engine.evaluate import log_softmax
 from mindcv.errors import ConfigError
+from mindcv.io.files import read_regular_file
 from mindcv.io.names import RUN_CLASS_NAMES, beside_checkpoint
+
+MAX_IMAGE_BYTES = 256 << 20  # a larger file is refused unread (a link to /dev/zero would fill the memory)
 
 
 def _extra_arguments(parser):
@@ -94,8 +97,7 @@ def predict(network, transform, paths, batch_size: int):
 
     for path in paths:
         try:
-            with open(path, "rb") as f:
-                batch.append(transform(f.read()))
+            batch.append(transform(read_regular_file(path, MAX_IMAGE_BYTES)))
         except (UnreadableImageError, OSError) as error:
             yield path, f"cannot read image: {error}"
             continue

@@ -92,7 +92,7 @@ def test_every_numeric_option_declares_its_valid_values():
     (["--lr", "-0.1"], r"lr must be >= 0, got -0.1 \(on the command line\)$"),
     (["--lr", "nan"], "lr must be >= 0, got nan"),
     (["--weight_decay", "inf"], "weight_decay must be >= 0, got inf"),
-    (["--batch_size", "0"], "batch_size must be >= 1, got 0"),
+    (["--batch_size", "0"], r"batch_size must be in \[1, 65536\], got 0"),
     (["--crop_pct", "0"], r"crop_pct must be in \(0, 1\], got 0.0"),
     (["--hflip", "1.5"], r"hflip must be in \[0, 1\], got 1.5"),
     (["--label_smoothing", "1"], r"label_smoothing must be in \[0, 1\), got 1.0"),
@@ -100,7 +100,7 @@ def test_every_numeric_option_declares_its_valid_values():
     (["--loss_scale", "0"], "loss_scale must be > 0, got 0.0"),
     (["--scale", "0.9", "0.2"], r"scale must be 2 numbers, each in \(0, 1\], min <= max, got \[0.9, 0.2\]"),
     (["--ratio", "0.75"], r"ratio must be 2 numbers, each > 0, min <= max, got \[0.75\]"),
-    (["--depths", "1", "1", "1"], r"depths must be 4 numbers, each >= 1, got \[1, 1, 1\]"),
+    (["--depths", "1", "1", "1"], r"depths must be 4 numbers, each in \[1, 1000\], got \[1, 1, 1\]"),
     (["--std", "58", "0", "57"], r"std must be numbers, each > 0, got \[58.0, 0.0, 57.0\]"),
     (["--multi_step_decay_milestones", "60", "30"], r"multi_step_decay_milestones must be numbers, each >= 0, in "
                                                     r"ascending order, got \[60, 30\]"),

@@ -1,10 +1,13 @@
 """Hostile and mistaken input: crafted or damaged weight files, interrupted saves, malicious recipes.
 Each must end in a one-line error that names the problem, never a crash, a traceback or silently wrong weights."""
+import json
 import os
 import re
 import socket
+import struct
 import subprocess
 import sys
+import threading
 
 import mindspore as ms
 import numpy as np
@@ -14,8 +17,8 @@ from mindspore.train.serialization import tensor_to_ms_type
 
 from conftest import DEMO_DATA, ROOT
 from mindcv.models.weights import read_state
-from mindcv.utils import checkpoint as checkpoint_module
-from mindcv.utils import ckpt_check
+from mindcv.io import checkpoint as checkpoint_module
+from mindcv.io import ckpt_check
 from mindcv.io.checkpoint import load_checkpoint_checked, save_checkpoint_atomic
 from mindcv.io.ckpt_check import validate_checkpoint_file
 from mindcv.config.schema import ConfigError, load_yaml
@@ -100,7 +103,7 @@ CRAFTED = {
                        ("w", [2], "Float32", FLOATS[:8])], "'w' appears twice"),
     "slices that disagree": ([("w", [2], "Float32", FLOATS[:4]), ("w", [4], "Float32", FLOATS[:4])],
                              "'w' is split into slices of different dims"),
-    "too many dims": ([("w", [1] * 33, "Float32", FLOATS[:4])], r"'w' has 33 dims \(at most 32\)"),
+    "too many dims": ([("w", [1] * 33, "Float32", FLOATS[:4])], r"'w' has more than 32 dims"),
     "text of a partial character": ([("note", [0], "str", b"abc")], "'note' is text of 3 bytes"),
     "a name with a line break": ([("a\nb", [-1], "Float32", b"")], r"'a\\nb' has dims"),
 }
@@ -329,3 +332,127 @@ def test_recipes_may_still_share_values_through_aliases_and_merges(tmp_path):
     recipe.write_text("base: &base {lr: 0.1, batch_size: 8}\ntrain:\n  <<: *base\n  lr: 0.2\n"
                       "scale: &range [0.2, 1.0]\nre_scale: *range\n")
     assert load_yaml(str(recipe)) == dict(lr=0.2, batch_size=8, scale=[0.2, 1.0], re_scale=[0.2, 1.0])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# issue 22: limits on what a file or a value may make the toolkit do
+
+
+def test_a_tensor_of_millions_of_dims_is_refused_at_the_33rd(tmp_path, monkeypatch):
+    """Item 13: a 40 MB file of 20M dims took 18 s to refuse: every dim was read before the 32-dim limit."""
+    path = write_checkpoint(tmp_path / "dims.ckpt", [("w", [1] * 200_000, "Float32", FLOATS[:4])])
+    numbers_read = []
+    varint = ckpt_check._varint
+
+    def counting(*args):
+        numbers_read.append(1)
+        return varint(*args)
+
+    monkeypatch.setattr(ckpt_check, "_varint", counting)
+    with pytest.raises(ValueError, match="tensor 'w' has more than 32 dims"):
+        validate_checkpoint_file(path)
+    assert len(numbers_read) < 100
+
+
+@pytest.mark.parametrize("argv, key", [
+    (["--depths", "1e309", "1", "1", "1"], "depths"),
+    (["--dims", "inf", "8", "8", "8"], "dims"),
+    (["--multi_step_decay_milestones", "1e400"], "multi_step_decay_milestones"),
+    (["--image_resize", "1e309"], "image_resize"),
+])
+def test_numbers_too_large_for_an_integer_are_one_line_errors(argv, key):
+    """Item 11: an OverflowError traceback (int(inf)) for each."""
+    from mindcv.config.schema import parse_config
+    with pytest.raises(ConfigError, match=f"^{key}: .* is not a valid"):
+        parse_config(argv)
+
+
+def test_infinities_in_a_recipe_are_one_line_errors(tmp_path):
+    from mindcv.config.schema import parse_config
+    for line in ("depths: [.inf, 1, 1, 1]", "dims: [8, 8, .inf, 8]", "multi_step_decay_milestones: [.inf]"):
+        (tmp_path / "r.yaml").write_text(line + "\n")
+        with pytest.raises(ConfigError, match="is not a valid list"):
+            parse_config(["-c", str(tmp_path / "r.yaml")])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--image_resize", "100000"], r"image_resize must be in \[1, 4096\], got 100000"),
+    (["--crop_pct", "1.0e-320"], r"crop_pct must be in \(0, 1\], got 1e-320"),
+    (["--scale", "5e-324", "1"], r"scale must be .*got \[5e-324, 1.0\]"),
+    (["--batch_size", "100000000"], r"batch_size must be in \[1, 65536\]"),
+    (["--dims", "8", "8", "8", "1000000"], r"dims must be 4 numbers, each in \[1, 16384\]"),
+])
+def test_sizes_have_upper_bounds_and_fractions_are_not_subnormal(argv, message):
+    """Item 10: image_resize 100000 made 9.3 GiB per image; crop_pct 1e-320 passed the range check, then
+    image_resize / crop_pct overflowed."""
+    from mindcv.config.schema import parse_config
+    with pytest.raises(ConfigError, match=message):
+        parse_config(argv)
+
+
+def test_a_run_folders_recipe_never_turns_on_a_download(tmp_path):
+    """Item 10: validate.py took dataset_download True from the config.yaml beside a checkpoint and tried to write
+    a 170 MB download into the user's data folder. Only the user's own command line or recipe may ask for it."""
+    from mindcv.config.schema import parse_config
+    (tmp_path / "config.yaml").write_text("dataset: cifar10\ndataset_download: true\nimage_resize: 32\n")
+    beside = ["--ckpt_path", str(tmp_path / "m-1_1.ckpt")]
+    config = parse_config(beside, recipe_beside_checkpoint=True, script="validate")
+    assert config.run_folder_recipe and config.image_resize == 32 and config.dataset_download is False
+    assert parse_config([*beside, "--dataset_download", "True"], recipe_beside_checkpoint=True,
+                        script="validate").dataset_download is True
+    assert parse_config(["-c", str(tmp_path / "config.yaml")], script="validate").dataset_download is True
+
+
+def safetensors_bytes(dtype: str, size: int) -> bytes:
+    header = json.dumps({"w": {"dtype": dtype, "shape": [2], "data_offsets": [0, size]}}).encode()
+    return struct.pack("<Q", len(header)) + header + bytes(size)
+
+
+def test_weights_numpy_cannot_hold_are_a_one_line_error(tmp_path):
+    """Item 11: a safetensors tensor of dtype F8_E4M3 was an AttributeError."""
+    for dtype, size in (("F8_E4M3", 2), ("F8_E5M2", 2)):
+        (tmp_path / "w.safetensors").write_bytes(safetensors_bytes(dtype, size))
+        with pytest.raises(ValueError, match=f"^cannot read {tmp_path / 'w.safetensors'}: it holds tensors of a "
+                                             "type numpy cannot hold .*float32 or float16$"):
+            read_state(str(tmp_path / "w.safetensors"))
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"epoch": 5, "w": "tensor"}, r"entry 'epoch' is a int, not a tensor"),
+    ([1, 2], r"holds a list, not a mapping of parameter names to tensors"),
+    ({"a": {"b": "tensor"}}, r"entry 'a' is a dict, not a tensor"),
+])
+def test_a_pth_of_anything_but_tensors_is_a_one_line_error(tmp_path, content, message):
+    """Item 11: non-tensor entries, a list or nested dicts in a .pth were AttributeErrors."""
+    import torch
+
+    def tensors(value):
+        if isinstance(value, dict):
+            return {k: tensors(v) for k, v in value.items()}
+        return torch.zeros(2) if value == "tensor" else value
+
+    torch.save(tensors(content), tmp_path / "w.pth")
+    with pytest.raises(ValueError, match=message):
+        read_state(str(tmp_path / "w.pth"))
+
+
+def test_infer_reads_regular_files_only_within_a_size(tmp_path, monkeypatch):
+    """Item 12: a FIFO named b.jpg hung infer.py, and a link to /dev/zero exhausted the memory."""
+    import infer
+    folder = tmp_path / "images"
+    folder.mkdir()
+    os.mkfifo(folder / "b.jpg")
+    (folder / "z.jpg").symlink_to("/dev/zero")
+    (folder / "big.jpg").write_bytes(bytes(2048))
+    monkeypatch.setattr(infer, "MAX_IMAGE_BYTES", 1024)
+    paths = infer.find_images([str(folder)])
+    results = []
+    reader = threading.Thread(target=lambda: results.extend(infer.predict(None, lambda data: data, paths, 4)),
+                              daemon=True)
+    reader.start()
+    reader.join(30)
+    assert not reader.is_alive(), "infer.predict hangs on a FIFO"
+    assert {os.path.basename(p): m for p, m in results} == {
+        "b.jpg": f"cannot read image: {folder / 'b.jpg'} is not a regular file",
+        "z.jpg": f"cannot read image: {folder / 'z.jpg'} is not a regular file",
+        "big.jpg": f"cannot read image: {folder / 'big.jpg'} is larger than the 1024 bytes allowed"}

@@ -16,6 +16,7 @@ import difflib
 import math
 import os
 import re
+import sys
 from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -31,7 +32,9 @@ from mindcv.scheduler import SCHEDULERS
 @dataclass(frozen=True)
 class Range:
     """The numbers an option accepts (for a list option: each of its numbers): finite ones from `low` to
-    `high` (None: unbounded), each end included unless `low_open` / `high_open`, and the values in `also`."""
+    `high` (None: unbounded), each end included unless `low_open` / `high_open`, and the values in `also`.
+    Subnormal numbers (below 2.2e-308 but not 0) are refused: no setting means them, and their reciprocals
+    overflow (crop_pct 1e-320)."""
     low: Optional[float] = None
     high: Optional[float] = None
     low_open: bool = False
@@ -41,7 +44,7 @@ class Range:
     def __contains__(self, value) -> bool:
         if value in self.also:
             return True
-        if not math.isfinite(value):
+        if not math.isfinite(value) or 0 < abs(value) < sys.float_info.min:
             return False
         above = self.low is None or value > self.low or (value == self.low and not self.low_open)
         below = self.high is None or value < self.high or (value == self.high and not self.high_open)
@@ -65,6 +68,7 @@ AT_LEAST_1 = Range(1)
 PROBABILITY = Range(0, 1)
 BELOW_1 = Range(0, 1, high_open=True)  # [0, 1): rates that must leave something
 FRACTION = Range(0, 1, low_open=True)  # (0, 1]: parts of a whole
+MAX_IMAGE_SIDE = 4096  # pixels: image_resize 100000 made 9.3 GiB per image
 
 
 @dataclass(frozen=True)
@@ -171,12 +175,13 @@ SCHEMA: List[Option] = _grouped([
          scripts=VALIDATING),
     _opt("shuffle", bool, True, "shuffle the training set each epoch"),
     _opt("num_samples", int, None, "use only this many samples (debugging)", valid=AT_LEAST_1, scripts=VALIDATING),
-    _opt("num_parallel_workers", int, 4, "data loading workers per process (at most the CPU count)", valid=AT_LEAST_1,
+    _opt("num_parallel_workers", int, 4, "data loading workers per process (at most the CPU count)",
+         valid=Range(1, 1024),
          scripts=VALIDATING),
     _opt("python_multiprocessing", bool, False, "run the data loading workers as processes instead of threads "
          "(for Python transforms that hold the GIL; the built-in transforms release it)", scripts=VALIDATING),
     _opt("batch_size", int, 32, "images per step per device; the global batch is batch_size x devices",
-         valid=AT_LEAST_1, scripts=EVERY_SCRIPT),
+         valid=Range(1, 65536), scripts=EVERY_SCRIPT),
     _opt("drop_remainder", bool, True, "drop the last incomplete training batch"),
     _opt("aug_repeats", int, 0, "repeated augmentation: each epoch takes the first 1/aug_repeats of its sample order "
          "and shows every image aug_repeats times, differently augmented (spread over the ranks); the steps per "
@@ -184,7 +189,7 @@ SCHEMA: List[Option] = _grouped([
     _opt("eval_shuffle", bool, False, "visit the validation set in a seeded random order (decides which images "
          "num_samples keeps; the scores of a whole split do not depend on the order)", scripts=VALIDATING),
     "augmentation",
-    _opt("image_resize", int, 224, "training crop and evaluation crop size, pixels", valid=AT_LEAST_1,
+    _opt("image_resize", int, 224, "training crop and evaluation crop size, pixels", valid=Range(1, MAX_IMAGE_SIDE),
          scripts=EVERY_SCRIPT),
     _opt("scale", list, [0.08, 1.0], "random resized crop area range, fraction of the image", valid=FRACTION,
          length=(2, 2), ordered=True),
@@ -221,17 +226,18 @@ SCHEMA: List[Option] = _grouped([
     _opt("cutmix_prob", float, 1.0, "probability of applying mixup/cutmix to a batch", valid=PROBABILITY),
     "model",
     _opt("model", str, "convnext_tiny", "registered model name, see mindcv.models.list_models()", scripts=EVERY_SCRIPT),
-    _opt("num_classes", int, None, "classifier outputs (default: the number of class folders)", valid=AT_LEAST_1,
+    _opt("num_classes", int, None, "classifier outputs (default: the number of class folders)",
+         valid=Range(1, 1_000_000),
          scripts=EVERY_SCRIPT),
-    _opt("in_channels", int, 3, "input image channels", valid=AT_LEAST_1, scripts=EVERY_SCRIPT),
+    _opt("in_channels", int, 3, "input image channels", valid=Range(1, 1024), scripts=EVERY_SCRIPT),
     _opt("pretrained", bool, False, "start from the published ImageNet weights of the model (downloaded into "
          "$MINDCV_HOME), or from a Hugging Face Hub repository such as timm/convnextv2_tiny.fcmae_ft_in22k_in1k",
          or_text=r"[\w.-]+/[\w.-]+", scripts=VALIDATING),
     _opt("ckpt_path", str, "", "weights to start from (train) or to evaluate (validate, infer, export): .ckpt, "
          ".safetensors, .pth", scripts=EVERY_SCRIPT),
     _opt("depths", list, None, "override the model's blocks per stage (4 integers), e.g. for a small demo model",
-         item=int, valid=AT_LEAST_1, length=(4, 4), scripts=EVERY_SCRIPT),
-    _opt("dims", list, None, "override the model's channels per stage (4 integers)", item=int, valid=AT_LEAST_1,
+         item=int, valid=Range(1, 1000), length=(4, 4), scripts=EVERY_SCRIPT),
+    _opt("dims", list, None, "override the model's channels per stage (4 integers)", item=int, valid=Range(1, 16384),
          length=(4, 4), scripts=EVERY_SCRIPT),
     _opt("drop_rate", float, None, "dropout rate before the classifier, in training (default: the model's, 0)",
          valid=BELOW_1),
@@ -352,7 +358,7 @@ def coerce(option: Option, value):
             raise ValueError("not an integer")
         else:
             result = option.type(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer of 1e309 or .inf
         raise ConfigError(f"{option.name}: {value!r} is not a valid {option.type.__name__} ({option.help})") from None
     if option.choices is not None and isinstance(result, str):
         # one spelling per choice: MindCV's recipes write 'CE' and 'o2' as well as 'ce' and 'O2'
@@ -550,6 +556,8 @@ def parse_config(argv: Optional[List[str]] = None, description: str = "", extra=
         run_folder_recipe = beside if os.path.isfile(beside) else ""
     if args.config or run_folder_recipe:
         values.update(load_yaml(args.config or run_folder_recipe))
+    if run_folder_recipe:  # a file beside a checkpoint never makes a script download (only the user's own settings)
+        values["dataset_download"] = False
     for name, value in vars(args).items():
         if name in OPTIONS:
             values[name] = coerce(OPTIONS[name], value)

@@ -123,8 +123,6 @@ def _check_tensor(name: str, slices: List[_Tensor]) -> Tuple[str, Tuple[int, ...
 
 def _size_problem(tensor_type: str, dims: List[int], size: int) -> Optional[str]:
     """What is wrong with a tensor of `tensor_type` and `dims` holding `size` data bytes, or None."""
-    if len(dims) > MAX_RANK:
-        return f"has {len(dims)} dims (at most {MAX_RANK})"
     if any(d < 0 for d in dims):
         return f"has dims {dims}"
     if tensor_type == STRING_TYPE:
@@ -157,25 +155,24 @@ def _read_checkpoint(buffer, end: int) -> List[Tuple[str, _Tensor]]:
 def _read_entry(buffer, start: int, stop: int) -> Tuple[str, _Tensor]:
     """One Checkpoint.Value: its tag and tensor, with protobuf's rules for a field that occurs more than once
     (a string: the last one counts; a message: the occurrences merge; the oneof: the last member set wins)."""
-    tag, tensor, is_map = None, None, False
-    for number, wire, value in _fields(buffer, start, stop):
-        if wire != _LENGTH_DELIMITED:
-            continue  # a field of another wire type is unknown to protobuf, which skips it
-        if number == VALUE_TAG:
-            tag = value
-        elif number == VALUE_TENSOR:
+    # a field of another wire type is unknown to protobuf, which skips it
+    fields = [(number, value) for number, wire, value in _fields(buffer, start, stop) if wire == _LENGTH_DELIMITED]
+    tags = [value for number, value in fields if number == VALUE_TAG]
+    if not tags:
+        raise _Damaged(f"an entry at byte {start} has no name")
+    try:
+        name = bytes(buffer[tags[-1][0]:tags[-1][1]]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Damaged(f"the name of the entry at byte {start} is not UTF-8 text") from None
+    tensor, is_map = None, False
+    for number, value in fields:
+        if number == VALUE_TENSOR:
             if tensor is None:
                 tensor = _Tensor()
-            _read_tensor(buffer, *value, tensor)
+            _read_tensor(buffer, *value, tensor, name)
             is_map = False
         elif number == VALUE_MAPTENSOR:
             tensor, is_map = None, True
-    if tag is None:
-        raise _Damaged(f"an entry at byte {start} has no name")
-    try:
-        name = bytes(buffer[tag[0]:tag[1]]).decode("utf-8")
-    except UnicodeDecodeError:
-        raise _Damaged(f"the name of the entry at byte {start} is not UTF-8 text") from None
     if is_map:
         raise _Damaged(f"entry {_quote(name)} is a MapParameter, which no mindcv model holds")
     if tensor is None:
@@ -183,20 +180,27 @@ def _read_entry(buffer, start: int, stop: int) -> Tuple[str, _Tensor]:
     return name, tensor
 
 
-def _read_tensor(buffer, start: int, stop: int, tensor: _Tensor) -> None:
-    """Merge the TensorProto in buffer[start:stop] into `tensor`."""
+def _read_tensor(buffer, start: int, stop: int, tensor: _Tensor, name: str) -> None:
+    """Merge the TensorProto in buffer[start:stop] into `tensor` (of the entry `name`); _Damaged as soon as it has
+    more than MAX_RANK dims (a crafted file of millions of dims is refused at the 33rd, not after reading them)."""
     for number, wire, value in _fields(buffer, start, stop):
         if (number, wire) == (TENSOR_DIMS, _VARINT):
-            tensor.dims.append(_signed(value))
+            _add_dim(tensor, _signed(value), name)
         elif (number, wire) == (TENSOR_DIMS, _LENGTH_DELIMITED):  # packed: what proto3 writers emit
             position, packed_stop = value
             while position < packed_stop:
                 dim, position = _varint(buffer, position, packed_stop)
-                tensor.dims.append(_signed(dim))
+                _add_dim(tensor, _signed(dim), name)
         elif (number, wire) == (TENSOR_TYPE, _LENGTH_DELIMITED):
             tensor.tensor_type = bytes(buffer[value[0]:value[1]])
         elif (number, wire) == (TENSOR_CONTENT, _LENGTH_DELIMITED):
             tensor.content = value
+
+
+def _add_dim(tensor: _Tensor, dim: int, name: str) -> None:
+    if len(tensor.dims) == MAX_RANK:
+        raise _Damaged(f"tensor {_quote(name)} has more than {MAX_RANK} dims (numpy's and MindSpore's limit)")
+    tensor.dims.append(dim)
 
 
 def _fields(buffer, position: int, stop: int):

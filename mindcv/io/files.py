@@ -91,3 +91,13 @@ def directory_problem(directory: str) -> Optional[str]:
         if parent == os.path.dirname(parent):
             return None
         parent = os.path.dirname(parent)
+
+
+def read_regular_file(path: str, max_bytes: int) -> bytes:
+    """The bytes of the regular file `path` (a link to one is followed). A FIFO, device or folder (a hang, or a
+    read that never ends: /dev/zero), or a file of more than `max_bytes`, is an OSError saying so."""
+    with os.fdopen(open_regular(path, os.O_RDONLY, follow_links=True), "rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise OSError(f"{path} is larger than the {max_bytes} bytes allowed")
+    return data

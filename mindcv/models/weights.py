@@ -123,6 +123,9 @@ def _read_safetensors(path: str) -> Dict[str, np.ndarray]:
         return load_file(path)
     except SafetensorError as error:
         raise ValueError(f"cannot read {path} as a safetensors file: {str(error).splitlines()[0]}") from None
+    except (AttributeError, TypeError) as error:  # a dtype numpy lacks (F8_E4M3): safetensors looks it up
+        raise ValueError(f"cannot read {path}: it holds tensors of a type numpy cannot hold ({error}); save them "
+                         "as float32 or float16") from None
 
 
 def _read_torch(path: str) -> Dict[str, np.ndarray]:
@@ -140,6 +143,13 @@ def _read_torch(path: str) -> Dict[str, np.ndarray]:
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
             break
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a mapping of parameter names to tensors (a "
+                         "state_dict)")
+    for name, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"{path}: entry {str(name)[:80]!r} is a {type(value).__name__}, not a tensor; pass a "
+                             "file of the model's state_dict only")
     return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()}
 
 
