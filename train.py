@@ -21,6 +21,7 @@ from mindcv.config.builders import (build_dataset, build_loader, build_model, ch
 from mindcv.config.factories import build_loss, build_optimizer, build_scheduler, build_train_step
 from mindcv.config.schema import check_supported, parse_config, recipe_of, resume_checkpoint
 from mindcv.engine import NonFiniteLossError, RunFolder, Trainer, restore, seed_graph_randomness
+from mindcv.engine.progress import format_settings
 from mindcv.errors import ConfigError
 
 _logger = logging.getLogger("train")
@@ -101,8 +102,19 @@ def main(argv=None) -> int:
             _logger.warning("moved this run's checkpoints newer than the resume point (and their records) to %s",
                             aside)
     run.write_run_files(recipe_of(config), class_names)
-    _logger.info("%s: %d classes, %d steps per epoch of %d images on each of %d device(s)", config.model,
-                 num_classes, steps_per_epoch, config.batch_size, group_size)
+    if rank == 0:  # the run's essentials, as MindCV's train.py lists them before training
+        print(format_settings({
+            "Model": config.model, "Model parameters": sum(p.size for p in network.trainable_params()),
+            "Number of classes": num_classes, "Distributed mode": config.distribute, "Number of devices": group_size,
+            "Batch size (per device)": config.batch_size,
+            "Global batch size": config.batch_size * group_size * config.gradient_accumulation_steps,
+            "Images per epoch": steps_per_epoch * config.batch_size * group_size,
+            "Steps per epoch (per device)": steps_per_epoch, "Number of epochs": config.epoch_size,
+            "Optimizer": f"{config.opt} (weight decay {config.weight_decay})",
+            "LR scheduler": f"{config.scheduler} (lr {config.lr}, min_lr {config.min_lr}, warmup "
+                            f"{config.warmup_epochs} epochs)",
+            "Auto mixed precision": config.amp_level,
+            "Loss scale": f"{config.loss_scale} ({config.loss_scale_type})"}), flush=True)
 
     # MindSpore sinks data into a device queue on Ascend and GPU only; the CPU is fed from the host.
     sink = config.dataset_sink_mode and ms.get_context("device_target") != "CPU"
@@ -127,3 +139,5 @@ if __name__ == "__main__":
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(3)
+    except KeyboardInterrupt:  # a second Ctrl-C (StopRequest said so already): no traceback
+        sys.exit(1)

@@ -11,6 +11,7 @@ import pytest
 from mindspore import nn
 
 from mindcv.engine import NonFiniteLossError, RunFolder, Trainer
+from mindcv.engine.stopping import STOPPED_STATUS
 from mindcv.engine.trainer import chunk_size
 from mindcv.errors import ConfigError
 from mindcv.loss import create_loss
@@ -149,3 +150,24 @@ def test_a_sink_that_runs_fewer_steps_than_asked_stops_the_run(tmp_path):
     assert "\n" not in str(error.value)
     assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == ["tiny-1_6.ckpt"]
     assert sinks[0][2].calls == ["stop_send", "release"]
+
+
+@pytest.mark.parametrize("sink_size, saved", [(2, "tiny-1_2.ckpt"), (-1, "tiny-1_6.ckpt")])
+def test_a_stop_file_stops_at_the_next_boundary_with_the_state_saved(tmp_path, sink_size, saved):
+    """A STOP file in the run folder (python -m mindcv.stop) is seen at the next chunk boundary: the state is saved
+    there (at an epoch's end after its records, even when ckpt_save_interval would skip it), the file is consumed and
+    fit returns STOPPED_STATUS."""
+    run = trainer(tmp_path, sink_size=sink_size, ckpt_save_interval=5)
+    (tmp_path / "STOP").write_text("stop\n")
+    assert run.fit() == STOPPED_STATUS
+    assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == [saved]
+    assert not (tmp_path / "STOP").exists()
+    assert [r["epoch"] for r in records(tmp_path)] == ([] if sink_size == 2 else [1])
+
+
+def test_the_stop_command_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    from mindcv.stop import main
+    assert main([str(tmp_path)]) == 2
+    assert "is not the folder of a training run" in capsys.readouterr().err and not (tmp_path / "STOP").exists()
+    (tmp_path / "config.yaml").write_text("model: x\n")
+    assert main([str(tmp_path)]) == 0 and (tmp_path / "STOP").exists()

@@ -1,7 +1,8 @@
 """The run folder (`ckpt_save_dir`): what a training run leaves behind, and how it is resumed.
 
 - `config.yaml` (the resolved config), `class_names.txt`, `metrics.jsonl` (one JSON line per epoch) and its plot
-  `metrics.png`, `{model}_best.ckpt` (the weights with the best validation top-1): written by rank 0;
+  `metrics.png`, `result.log` (MindCV's per-epoch table), `{model}_best.ckpt` (the weights with the best
+  validation top-1): written by rank 0;
 - `{model}-{epoch}_{step}.ckpt`, named as MindSpore's `ModelCheckpoint` names them (epoch counted from 1, step within
   that epoch: `convnext_tiny-5_10009.ckpt` ends epoch 5 of 10009 steps), the newest `keep_checkpoint_max` resumable
   states (weights, optimizer, loss scale, EMA; the position is read from the contents): written by the first rank
@@ -34,8 +35,8 @@ import yaml
 from ..errors import ConfigError
 from ..io.checkpoint import load_checkpoint_checked, save_checkpoint_atomic
 from ..io.files import append_text, open_regular, temporary_path, write_text_atomic
-from ..io.names import (EPOCH_KEY, METRICS_FILE, METRICS_PLOT, RUN_CLASS_NAMES, RUN_RECIPE, SCORES_FILE,
-                        SET_ASIDE_PREFIX, STEP_KEY, WRITTEN_FILES)
+from ..io.names import (EPOCH_KEY, METRICS_FILE, METRICS_PLOT, RESULT_LOG, RUN_CLASS_NAMES, RUN_RECIPE,
+                        SCORES_FILE, SET_ASIDE_PREFIX, STEP_KEY, WRITTEN_FILES)
 from .plot import plot_metrics
 
 
@@ -98,7 +99,7 @@ class RunFolder:
 
     def _run_files_present(self) -> set:
         """The names in the folder that a run writes (its checkpoints and records), whoever wrote them."""
-        fixed = {RUN_RECIPE, RUN_CLASS_NAMES, METRICS_FILE, METRICS_PLOT, SCORES_FILE, self.best_name}
+        fixed = {RUN_RECIPE, RUN_CLASS_NAMES, METRICS_FILE, METRICS_PLOT, RESULT_LOG, SCORES_FILE, self.best_name}
         try:
             names = os.listdir(self.directory)
         except FileNotFoundError:
@@ -311,6 +312,11 @@ class RunFolder:
         temporary = temporary_path(plot)
         plot_metrics(self.read_metrics(), temporary)
         os.replace(temporary, plot)
+
+    def write_result_log(self, text: str) -> None:
+        """result.log, MindCV's per-epoch table (the text from mindcv.engine.progress.result_log)."""
+        if self.writes_records:
+            write_text_atomic(self._own(RESULT_LOG), text)
 
     def check_fresh(self) -> None:
         """A run that does not resume must not mix its checkpoints with an earlier run's."""

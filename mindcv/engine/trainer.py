@@ -3,8 +3,9 @@ loss once per chunk.
 
 Each epoch runs as chunks of K steps (the last chunk of an epoch may be shorter when fed from the host). During a
 chunk the device sums the loss of the steps without overflow and counts the steps with one (`StepTotals`); the
-host reads those two numbers once, after the chunk, and only then: progress bar, non-finite check, stop requests
-(Ctrl-C, SIGTERM; agreed on by all ranks) happen at chunk boundaries. The same code runs both feeds:
+host reads those two numbers once, after the chunk, and only then: progress (`progress.Progress`), non-finite check,
+stop requests (`stopping.StopRequest`: Ctrl-C, SIGTERM, a STOP file; agreed on by all ranks) happen at chunk
+boundaries. The same code runs both feeds:
 - sunk (`dataset_sink_mode` on Ascend/GPU): `mindspore.data_sink` with `sink_size` K and a `JitConfig`, so the
   batches come from the device queue and the host does not wait between steps; K = `sink_size`, one epoch by
   default, as MindCV's `Model.train` does;
@@ -12,18 +13,18 @@ host reads those two numbers once, after the chunk, and only then: progress bar,
   iterator; K = min(`sink_size`, `log_interval`).
 """
 import hashlib
-import json
 import logging
-import signal
+import os
 import time
 
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore import dtype as mstype
-from tqdm import tqdm
 
 from ..errors import ConfigError
 from .evaluate import evaluate
+from .progress import Progress, format_record, result_log, rounded, summary
+from .stopping import STOPPED_STATUS, StopRequest
 
 _logger = logging.getLogger("mindcv.engine")
 
@@ -36,25 +37,6 @@ def seed_graph_randomness(seed: int, rank: int) -> None:
 
 class NonFiniteLossError(RuntimeError):
     """The loss or the gradients stopped being finite and drop_overflow_update is off."""
-
-
-class StopRequest:
-    """Ctrl-C (SIGINT) or SIGTERM asks the loop to stop at the next chunk boundary, so the state it saves is
-    whole; a second Ctrl-C stops at once (the last saved checkpoint stays intact). The previous handlers come back
-    with `restore()`."""
-
-    def __init__(self):
-        self.requested = False
-        self.previous = {signum: signal.signal(signum, self._handle) for signum in (signal.SIGINT, signal.SIGTERM)}
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def restore(self):
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
 
 
 class StepTotals(nn.Cell):
@@ -89,7 +71,8 @@ class HostFeed:
         self.step = step
         self.loader = loader
         self.on_step = on_step
-        self.batches = self._batches(loader.create_tuple_iterator(num_epochs=num_epochs), num_epochs)
+        self.iterator = loader.create_tuple_iterator(num_epochs=num_epochs)
+        self.batches = self._batches(self.iterator, num_epochs)
 
     @staticmethod
     def _batches(iterator, num_epochs):
@@ -104,7 +87,10 @@ class HostFeed:
                 self.on_step()
 
     def close(self) -> None:
+        """Stop the pipeline now: one left in mid-pass until interpreter exit was seen to crash there (a double
+        free after a stop request)."""
         self.batches.close()
+        self.iterator.stop()
 
 
 class SinkFeed:
@@ -168,13 +154,14 @@ class Trainer:
             epoch). log_interval: steps per chunk when fed from the host. jit_level: the sink's JitConfig level.
         rank, group_size, distribute: the data-parallel group.
         data_sink: replaces `mindspore.data_sink` (tests exercise the sunk loop on the CPU with it).
+        progress: reports the epochs (default: a `Progress` on rank 0: a bar on a terminal, dated lines in a file).
     """
 
     def __init__(self, train_step, run, make_loader, *, epochs: int, steps_per_epoch: int, batch_size: int,
                  lr_per_step, accumulation_steps: int = 1, drop_overflow_update: bool = False, val_loader=None,
                  val_interval: int = 1, ckpt_save_interval: int = 1, sink: bool = False, sink_size: int = -1,
                  log_interval: int = 100, jit_level: str = "O0", rank: int = 0, group_size: int = 1,
-                 distribute: bool = False, data_sink=None):
+                 distribute: bool = False, data_sink=None, progress: Progress = None):
         self.train_step = train_step
         self.totals = StepTotals(train_step)
         self.run = run
@@ -192,7 +179,7 @@ class Trainer:
                              "a divisor, or -1 for one sink per epoch")
         self.rank, self.group_size, self.distribute = rank, group_size, distribute
         self.data_sink = data_sink
-        self.bar = None
+        self.progress = progress or Progress(epochs, steps_per_epoch, enabled=rank == 0)
 
     def lr_at(self, step: int) -> float:
         """The learning rate of global step `step` (0-based)."""
@@ -201,7 +188,7 @@ class Trainer:
     def _feed_from(self, epoch: int, skip: int):
         """(feed, the epoch it ends before): the rest of an epoch resumed after `skip` steps, host-fed; otherwise
         all remaining epochs through one pipeline (its passes are the next epochs)."""
-        on_step = lambda: self.bar.update(1)  # noqa: E731 (host-fed: the bar moves with every step)
+        on_step = self.progress.advance  # host-fed: the bar moves with every step
         loader = self.make_loader(epoch, skip)
         if skip:
             return HostFeed(self.totals, loader, 1, on_step), epoch + 1
@@ -232,12 +219,32 @@ class Trainer:
     def _mean_over_ranks(self, value: float) -> float:
         return self._sum_over_ranks(value) / self.group_size
 
+    def _stop_requested(self, stop: StopRequest) -> bool:
+        """Whether any rank was asked to stop (read at chunk boundaries; every rank gets the same answer)."""
+        stop.arm()
+        return self._any_rank(bool(stop.reason()))
+
+    def _stop(self, stop: StopRequest, path: str) -> int:
+        """End a run that was asked to stop once its resumable state is saved at `path`: returns STOPPED_STATUS."""
+        self.progress.end_epoch()
+        # no rank exits before every node's first rank has saved: msrun kills the other workers as soon as one exits
+        # with a non-zero status
+        self._sum_over_ranks(0.0)
+        reason = stop.reason()
+        stop.consume_file()
+        self.progress.line(f"stopped on request ({reason or 'from another rank'}): saved the resumable state {path}; "
+                           f"continue with --resume auto (exit status {STOPPED_STATUS})")
+        return STOPPED_STATUS
+
     def fit(self, start_epoch: int = 0, steps_done: int = 0) -> int:
         """Train from epoch `start_epoch` (0-based) after `steps_done` of its steps. Returns 0 when all epochs ran,
-        130 when a stop request ended the run (its state saved, resumable). Raises NonFiniteLossError."""
+        STOPPED_STATUS (130) when a stop request ended the run (its state saved, resumable). Raises
+        NonFiniteLossError."""
+        run_start = time.time()
         self._check_same_position(start_epoch, steps_done)
-        best_top1 = max([r.get("val_top1", -1.0) for r in self.run.keep_metrics_until(start_epoch)] + [-1.0])
-        stop = StopRequest()
+        records = self.run.keep_metrics_until(start_epoch)
+        best_top1, best_epoch = max([(r.get("val_top1", -1.0), r["epoch"]) for r in records] + [(-1.0, 0)])
+        stop = StopRequest(self.run.directory, f"the next boundary of {self.chunk} steps")
         feed, feed_end = None, start_epoch
         skipped_updates = 0
         try:
@@ -248,8 +255,7 @@ class Trainer:
                         feed.close()
                     feed, feed_end = self._feed_from(epoch, done)
                 epoch_start, loss_sum, clean_steps, images_seen = time.time(), 0.0, 0, 0
-                self.bar = tqdm(total=self.steps_per_epoch, initial=done, desc=f"epoch {epoch + 1}/{self.epochs}",
-                                disable=self.rank != 0, dynamic_ncols=True)
+                self.progress.start_epoch(epoch, done)
                 while done < self.steps_per_epoch:
                     steps = min(self.chunk, self.steps_per_epoch - done)
                     feed.run(steps)
@@ -265,23 +271,20 @@ class Trainer:
                     loss_sum, clean_steps = loss_sum + chunk_loss, clean_steps + steps - overflows
                     images_seen += steps * self.batch_size * self.group_size
                     if isinstance(feed, SinkFeed):
-                        self.bar.update(steps)
-                    chunk_mean = chunk_loss / (steps - overflows) if steps > overflows else float("nan")
-                    self.bar.set_postfix(loss=f"{chunk_mean:.4f}", lr=f"{self.lr_at(global_step - 1):.2e}",
-                                         img_s=f"{images_seen / (time.time() - epoch_start):.1f}")
-                    if self._any_rank(stop.requested):
-                        self.bar.close()
-                        path = self.run.save_state(self.train_step, epoch, done, self.steps_per_epoch)
-                        if self.rank == 0:
-                            print(f"interrupted: saved resumable state to {path}; continue with --resume {path}")
-                        return 130
-                self.bar.close()
+                        self.progress.advance(steps)
+                    self.progress.chunk(done, chunk_loss / (steps - overflows) if steps > overflows else float("nan"),
+                                        self.lr_at(global_step - 1), images_seen / (time.time() - epoch_start))
+                    # the last chunk of an epoch is followed by its validation and checkpoint: a stop waits for them
+                    if done < self.steps_per_epoch and self._stop_requested(stop):
+                        return self._stop(stop, self.run.save_state(self.train_step, epoch, done,
+                                                                    self.steps_per_epoch))
+                self.progress.end_epoch()
                 elapsed = time.time() - epoch_start
                 record = {"epoch": epoch + 1, "step": (epoch + 1) * self.steps_per_epoch,
                           "train_loss": self._mean_over_ranks(loss_sum / clean_steps if clean_steps else float("nan")),
                           "lr": self.lr_at((epoch + 1) * self.steps_per_epoch - 1),
-                          "epoch_time_s": round(elapsed, 2), "images_per_s": round(images_seen / elapsed, 2),
-                          "skipped_updates": skipped_updates,
+                          "epoch_time_s": elapsed, "images_per_s": images_seen / elapsed,
+                          "unix_time": int(time.time()), "skipped_updates": skipped_updates,
                           "skipped_images": getattr(getattr(feed.loader, "skipped_images", None), "count", 0)}
                 is_best, top1 = False, None
                 if self.val_loader is not None and ((epoch + 1) % self.val_interval == 0 or epoch + 1 == self.epochs):
@@ -291,19 +294,25 @@ class Trainer:
                         top1 = metrics["top1"]
                         is_best = top1 > best_top1
                         if is_best:
-                            best_top1 = top1
+                            best_top1, best_epoch = top1, epoch + 1
                             self.run.save_best(self.train_step.network)
-                if (epoch + 1) % self.ckpt_save_interval == 0 or epoch + 1 == self.epochs:
-                    self.run.save_state(self.train_step, epoch + 1, 0, self.steps_per_epoch, score=top1)
+                record = rounded(record)
+                stopping = epoch + 1 < self.epochs and self._stop_requested(stop)
+                if (epoch + 1) % self.ckpt_save_interval == 0 or epoch + 1 == self.epochs or stopping:
+                    saved = self.run.save_state(self.train_step, epoch + 1, 0, self.steps_per_epoch, score=top1)
                 self.run.append_metrics(record)
-                if self.rank == 0:
-                    print(json.dumps(record) + ("  (best)" if is_best else ""))
+                records.append(record)
+                self.run.write_result_log(result_log(records))
+                self.progress.line(format_record(record, is_best))
+                if stopping:
+                    return self._stop(stop, saved)
         finally:
-            if self.bar is not None:
-                self.bar.close()
+            self.progress.end_epoch()
             if feed is not None:
                 feed.close()
             stop.restore()
+        self.progress.line(summary(self.epochs - start_epoch, time.time() - run_start, best_top1, best_epoch,
+                                   os.path.join(self.run.directory, f"{self.run.model_name}_best.ckpt")))
         if self.distribute:  # lets a reader of the worker logs check that all ranks hold the same weights
             digest = hashlib.sha256(b"".join(p.asnumpy().tobytes() for p in self.train_step.network.get_parameters()))
             _logger.info("rank %d final weights sha256 %s", self.rank, digest.hexdigest())

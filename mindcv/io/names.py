@@ -16,8 +16,11 @@ import os
 # checkpoint scores
 RUN_RECIPE, RUN_CLASS_NAMES = "config.yaml", "class_names.txt"
 METRICS_FILE, METRICS_PLOT, SCORES_FILE = "metrics.jsonl", "metrics.png", "checkpoint_scores.json"
+RESULT_LOG = "result.log"  # MindCV's per-epoch table (Epoch, TrainLoss, ValAcc, ValAcc5, Time)
 # the names of the files in a run folder that the toolkit wrote there: the only ones it may replace or delete
 WRITTEN_FILES = "written_files.json"
+# a stop request: the run saves a resumable state at its next chunk boundary, removes the file and exits
+STOP_FILE = "STOP"
 # where a resume from an older checkpoint moves the run's newer checkpoints (instead of overwriting them)
 SET_ASIDE_PREFIX = "set_aside"
 
