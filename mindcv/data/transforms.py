@@ -521,6 +521,12 @@ class TransformList(list):
         self.made = tuple(operations)
         self.fused_transform = fused
 
+    def __getattr__(self, name):
+        # the fused transform's parts (e.g. `color_jitter`, `normalize`) read through the list, as before it was one
+        if name in ("made", "fused_transform") or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.fused_transform, name)
+
     def fused(self):
         """The fused transform while the list is as `create_transforms` made it, else None."""
         unchanged = len(self) == len(self.made) and all(a is b for a, b in zip(self, self.made))
