@@ -133,8 +133,7 @@ def check_adamw():
 
 def _overflow_step(accumulation_steps: int) -> TrainStep:
     """A Dense layer computing in float16 whose forward overflows on OVERFLOWING (4 x 100 x 1000 > 65504)."""
-    layer = nn.Dense(4, 3, weight_init="ones", bias_init="zeros")
-    layer.weight.set_data(Tensor(np.full((3, 4), 100.0, np.float32)))
+    layer = nn.Dense(4, 3, weight_init=Tensor(np.full((3, 4), 100.0, np.float32)), bias_init="zeros")
     optimizer = create_optimizer(layer, "adamw", lr=1e-3)
     return create_train_step(layer, create_loss("ce"), optimizer, amp_level="O3", loss_scale_type="dynamic",
                              loss_scale=1024.0, drop_overflow_update=True,
