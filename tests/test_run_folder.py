@@ -171,3 +171,24 @@ def test_a_metrics_line_that_is_not_a_record_is_a_one_line_error(tmp_path, line)
     (tmp_path / METRICS_FILE).write_text('{"epoch": 1}\n' + line + "\n")
     with pytest.raises(ConfigError, match=f"{METRICS_FILE} line 2 is not a record of this toolkit.*fix or delete"):
         run.keep_metrics_until(1)
+
+
+@pytest.mark.parametrize("resume", [["--resume", "runA/convnext_atto-1_3.ckpt"], []], ids=["resumed", "fresh"])
+def test_train_py_refuses_a_folder_of_the_users_files_with_one_line(tmp_path, capsys, resume):
+    """Issue 22, item 1 as reproduced: train.py --resume runA/convnext_atto-1_3.ckpt into a folder of a user's
+    convnext_atto-5_100.ckpt ... -16_100.ckpt and config.yaml deleted two of them and overwrote config.yaml; a
+    fresh run overwrote config.yaml."""
+    import train
+    from conftest import DEMO_DATA
+    users = [f"convnext_atto-{epoch}_100.ckpt" for epoch in range(5, 17)] + ["config.yaml"]
+    for name in users:
+        (tmp_path / name).write_text(f"the user's {name}")
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--model", "convnext_atto", "--data_dir", DEMO_DATA, "--epoch_size", "3", "--ckpt_save_dir",
+                    str(tmp_path), "--keep_checkpoint_max", "10", *resume])
+    error = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "\n" not in error
+    assert error.startswith(f"error: {tmp_path} holds files that this toolkit did not write there (config.yaml, "
+                            "convnext_atto-10_100.ckpt")
+    assert sorted(os.listdir(tmp_path)) == sorted(users)
+    assert all((tmp_path / name).read_text() == f"the user's {name}" for name in users)
