@@ -20,6 +20,7 @@ from mindspore import nn
 from mindcv.loss import create_loss
 from mindcv.models import create_model
 from mindcv.models.convnext import use_eval_kernels
+from mindcv.models.layers import bind_drop_path
 from mindcv.optim import create_optimizer
 from mindcv.engine.train_step import create_train_step
 
@@ -37,6 +38,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="training step: mindcv's create_train_step/create_optimizer/create_loss (as train.py), "
                              "or MindSpore's nn.TrainOneStepCell + nn.AdamWeightDecay + nn.CrossEntropyLoss, "
                              "which compiles faster. Default mindcv.")
+    parser.add_argument("--drop_path_rate", type=float, default=0.0, help="stochastic depth rate. Default 0.")
+    parser.add_argument("--drop_path_draw", choices=("counter", "generator"), default="counter",
+                        help="drop-path masks from the train step's counter (bind_drop_path, as train.py) or from "
+                             "MindSpore's random generator. Default counter.")
     parser.add_argument("--skip_train", action="store_true", help="measure inference only.")
     parser.add_argument("--skip_infer", action="store_true", help="measure training only.")
     return parser.parse_args(argv)
@@ -73,12 +78,15 @@ def main(argv=None) -> dict:
     images = ms.Tensor(np.random.randn(args.batch_size, 3, args.image_size, args.image_size).astype(np.float32))
     labels = ms.Tensor(np.random.randint(0, args.num_classes, args.batch_size).astype(np.int32))
     # as the scripts build it (build_model): on the CPU, eval mode runs each ConvNeXt block as two kernels
-    net = use_eval_kernels(create_model(args.model, num_classes=args.num_classes))
+    net = use_eval_kernels(create_model(args.model, num_classes=args.num_classes, drop_path_rate=args.drop_path_rate))
     print(f"{args.model}: batch {args.batch_size}, {args.image_size}x{args.image_size}, mode {args.mode}, "
-          f"amp {args.amp_level}, {args.step_impl} step, {args.steps} timed steps, MindSpore {ms.__version__}")
+          f"amp {args.amp_level}, {args.step_impl} step, drop path {args.drop_path_rate} ({args.drop_path_draw}), "
+          f"{args.steps} timed steps, MindSpore {ms.__version__}")
     result = {}
     if not args.skip_train:
         step = build_train_step(net, args.amp_level, args.step_impl)
+        if args.drop_path_draw == "counter" and args.step_impl == "mindcv":
+            bind_drop_path(net, step.current_iterator_step, seed=0)
         step.set_train(True)
         first, times = timed(lambda: step(images, labels), args.steps)
         result["compile_s"] = first

@@ -7,12 +7,12 @@ import sys
 import mindspore as ms
 import numpy as np
 import pytest
-from mindspore import Tensor, mint, ops
+from mindspore import Parameter, Tensor, mint, ops
 
 from conftest import MINI, ROOT, reference, requires_cpu_kernels
 from mindcv.models import create_model, is_model, list_models
 from mindcv.models.convnext import use_eval_kernels
-from mindcv.models.layers import GELU, DropPath
+from mindcv.models.layers import GELU, DropPath, bind_drop_path
 from mindcv.ops import fast_cpu_ops
 from mindcv.io.checkpoint import save_checkpoint_atomic
 
@@ -202,8 +202,11 @@ def test_missing_checkpoint_file():
         create_model("convnext_atto", checkpoint_path="/nowhere.ckpt", **MINI)
 
 
-def test_drop_path_is_identity_in_eval_and_drops_samples_in_training():
+@pytest.mark.parametrize("draw", ["generator", "counter"])
+def test_drop_path_is_identity_in_eval_and_drops_samples_in_training(draw):
     drop = DropPath(0.3)
+    if draw == "counter":
+        bind_drop_path(drop, Parameter(Tensor(7, ms.int32), name="step", requires_grad=False), seed=1)
     x = Tensor(np.ones((20000, 4), np.float32))
     drop.set_train(False)
     assert np.array_equal(drop(x).asnumpy(), x.asnumpy())
@@ -213,6 +216,57 @@ def test_drop_path_is_identity_in_eval_and_drops_samples_in_training():
     assert np.all(out[kept] == np.float32(1 / 0.7))  # survivors rescaled, whole samples dropped
     assert np.all(out[~kept] == 0)
     assert abs((~kept).mean() - 0.3) < 0.015  # 4.6 standard deviations of a binomial(20000, 0.3) fraction
+
+
+def test_bound_drop_path_masks_are_a_function_of_seed_rank_step_and_layer():
+    """Each rank, layer and step its own masks (about 50% agreement between two of them at drop_prob 0.5); the same
+    seed, rank, layer and step, the same masks: what a resumed run needs, and what no generator state can change."""
+    step = Parameter(Tensor(0, ms.int32), name="step", requires_grad=False)
+    x = Tensor(np.ones((4000, 1), np.float32))
+
+    def masks(rank, at_step, seed=5):
+        layers = ms.nn.SequentialCell([DropPath(0.5), DropPath(0.5)]).set_train(True)
+        assert bind_drop_path(layers, step, seed=seed, rank=rank) == 2
+        step.set_data(Tensor(at_step, ms.int32))
+        ops.rand((10,))  # the generator moves on: no effect on a bound layer
+        return [layer(x).asnumpy()[:, 0] > 0 for layer in layers]
+
+    first, second = masks(rank=0, at_step=3)
+    assert np.array_equal(masks(rank=0, at_step=3)[0], first)
+    for other in (second, masks(rank=1, at_step=3)[0], masks(rank=0, at_step=4)[0], masks(0, 3, seed=6)[0]):
+        assert 0.45 < (other == first).mean() < 0.55
+    assert not [p for p in ms.nn.SequentialCell([DropPath(0.5)]).get_parameters()]
+
+
+def test_bound_drop_path_trains_the_same_steps_again_bit_for_bit():
+    """Graph mode, the train step's own counter: two steps, the whole state put back (weights, moments, counters),
+    the same two steps again give the same weights, as a resumed run must (MindSpore's generator would draw new
+    masks the second time)."""
+    from mindcv.engine.train_step import create_train_step
+    from mindcv.loss import create_loss
+    from mindcv.optim import create_optimizer
+
+    ms.set_context(mode=ms.GRAPH_MODE)
+    net = create_model("convnext_atto", num_classes=4, depths=(1, 1, 1, 1), dims=(8, 16, 32, 64), drop_path_rate=0.6)
+    names = [p.name for p in net.get_parameters()]
+    step = create_train_step(net, create_loss("ce"), create_optimizer(net, "adamw", lr=0.01))
+    assert bind_drop_path(net, step.current_iterator_step, seed=3) == 4
+    assert [p.name for p in net.get_parameters()] == names
+    rng = np.random.default_rng(0)
+    images = Tensor(rng.standard_normal((6, 3, 32, 32)).astype(np.float32))
+    labels = Tensor(rng.integers(0, 4, 6).astype(np.int32))
+    saved = {p.name: p.asnumpy().copy() for p in step.get_parameters()}
+
+    def two_steps():
+        for p in step.get_parameters():
+            p.set_data(Tensor(saved[p.name]))
+        step(images, labels)
+        step(images, labels)
+        return {p.name: p.asnumpy() for p in net.get_parameters()}
+
+    first, again = two_steps(), two_steps()
+    assert any(not np.array_equal(first[n], saved[n]) for n in names)
+    assert all(np.array_equal(first[n], again[n]) for n in names)
 
 
 def test_gelu_is_one_operator_on_ascend_and_erf_elsewhere(monkeypatch):

@@ -133,7 +133,8 @@ class ConvNeXt(nn.Cell):
                  features_only: bool = False, out_indices: Sequence[int] = (0, 1, 2, 3), drop_rate: float = 0.0):
         super().__init__()
         if len(depths) != 4 or len(dims) != 4:
-            raise ValueError(f"depths and dims take 4 integers each, one per stage; got {list(depths)} and {list(dims)}")
+            raise ValueError(f"depths and dims take 4 integers each, one per stage; got {list(depths)} and "
+                             f"{list(dims)}")
         self.num_classes = num_classes
         self.dims = tuple(dims)
         self.depths = tuple(depths)

@@ -13,14 +13,41 @@ from ..ops.residual import residual_op
 from ..ops.switch import fast_cpu_ops_enabled
 
 
+# The counter-based draw: 31-bit integers in int64 (products stay below 2^62, so no operator overflows on any back
+# end), mixed by two multiply-xorshift rounds; the constants are odd and below 2^30.
+_HASH_MASK = 2 ** 31
+_HASH_MULTIPLIERS = (0x2C1B3C6D, 0x297A2D39)
+_STEP_STRIDE, _SAMPLE_STRIDE = 0x3C6EF372, 0x1B873593
+
+
+def _mix(h: Tensor) -> Tensor:
+    for multiplier in _HASH_MULTIPLIERS:
+        h = (ops.bitwise_xor(h, h // 2 ** 15) * multiplier) % _HASH_MASK
+    return ops.bitwise_xor(h, h // 2 ** 16)
+
+
+def counter_uniform(key: int, step: Tensor, count: int) -> Tensor:
+    """`count` float32 numbers in [0, 1), a pure function of (`key`, `step`, position): the same arguments give the
+    same numbers on every back end, whatever ran before (no generator state)."""
+    h = _mix((key + step.astype(ms.int64) * _STEP_STRIDE) % _HASH_MASK)
+    h = _mix((h + ops.arange(count, dtype=ms.int64) * _SAMPLE_STRIDE) % _HASH_MASK)
+    return (h // 2 ** 7).astype(ms.float32) / 2 ** 24
+
+
 class DropPath(nn.Cell):
     """Stochastic depth: in training, zero the whole residual branch of a sample with probability
     `drop_prob` and scale survivors by 1 / (1 - drop_prob) so the expectation is unchanged.
-    Identity in eval mode."""
+    Identity in eval mode.
+
+    The masks come from MindSpore's random generator (`ops.rand`), or, once `bind_drop_path` gave the layer a step
+    counter, from `counter_uniform`: a function of (seed, rank, step, layer, sample), so each rank draws its own
+    masks on every back end and a resumed run draws the masks the uninterrupted one drew."""
 
     def __init__(self, drop_prob: float = 0.0):
         super().__init__()
         self.keep_prob = 1.0 - drop_prob
+        self.key = 0
+        object.__setattr__(self, "step", None)  # the train step's counter: read here, owned (and saved) there
 
     def construct(self, x: Tensor) -> Tensor:
         if not self.training or self.keep_prob == 1.0:
@@ -31,7 +58,23 @@ class DropPath(nn.Cell):
         """The factor of each sample of the batch `x` [N, ...]: 0 (dropped) or 1 / keep_prob; 1 in eval mode."""
         if not self.training or self.keep_prob == 1.0:
             return ops.ones((x.shape[0],), x.dtype)
-        return ops.floor(ops.rand((x.shape[0],), dtype=x.dtype) + self.keep_prob) / self.keep_prob
+        if self.step is None:
+            uniform = ops.rand((x.shape[0],), dtype=x.dtype)
+        else:
+            uniform = counter_uniform(self.key, self.step, x.shape[0]).astype(x.dtype)
+        return ops.floor(uniform + self.keep_prob) / self.keep_prob
+
+
+def bind_drop_path(network: nn.Cell, step: Parameter, seed: int, rank: int = 0) -> int:
+    """Make every DropPath of `network` draw its masks from (seed, rank, `step`, its position in the network,
+    sample) instead of MindSpore's generator. `step` is an int32 Parameter that advances once per training call and
+    is saved with the run (the train step's `current_iterator_step`); the layers read it without holding it, so
+    the network's parameters and their names do not change. Returns the number of DropPath layers bound."""
+    layers = [cell for _, cell in network.cells_and_names() if isinstance(cell, DropPath)]
+    for index, layer in enumerate(layers):
+        layer.key = (seed * 0x9E3779B1 + rank * 0x85EBCA77 + index * 0xC2B2AE3D) % _HASH_MASK
+        object.__setattr__(layer, "step", step)
+    return len(layers)
 
 
 class LayerScaleResidual(nn.Cell):
