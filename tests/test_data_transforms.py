@@ -341,3 +341,44 @@ def test_mix_switch_and_prob():
     assert kinds == {"mixup", "cutmix"}
     mixed, targets = MixupCutmix(mixup=0.8, prob=0.0, num_classes=6)(images, labels, np.random.default_rng(0))
     assert np.array_equal(mixed, np.stack(images)) and np.array_equal(targets, np.eye(6, dtype=np.float32))
+
+
+# ---- the list create_transforms returns -----------------------------------------------------------------------------
+
+PHOTO = (np.random.default_rng(4).random((50, 70, 3)) * 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("name, is_training, options, data", [
+    ("imagenet", True, dict(auto_augment="randaug-m9-mstd0.5", re_prob=0.5, vflip=0.5), encode(PHOTO, "JPEG")),
+    ("imagenet", True, dict(interpolation="bicubic", hflip=0.5), encode(PHOTO)),
+    ("imagenet", False, {}, encode(PHOTO, "JPEG")),
+    ("cifar10", True, {}, PHOTO[:32, :32].copy()),
+    ("cifar10", True, {}, encode(PHOTO[:32, :32].copy())),
+    ("cifar100", False, {}, PHOTO[:32, :32].copy()),
+    ("mnist", True, {}, PHOTO[:28, :28, 0].copy()),
+], ids=["train-jpeg-randaug", "train-png", "eval", "cifar-train", "cifar-train-png", "cifar-eval", "mnist"])
+def test_list_applied_op_by_op_is_the_fused_transform(name, is_training, options, data):
+    """The operations of the list, applied one by one as the loader applies a changed list, give exactly what the
+    fused fast path of the unchanged list gives: same draws in the same order, same pixels."""
+    from mindcv.data.transforms import SampleTransform
+    transforms = create_transforms(name, 40, is_training, **options)
+    assert isinstance(transforms, list) and transforms.fused() is not None
+    for seed in range(8):
+        fused = transforms(data, np.random.default_rng(seed))
+        one_by_one = SampleTransform(list(transforms))(data, np.random.default_rng(seed))
+        np.testing.assert_array_equal(one_by_one, fused)
+
+
+def test_changed_list_is_no_longer_fused_and_settings_reach_the_fast_path():
+    transforms = create_transforms("imagenet", 32, True, hflip=0.0)
+    fused = transforms.fused()
+    data = encode(PHOTO, "JPEG")
+    plain = transforms(data, np.random.default_rng(0))
+    transforms[1].prob = 1.0  # the horizontal flip: a setting of an operation, read by the fused transform
+    assert transforms.fused() is fused
+    np.testing.assert_array_equal(transforms(data, np.random.default_rng(0)), plain[:, :, ::-1])
+    transforms.append(lambda chw: -chw)
+    assert transforms.fused() is None
+    np.testing.assert_array_equal(transforms(data, np.random.default_rng(0)), -plain[:, :, ::-1])
+    transforms.pop()
+    assert transforms.fused() is fused  # the same operations again: fused again
