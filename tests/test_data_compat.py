@@ -553,6 +553,11 @@ def test_loader_mixes_only_when_training_and_transforms_targets(tmp_path):
                          target_transform=ms.dataset.transforms.TypeCast(ms.int64), num_parallel_workers=1)
     (epoch,) = batches(cast)
     assert epoch[0][1].dtype == np.int64 and epoch[0][1].tolist() == dataset.image_source.labels[:4].tolist()
+    # as a list of operations (MindCV's form), applied in order
+    listed = create_loader(dataset, 4, transform=create_transforms("cifar10", 32), num_parallel_workers=1,
+                           target_transform=[lambda label: 9 - label, ms.dataset.transforms.TypeCast(ms.int64)])
+    (epoch,) = batches(listed)
+    assert epoch[0][1].dtype == np.int64 and epoch[0][1].tolist() == (9 - dataset.image_source.labels[:4]).tolist()
 
 
 def test_separate_transforms_and_split_batches(tmp_path):

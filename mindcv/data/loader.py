@@ -226,17 +226,23 @@ def per_sample_transform(transform):
     return transform if _takes_argument(transform, "rng") or len(positional) >= 2 else SampleTransform([transform])
 
 
+class _LabelsInOrder:
+    """A list of label operations applied in order (a class, so that worker processes can take it)."""
+
+    def __init__(self, operations):
+        self.operations = list(operations)
+
+    def __call__(self, label):
+        for operation in self.operations:
+            label = operation(label)
+        return label
+
+
 def _label_transform(target_transform):
     """`target_transform` (a callable or a list of them, applied in order) as one callable, or None."""
     if target_transform is None or callable(target_transform):
         return target_transform
-    operations = list(target_transform)
-
-    def apply_in_order(label):
-        for operation in operations:
-            label = operation(label)
-        return label
-    return apply_in_order
+    return _LabelsInOrder(target_transform)
 
 
 def create_loader(dataset, batch_size, drop_remainder=False, is_training=False, mixup=0.0, cutmix=0.0,
@@ -339,6 +345,37 @@ def create_loader(dataset, batch_size, drop_remainder=False, is_training=False, 
     return loader
 
 
+class _ImageMap:
+    """The per-sample transform as a MindSpore map operation (a class, so that worker processes can take it)."""
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __call__(self, data):
+        return np.asarray(self.transform(data, np.random.default_rng()))
+
+
+class _LabelMap:
+    """target_transform, then integer labels as int32 (as mindcv's own loader gives them)."""
+
+    def __init__(self, target_transform):
+        self.target_transform = target_transform
+
+    def __call__(self, label):
+        label = np.asarray(label if self.target_transform is None else self.target_transform(label))
+        return label.astype(np.int32) if np.issubdtype(label.dtype, np.integer) else label
+
+
+class _BatchMix:
+    """mixup / cutmix of a batch, with a fresh generator."""
+
+    def __init__(self, mix):
+        self.mix = mix
+
+    def __call__(self, images, labels):
+        return self.mix(images, labels, np.random.default_rng())
+
+
 def _mindspore_pipeline(dataset, batch_size, drop_remainder, transform, target_transform, mix, workers, processes):
     """MindCV's pipeline over any other MindSpore dataset of (image, label) columns (a user's GeneratorDataset,
     ImageFolderDataset, a `split` or `shuffle` of `create_dataset`'s result): `map` of the per-sample transform,
@@ -346,21 +383,12 @@ def _mindspore_pipeline(dataset, batch_size, drop_remainder, transform, target_t
     The order and sharding are the dataset's; the augmentation and mixing draws come from fresh generators, so
     they are not reproducible (`create_dataset`'s datasets are)."""
     image_column, label_column = dataset.get_col_names()[:2]
-
-    def transform_image(data):
-        return np.asarray(transform(data, np.random.default_rng()))
-
-    def transform_label(label):
-        label = np.asarray(label if target_transform is None else target_transform(label))
-        return label.astype(np.int32) if np.issubdtype(label.dtype, np.integer) else label
-
-    loader = dataset.map(operations=transform_image, input_columns=[image_column], num_parallel_workers=workers,
-                         python_multiprocessing=processes)
-    loader = loader.map(operations=transform_label, input_columns=[label_column])
+    loader = dataset.map(operations=_ImageMap(transform), input_columns=[image_column],
+                         num_parallel_workers=workers, python_multiprocessing=processes)
+    loader = loader.map(operations=_LabelMap(target_transform), input_columns=[label_column])
     loader = loader.batch(batch_size, drop_remainder=drop_remainder)
     if mix is not None:
-        loader = loader.map(operations=lambda images, labels: mix(images, labels, np.random.default_rng()),
-                            input_columns=[image_column, label_column])
+        loader = loader.map(operations=_BatchMix(mix), input_columns=[image_column, label_column])
     loader.class_names = getattr(dataset, "class_names", None)
     loader.skipped_images = SkippedImages()  # unreadable images are errors here: MindSpore's pipeline stops
     return loader
