@@ -126,7 +126,8 @@ def _opt(name, type_, default, help_, choices=None, item=float, valid=None, leng
 
 
 # The scripts that read the recipe, by the name their help and errors use, and what each is for.
-SCRIPTS = {"train": "train.py", "validate": "validate.py", "infer": "infer.py", "export": "python -m mindcv.export"}
+SCRIPTS = {"train": "python train.py", "validate": "python validate.py", "infer": "python infer.py",
+           "export": "python -m mindcv.export"}
 # who reads a key besides train.py: every script (the network and its input), the ones that predict from images
 # (the evaluation transform, the precision), the ones that read a dataset split
 EVERY_SCRIPT = ("train", "validate", "infer", "export")
@@ -369,11 +370,13 @@ def coerce(option: Option, value):
     return result
 
 
-def unknown_key_error(key: str, where: str) -> ConfigError:
+def unknown_key_error(key: str, where: str, script: str = "train", own_keys: Sequence[str] = ()) -> ConfigError:
+    """ConfigError for an unknown `key` (found in `where`), suggesting the closest of the schema's keys and aliases and
+    the script's `own_keys` (infer.py's --topk, ...), if one is close."""
     # only a close match helps (drop_path: drop_path_rate; epochs: epoch_size); a loose one misleads (image_path is
     # not aug_repeats)
-    close = difflib.get_close_matches(key, [*OPTIONS, *ALIASES], n=1, cutoff=0.7)
-    hint = f"; did you mean '{close[0]}'?" if close else "; see `python train.py --help` for every key"
+    close = difflib.get_close_matches(key, [*OPTIONS, *ALIASES, *own_keys], n=1, cutoff=0.7)
+    hint = f"; did you mean '{close[0]}'?" if close else f"; see `{SCRIPTS[script]} --help` for every key"
     return ConfigError(f"unknown config key '{key}' in {where}{hint}")
 
 
@@ -493,8 +496,8 @@ def build_parser(description: str = "", script: str = "train") -> argparse.Argum
     given without a value (`--pretrained`) is True. Its help shows the keys that `script` (a key of SCRIPTS)
     reads, under their GROUPS headings; the others are accepted too (a training recipe or command line serves
     every script) but left out of the help, which says so."""
-    others = "" if script == "train" else (f"{SCRIPTS[script]} also accepts the other keys of a recipe (see "
-                                           "train.py --help) and does not use them.")
+    others = "" if script == "train" else (f"{SCRIPTS[script]} also accepts the other keys of a recipe (`python "
+                                           "train.py --help` lists them) and does not use them.")
     parser = argparse.ArgumentParser(prog=SCRIPTS[script], description=description, allow_abbrev=False, epilog=others,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("-c", "--config", default="", metavar="RECIPE", help="YAML recipe: ours, or MindCV's")
@@ -546,7 +549,9 @@ def parse_config(argv: Optional[List[str]] = None, description: str = "", extra=
     args, unknown = parser.parse_known_args(argv)
     for token in unknown:
         if token.startswith("--"):
-            raise unknown_key_error(token[2:].split("=")[0], "the command line")
+            own_keys = [flag[2:] for action in parser._actions for flag in action.option_strings
+                        if flag.startswith("--") and flag[2:] not in OPTIONS]
+            raise unknown_key_error(token[2:].split("=")[0], "the command line", script, own_keys)
     if unknown:
         raise ConfigError(f"unexpected argument '{unknown[0]}'; options take the form --key value")
     values = {o.name: o.default for o in SCHEMA}
@@ -663,8 +668,8 @@ def schema_table() -> str:
                 continue
             kind = f"list of {option.item.__name__}" if option.type is list else option.type.__name__
             names = " = ".join(f"`{name}`" for name in (option.name, *option.aliases))
-            rows.append(f"| {names} | {kind} | `{option.default}` | {_valid_text(option)} | {', '.join(option.scripts)} "
-                        f"| {option.help} |")
+            cells = [names, kind, f"`{option.default}`", _valid_text(option), ", ".join(option.scripts), option.help]
+            rows.append(f"| {' | '.join(cells)} |")
         sections.append("\n".join(rows))
     return "\n\n".join(sections)
 
