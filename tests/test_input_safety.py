@@ -379,7 +379,7 @@ def test_infinities_in_a_recipe_are_one_line_errors(tmp_path):
     (["--image_resize", "100000"], r"image_resize must be in \[1, 4096\], got 100000"),
     (["--crop_pct", "1.0e-320"], r"crop_pct must be in \(0, 1\], got 1e-320"),
     (["--scale", "5e-324", "1"], r"scale must be .*got \[5e-324, 1.0\]"),
-    (["--batch_size", "100000000"], r"batch_size must be in \[1, 65536\]"),
+    (["--batch_size", "100000000"], r"batch_size must be in \[1, 1048576\]"),
     (["--dims", "8", "8", "8", "1000000"], r"dims must be 4 numbers, each in \[1, 16384\]"),
 ])
 def test_sizes_have_upper_bounds_and_fractions_are_not_subnormal(argv, message):

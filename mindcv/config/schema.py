@@ -182,7 +182,7 @@ SCHEMA: List[Option] = _grouped([
     _opt("python_multiprocessing", bool, False, "run the data loading workers as processes instead of threads "
          "(for Python transforms that hold the GIL; the built-in transforms release it)", scripts=VALIDATING),
     _opt("batch_size", int, 32, "images per step per device; the global batch is batch_size x devices",
-         valid=Range(1, 65536), scripts=EVERY_SCRIPT),
+         valid=Range(1, 1 << 20), scripts=EVERY_SCRIPT),
     _opt("drop_remainder", bool, True, "drop the last incomplete training batch"),
     _opt("aug_repeats", int, 0, "repeated augmentation: each epoch takes the first 1/aug_repeats of its sample order "
          "and shows every image aug_repeats times, differently augmented (spread over the ranks); the steps per "
