@@ -33,6 +33,7 @@ from mindcv.config.builders import build_eval_model, exit_on_user_error, setup_c
 from mindcv.config.schema import parse_config
 from mindcv.errors import ConfigError
 from mindcv.io.checkpoint import user_file_mode
+from mindcv.io.download import is_url
 from mindcv.ops import fast_cpu_ops
 
 EXTENSIONS = {"MINDIR": ".mindir", "ONNX": ".onnx"}
@@ -97,9 +98,10 @@ def main(argv=None) -> int:
     # MindSpore Lite, serving and ONNX cannot run mindcv's CPU kernels (ops.Custom over a local library)
     with fast_cpu_ops(False):
         network = build_eval_model(config)
-    # beside the checkpoint, as the run folder's other files (the current folder is the repository in the README)
-    output = config.output or os.path.join(os.path.dirname(config.ckpt_path),
-                                           f"{config.model}{EXTENSIONS[config.format]}")
+    # beside the checkpoint, as the run folder's other files (the current folder is the repository in the README);
+    # weights fetched from a URL: the current folder
+    folder = "" if is_url(config.ckpt_path) else os.path.dirname(config.ckpt_path)
+    output = config.output or os.path.join(folder, f"{config.model}{EXTENSIONS[config.format]}")
     try:
         path = export_model(network, config.format, output, config.batch_size, config.in_channels, image_size)
     except ExportNotSupportedError as error:
