@@ -5,6 +5,7 @@ with its default) are read from ../shared/mindcv_reference; the recipes train on
 shipped mnist5k, and validate.py checks the checkpoint with nothing but its path.
 """
 import ast
+import functools
 import hashlib
 import inspect
 import json
@@ -35,6 +36,7 @@ from mindcv.models import convnext as convnext_module
 from mindcv.models import layers
 from mindcv.scheduler import SCHEDULERS
 from mindcv.io.checkpoint import save_checkpoint_atomic
+from mindcv.config import factories
 from mindcv.config.builders import apply_eval_amp, build_dataset, build_loader, build_transform
 from mindcv.config.schema import (ALIASES, OPTIONS, ConfigError, check_supported, dump_config, load_yaml,
                                  parse_config, resume_checkpoint)
@@ -324,28 +326,27 @@ def test_train_wires_loss_schedule_and_amp_keys(monkeypatch, restore_signals, tm
     class Stop(Exception):
         pass
 
-    def recorded(name, function):
+    def recorded(name, function, then=None):
+        @functools.wraps(function)  # the config reaches a factory by its signature: keep the real one
         def record(*args, **kwargs):
             seen[name] = (args, kwargs)
+            if then:
+                raise then
             return function(*args, **kwargs)
         return record
 
-    def train_step(*args, **kwargs):
-        seen["train_step"] = kwargs
-        raise Stop
-
-    monkeypatch.setattr(train, "create_scheduler", recorded("scheduler", train.create_scheduler))
-    monkeypatch.setattr(train, "create_loss", recorded("loss", train.create_loss))
-    monkeypatch.setattr(train, "create_train_step", train_step)
+    monkeypatch.setattr(factories, "create_scheduler", recorded("scheduler", factories.create_scheduler))
+    monkeypatch.setattr(factories, "create_loss", recorded("loss", factories.create_loss))
+    monkeypatch.setattr(factories, "create_train_step", recorded("train_step", factories.create_train_step, Stop))
     with pytest.raises(Stop):
         train.main([*TINY, "--num_samples", "16", "--batch_size", "16", "--ckpt_save_dir", str(tmp_path), "--loss",
                     "BCE", "--reduction", "sum", "--label_smoothing", "0.2", "--aux_factor", "0.4", "--num_cycles",
                     "2", "--cycle_decay", "0.5", "--scheduler", "cosine_decay", "--warmup_epochs", "0",
                     "--decay_epochs", "1", "--epoch_size", "2", "--val_while_train", "False", "--amp_cast_list",
                     "[nn.LayerNorm]"])
-    assert seen["loss"] == (("bce",), dict(reduction="sum", label_smoothing=0.2, aux_factor=0.4))
+    assert seen["loss"][1] == dict(name="bce", reduction="sum", label_smoothing=0.2, aux_factor=0.4)
     assert (seen["scheduler"][1]["num_cycles"], seen["scheduler"][1]["cycle_decay"]) == (2, 0.5)
-    assert seen["train_step"]["amp_cast_list"] == "[nn.LayerNorm]"
+    assert seen["train_step"][1]["amp_cast_list"] == "[nn.LayerNorm]"
 
 
 def test_one_color_jitter_number_is_brightness_contrast_and_saturation():
