@@ -11,7 +11,9 @@ import pytest
 
 import mindcv.selftest as selftest
 from conftest import ROOT
+from mindcv.errors import ConfigError
 from test_distributed import MSRUN, free_port, needs_msrun
+from test_engine import stand_in_data_sink
 
 SINGLE_ROWS = ["ConvNeXt logits, float32", "ConvNeXt logits, amp_level O2", "AdamW, 3 steps vs PyTorch's rule",
                "fp16 overflow: skipped, scale halves", "fp16 overflow in accumulation window"]
@@ -54,6 +56,18 @@ def test_a_wrong_result_fails_its_row_and_the_exit_status(tmp_path, monkeypatch,
     rows = table(capsys.readouterr().out)
     assert [rows[name][0] for name in SINGLE_ROWS] == ["FAIL", "FAIL", "PASS", "PASS", "PASS"]
     assert rows["ConvNeXt logits, float32"][1].endswith("of max |logit| (tolerance 1e-04)")
+
+
+def test_the_sink_row_counts_the_steps_each_sink_ran():
+    """The sink row, with a stand-in for mindspore.data_sink (the CPU has no device queue): two sinks of 4 steps
+    pass; a second sink that runs 1 step fails the row with the error naming sink_size and jit_level."""
+    sinks = []
+    assert selftest.check_sink("O2", 4, stand_in_data_sink(sinks)) == (True, "2 sinks of 4 steps ran 8 (jit_level O2)")
+    assert [(size, level) for size, level, _ in sinks] == [(4, "O2")]
+    assert sinks[0][2].calls == ["stop_send", "release"]
+    short = stand_in_data_sink([], lambda index, sink_size: 1 if index else sink_size)
+    with pytest.raises(ConfigError, match=r"^a sink of sink_size 4 ran 1 steps on the device \(jit_level O2\)"):
+        selftest.check_sink("O2", 4, short)
 
 
 @needs_msrun
