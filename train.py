@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     updates_per_epoch = steps_per_epoch // config.gradient_accumulation_steps
     lr_per_step = build_scheduler(config, updates_per_epoch)
     optimizer = build_optimizer(config, network, lr_per_step)
-    train_step = build_train_step(config, network, build_loss(config), optimizer)
+    train_step = build_train_step(config, network, build_loss(config), optimizer, rank)
 
     start_epoch, steps_done = 0, 0
     if resume:

@@ -63,11 +63,11 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, first_epoch)
 
 
 def test_resume_with_data_randomness_gives_the_weights_of_an_uninterrupted_run(tmp_path):
-    """Mixup/cutmix, RandAugment, random erasing and random crops are keyed by (seed, epoch, sample or batch): a
-    resumed run draws what the uninterrupted one drew. (Drop-path masks are not: MindSpore's random operators keep
-    their state inside the kernel, which no checkpoint holds; a resumed run draws new masks.)"""
-    common = [*TINY, *DETERMINISTIC, *RANDOM_DATA, "--num_samples", "32", "--batch_size", "16",
-              "--val_while_train", "False"]
+    """Mixup/cutmix, RandAugment, random erasing and random crops are keyed by (seed, epoch, sample or batch), and
+    drop-path masks by (seed, rank, the train step's saved call count): a resumed run draws what the uninterrupted
+    one drew."""
+    common = [*TINY, *DETERMINISTIC, *RANDOM_DATA, "--drop_path_rate", "0.3", "--num_samples", "32", "--batch_size",
+              "16", "--val_while_train", "False"]
     run("train.py", *common, "--epoch_size", "2", "--ckpt_save_dir", str(tmp_path / "straight"))
     run("train.py", *common, "--epoch_size", "1", "--ckpt_save_dir", str(tmp_path / "resumed"))
     run("train.py", *common, "--epoch_size", "2", "--ckpt_save_dir", str(tmp_path / "resumed"), "--resume", "auto")

@@ -7,6 +7,7 @@ from typing import Callable, Dict, Iterable, List, Optional
 
 from mindcv.engine.train_step import create_train_step
 from mindcv.loss import create_loss
+from mindcv.models.layers import bind_drop_path
 from mindcv.optim import create_optimizer
 from mindcv.scheduler import create_scheduler
 
@@ -53,7 +54,11 @@ def build_loss(config):
     return create_loss(**config_kwargs(create_loss, config, LOSS_RENAMED))
 
 
-def build_train_step(config, network, loss_fn, optimizer):
-    """`create_train_step`: precision, loss scaling, clipping, accumulation, EMA and distribution as configured."""
-    return create_train_step(**config_kwargs(create_train_step, config, network=network, loss_fn=loss_fn,
-                                             optimizer=optimizer))
+def build_train_step(config, network, loss_fn, optimizer, rank: int = 0):
+    """`create_train_step`: precision, loss scaling, clipping, accumulation, EMA and distribution as configured.
+    The network's drop-path masks are then drawn from (seed, `rank`, the train step's call count): different on
+    every rank on any back end, and the same again after a resume (the count is part of the saved state)."""
+    train_step = create_train_step(**config_kwargs(create_train_step, config, network=network, loss_fn=loss_fn,
+                                                   optimizer=optimizer))
+    bind_drop_path(network, train_step.current_iterator_step, config.seed, rank)
+    return train_step
