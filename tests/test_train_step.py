@@ -355,3 +355,17 @@ def test_accumulation_carries_an_overflow_only_the_status_register_saw(tmp_path)
         call(step, IMAGES[4:], LABELS[4:])
         assert not all(np.array_equal(v, state(step.network)[k]) for k, v in start.items())
         assert float(step.loss_scale.asnumpy()) == 512.0 and step.optimizer.global_step.asnumpy()[0] == 2
+
+
+def test_a_window_whose_sum_overflows_is_skipped():
+    """Two micro-batches with finite float32 gradients of 3e38 each: their sum is inf, so the window is skipped by
+    the check of the sums, which the carried per-micro-batch flags do not replace."""
+    ms.set_context(mode=ms.GRAPH_MODE)
+    layer = nn.Dense(1, 2, weight_init=Tensor(np.array([[1e-37], [-1e-37]], np.float32)), bias_init="zeros")
+    train_step = create_train_step(layer, create_loss("ce"), create_optimizer(layer, "sgd", lr=1.0, momentum=0.0),
+                                   drop_overflow_update=True, gradient_accumulation_steps=2)
+    start = state(layer)
+    flags = [call(train_step, np.array([[3e38]], np.float32), np.array([1], np.int32))[1] for _ in range(2)]
+    assert flags == [False, False]  # each micro-batch is finite
+    assert all(np.array_equal(v, state(layer)[k]) for k, v in start.items())
+    assert train_step.optimizer.global_step.asnumpy()[0] == 1
