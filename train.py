@@ -22,6 +22,7 @@ from mindcv.config.factories import build_loss, build_optimizer, build_scheduler
 from mindcv.config.schema import check_supported, parse_config, recipe_of, resume_checkpoint
 from mindcv.engine import NonFiniteLossError, RunFolder, Trainer, restore, seed_graph_randomness
 from mindcv.engine.progress import format_settings
+from mindcv.engine.trainer import sunk_steps_per_epoch
 from mindcv.errors import ConfigError
 
 _logger = logging.getLogger("train")
@@ -68,6 +69,18 @@ def main(argv=None) -> int:
         raise ConfigError(f"batch_size {config.batch_size} is larger than this rank's share of the training set "
                           f"({rank_images} images); lower batch_size or set drop_remainder False")
     steps_per_epoch = build_loader(config, train_set, True, num_classes).get_dataset_size()
+    # MindSpore sinks data into a device queue on Ascend and GPU only; the CPU is fed from the host.
+    sink = config.dataset_sink_mode and ms.get_context("device_target") != "CPU"
+    if config.dataset_sink_mode and not sink:
+        _logger.info("dataset_sink_mode: the CPU back end has no device queue; batches are fed from the host")
+    if sink and not config.drop_remainder:
+        raise ConfigError("dataset_sink_mode needs drop_remainder True: a device queue takes batches of one shape")
+    trained = sunk_steps_per_epoch(steps_per_epoch, config.sink_size) if sink else steps_per_epoch
+    if trained < steps_per_epoch:
+        _logger.info("sink_size %d: each epoch trains its %d whole sinks, %d of its %d batches per device (the last %d "
+                     "are left out, as drop_remainder leaves out images)", config.sink_size,
+                     trained // config.sink_size, trained, steps_per_epoch, steps_per_epoch - trained)
+        steps_per_epoch = trained
     if steps_per_epoch % config.gradient_accumulation_steps:
         # accumulation windows must not straddle epochs, or the per-epoch lr table would run out early
         raise ConfigError(f"gradient_accumulation_steps {config.gradient_accumulation_steps} does not divide the "
@@ -114,14 +127,10 @@ def main(argv=None) -> int:
             "LR scheduler": f"{config.scheduler} (lr {config.lr}, min_lr {config.min_lr}, warmup "
                             f"{config.warmup_epochs} epochs)",
             "Auto mixed precision": config.amp_level,
-            "Loss scale": f"{config.loss_scale} ({config.loss_scale_type})"}), flush=True)
+            "Loss scale": f"{config.loss_scale} ({config.loss_scale_type})",
+            "Data sink": f"{min(config.sink_size, steps_per_epoch) if config.sink_size > 0 else steps_per_epoch} steps "
+                         "per sink" if sink else "off (fed from the host)"}), flush=True)
 
-    # MindSpore sinks data into a device queue on Ascend and GPU only; the CPU is fed from the host.
-    sink = config.dataset_sink_mode and ms.get_context("device_target") != "CPU"
-    if config.dataset_sink_mode and not sink:
-        _logger.info("dataset_sink_mode: the CPU back end has no device queue; batches are fed from the host")
-    if sink and not config.drop_remainder:
-        raise ConfigError("dataset_sink_mode needs drop_remainder True: a device queue takes batches of one shape")
     trainer = Trainer(train_step, run, lambda epoch, skip: build_loader(config, train_set, True, num_classes, epoch, skip),
                       epochs=config.epoch_size, steps_per_epoch=steps_per_epoch, batch_size=config.batch_size,
                       lr_per_step=lr_per_step, accumulation_steps=config.gradient_accumulation_steps,

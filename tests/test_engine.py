@@ -12,7 +12,7 @@ from mindspore import nn
 
 from mindcv.engine import NonFiniteLossError, RunFolder, Trainer
 from mindcv.engine.stopping import STOPPED_STATUS
-from mindcv.engine.trainer import chunk_size
+from mindcv.engine.trainer import chunk_size, sunk_steps_per_epoch
 from mindcv.errors import ConfigError
 from mindcv.loss import create_loss
 from mindcv.optim import create_optimizer
@@ -30,14 +30,14 @@ def make_loader(images=IMAGES):
     return loader
 
 
-def trainer(tmp_path, images=IMAGES, drop_overflow_update=True, **kwargs):
+def trainer(tmp_path, images=IMAGES, drop_overflow_update=True, steps_per_epoch=STEPS, **kwargs):
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_seed(0)
     network = nn.SequentialCell(nn.Dense(4, 8), nn.GELU(approximate=False), nn.Dense(8, 3))
     optimizer = create_optimizer(network, "adamw", lr=0.01, weight_decay=0.0)
     step = create_train_step(network, create_loss("ce"), optimizer, drop_overflow_update=drop_overflow_update)
     run = RunFolder(str(tmp_path), "tiny", 0, writes_records=True, keeps_state=True)
-    return Trainer(step, run, make_loader(images), epochs=2, steps_per_epoch=STEPS, batch_size=BATCH,
+    return Trainer(step, run, make_loader(images), epochs=2, steps_per_epoch=steps_per_epoch, batch_size=BATCH,
                    lr_per_step=[0.01], drop_overflow_update=drop_overflow_update, **kwargs)
 
 
@@ -171,3 +171,18 @@ def test_the_stop_command_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert "is not the folder of a training run" in capsys.readouterr().err and not (tmp_path / "STOP").exists()
     (tmp_path / "config.yaml").write_text("model: x\n")
     assert main([str(tmp_path)]) == 0 and (tmp_path / "STOP").exists()
+
+
+def test_a_sink_size_that_does_not_divide_the_epoch_trains_its_whole_sinks(tmp_path):
+    """Six batches per epoch, sinks of four: each epoch trains its first four batches (the fifth and sixth are left
+    out, as drop_remainder leaves out images), exactly as a host-fed run over those four."""
+    assert sunk_steps_per_epoch(6, 4) == 4 and sunk_steps_per_epoch(10009, 556) == 10008
+    assert sunk_steps_per_epoch(6, 3) == sunk_steps_per_epoch(6, -1) == sunk_steps_per_epoch(6, 8) == 6
+    sunk = trainer(tmp_path / "sunk", sink=True, sink_size=4, data_sink=stand_in_data_sink([]), steps_per_epoch=4)
+    assert sunk.fit() == 0
+    host_fed = trainer(tmp_path / "host", sink_size=4, steps_per_epoch=4)
+    host_fed.make_loader = lambda epoch, skip: ds.NumpySlicesDataset(
+        {"image": IMAGES[:4 * BATCH], "label": LABELS[:4 * BATCH]}, shuffle=False).batch(BATCH).skip(skip)
+    assert host_fed.fit() == 0
+    for name, value in weights(host_fed.train_step).items():
+        np.testing.assert_array_equal(weights(sunk.train_step)[name], value)

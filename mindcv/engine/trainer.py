@@ -135,6 +135,16 @@ def chunk_size(steps_per_epoch: int, sink: bool, sink_size: int, log_interval: i
     return chunk if sink else max(1, min(chunk, log_interval))
 
 
+def sunk_steps_per_epoch(steps_per_epoch: int, sink_size: int) -> int:
+    """The steps of an epoch that a sunk run trains: its whole sinks of `sink_size` steps (-1: the epoch). A sink's
+    size is fixed when `mindspore.data_sink` is built (once per dataset), so the epoch's last
+    `steps_per_epoch % sink_size` batches are left out, as drop_remainder leaves out the last images. ImageNet on
+    8 x 16 has 10009 steps per epoch (a prime): sink_size 556 trains 10008 of them."""
+    if sink_size < 1 or sink_size >= steps_per_epoch:
+        return steps_per_epoch
+    return steps_per_epoch - steps_per_epoch % sink_size
+
+
 class Trainer:
     """Runs the epochs of a training run: chunks of steps, progress, validation, checkpoints, metrics, stops.
 
@@ -175,8 +185,8 @@ class Trainer:
         self.sink, self.sink_size, self.jit_level = sink, sink_size, jit_level
         self.chunk = chunk_size(steps_per_epoch, sink, sink_size, log_interval)
         if sink and steps_per_epoch % self.chunk:
-            raise ValueError(f"sink_size {sink_size} does not divide the {steps_per_epoch} steps of an epoch; choose "
-                             "a divisor, or -1 for one sink per epoch")
+            raise ValueError(f"sink_size {sink_size} does not divide the {steps_per_epoch} steps of an epoch; train "
+                             "sunk_steps_per_epoch() of them, or choose a divisor, or -1 for one sink per epoch")
         self.rank, self.group_size, self.distribute = rank, group_size, distribute
         self.data_sink = data_sink
         self.progress = progress or Progress(epochs, steps_per_epoch, enabled=rank == 0)
@@ -193,6 +203,8 @@ class Trainer:
         if skip:
             return HostFeed(self.totals, loader, 1, on_step), epoch + 1
         if self.sink:
+            if loader.get_dataset_size() > self.steps_per_epoch:  # the batches after the epoch's last whole sink
+                loader = loader.take(self.steps_per_epoch)
             return SinkFeed(self.totals, loader, self.chunk, self.jit_level, self.data_sink), self.epochs
         return HostFeed(self.totals, loader, self.epochs - epoch, on_step), self.epochs
 
