@@ -570,6 +570,10 @@ def test_separate_transforms_and_split_batches(tmp_path):
     assert secondary(pixels, rng).shape == (32, 32, 3)
     assert final(pixels, rng).shape == (3, 32, 32)
     assert isinstance(create_transforms("imagenet", 32, False, separate=True), list)  # separate: training only
+    # MindCV's three lists: the crop and flips, the augmentation, Normalize and erasing
+    assert [[type(op).__name__ for op in stage] for stage in (primary, secondary, final)] == [
+        ["RandomResizedCropDecode", "RandomHorizontalFlip", "RandomVerticalFlip"], ["AutoAugmentation"],
+        ["Normalize", "RandomErasing"]]
     dataset = create_dataset("cifar10", str(tmp_path), seed=1)
     loader = create_loader(dataset, 4, drop_remainder=True, is_training=True, separate=True,
                            transform=(primary, secondary, final), num_parallel_workers=1)
@@ -583,6 +587,12 @@ def test_separate_transforms_and_split_batches(tmp_path):
     np.testing.assert_array_equal(images[0], final(primary(dataset.image_source.read(index), clean_rng), None,
                                                    erase=False))
     assert not np.array_equal(images[0], images[4]) and not np.array_equal(images[4], images[8])
+    # a changed stage list is applied op by op (MindCV users append to the lists)
+    stages = create_transforms("imagenet", 32, True, "augmix-m3", separate=True)
+    stages[2].append(lambda chw: np.zeros_like(chw))
+    (changed,) = batches(create_loader(dataset, 4, drop_remainder=True, is_training=True, separate=True,
+                                       transform=stages, num_parallel_workers=1))
+    assert changed[0][0].shape == (12, 3, 32, 32) and not changed[0][0].any()
     with pytest.raises(ValueError, match="does not mix"):
         create_loader(dataset, 4, is_training=True, mixup=0.8, separate=True, transform=(primary, secondary, final))
     with pytest.raises(ValueError, match="primary, secondary, final"):  # CIFAR's own transform has no stages

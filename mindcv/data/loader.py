@@ -307,6 +307,7 @@ def create_loader(dataset, batch_size, drop_remainder=False, is_training=False, 
         if not (isinstance(transform, tuple) and len(transform) == 3 and all(map(callable, transform))):
             raise ValueError("create_loader(separate=True) takes the (primary, secondary, final) transforms of "
                              "create_transforms(..., is_training=True, separate=True)")
+        transform = tuple(map(per_sample_transform, transform))
     else:
         if transform is None:
             transform = create_transforms(dataset_name=dataset_name, is_training=is_training)

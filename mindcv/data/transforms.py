@@ -532,10 +532,12 @@ class TransformList(list):
         unchanged = len(self) == len(self.made) and all(a is b for a, b in zip(self, self.made))
         return self.fused_transform if unchanged else None
 
-    def __call__(self, data, rng=None, out=None):
+    def __call__(self, data, rng=None, out=None, **options):
+        """`options`: further keywords of the fused transform (the final stage's `erase`), ignored once the list
+        is changed."""
         fused = self.fused()
         if fused is not None:
-            return fused(data, rng, out=out)
+            return fused(data, rng, **options) if out is None else fused(data, rng, out=out, **options)
         image = SampleTransform(self)(data, rng)
         if out is None:
             return image
@@ -589,9 +591,11 @@ def create_transforms(dataset_name="", image_resize=224, is_training=False, auto
         auto_augment: None or a policy: "randaug-m9-mstd0.5-inc1" (RandAugment), "autoaug" / "autoaugr"
             (AutoAugment), "3a" (DeiT III's three-augment), "augmix-m5-w4-d2" (AugMix), "trivialaugwide", or
             timm's spellings ("rand-...", "original", "originalr", "v0", "v0r"); see `mindcv.data.auto_augment`.
-        separate: with is_training, return the three stages of the ImageNet training transform as a tuple of
-            callables (primary, secondary, final) (see `TrainTransform`), for AugMix split batches
-            (`create_loader(..., separate=True)`); otherwise ignored (the list is returned), as in MindCV.
+        separate: with is_training, return the three stages of the ImageNet training list as a tuple of lists
+            (primary: crop and flips; secondary: auto-augmentation and colour jitter; final: Normalize and random
+            erasing), as MindCV, for AugMix split batches (`create_loader(..., separate=True)`); unchanged, each
+            runs its stage of the fused transform (see `TrainTransform`). Otherwise ignored (one list is
+            returned), as in MindCV.
         scale: random resized crop area fraction range.
         ratio: random resized crop aspect ratio (w/h) range.
         hflip, vflip: flip probabilities.
@@ -650,7 +654,9 @@ def create_transforms(dataset_name="", image_resize=224, is_training=False, auto
         jitter = ColorJitter(*strengths)
     erasing = RandomErasing(re_prob, re_value, re_scale, re_ratio, re_max_attempts) if re_prob > 0 else None
     transform = TrainTransform(crop, *flips, augment, jitter, normalize, erasing)
-    if separate:
-        return transform.primary, transform.secondary, transform.final
+    if separate:  # MindCV's three lists; each, unchanged, runs its stage of the fused transform
+        stages = ([crop, *flips], [augment, jitter], [normalize, erasing])
+        return tuple(TransformList([op for op in stage if op is not None], fused) for stage, fused in
+                     zip(stages, (transform.primary, transform.secondary, transform.final)))
     operations = [op for op in (crop, *flips, augment, jitter, normalize, erasing) if op is not None]
     return TransformList(operations, transform)
