@@ -1,10 +1,12 @@
 """Data-parallel training under msrun on this CPU: two workers with batch B step like one process with batch 2B;
+SIGTERM to msrun and `python -m mindcv.stop` leave a resumable state that resumes exactly;
 two single-worker launches (two "nodes" on 127.0.0.1, each with its own run folder) resume from their own disks;
 ranks draw their own drop-path masks and mixing."""
 import glob
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -41,7 +43,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-def msrun(*args, log_dir, worker_num=2, local_worker_num=2, port=None, node_rank=None):
+def msrun(*args, log_dir, worker_num=2, local_worker_num=2, port=None, node_rank=None, new_session=False):
+    """msrun --join True: it waits for its workers (and they follow it: mindcv/engine/stopping.py)."""
     command = [MSRUN, "--worker_num", str(worker_num), "--local_worker_num", str(local_worker_num),
                "--master_addr", "127.0.0.1", "--master_port", str(port or free_port()), "--log_dir", str(log_dir),
                "--join", "True"]
@@ -50,7 +53,8 @@ def msrun(*args, log_dir, worker_num=2, local_worker_num=2, port=None, node_rank
     # msrun starts its workers with the `python` on PATH: this interpreter's, also from a venv not activated
     path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
     return subprocess.Popen([*command, "train.py", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PATH": path})
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PATH": path},
+                            start_new_session=new_session)
 
 
 def wait_for_listener(port, timeout=120):
@@ -182,3 +186,69 @@ def test_ranks_mix_their_batches_with_their_own_draws():
         assert labels[0] != labels[-1]  # the seed is chosen so that lam can be read off sample 0
         lams.append(float(targets[0, labels[0]]))
     assert 0 < lams[0] < 1 and 0 < lams[1] < 1 and abs(lams[0] - lams[1]) > 1e-3
+
+
+def wait_for_line(path, text, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if os.path.exists(path) and text in open(path).read():
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{path} never showed {text!r}")
+
+
+def workers_of(port):
+    """Pids of the train.py processes of the msrun job on `port` (their environment names it)."""
+    pids = []
+    for environ in glob.glob("/proc/[0-9]*/environ"):
+        try:
+            with open(environ, "rb") as f:
+                if f"MS_SCHED_PORT={port}\0".encode() not in f.read():
+                    continue
+            with open(environ.replace("environ", "cmdline"), "rb") as f:
+                if b"train.py" in f.read():
+                    pids.append(int(environ.split("/")[2]))
+        except OSError:  # gone meanwhile, or not ours
+            pass
+    return pids
+
+
+@needs_msrun
+def test_sigterm_to_msrun_and_the_stop_command_keep_the_work_and_resume_exactly(common, two_workers, tmp_path):
+    """A cluster preempting the job sends SIGTERM to msrun, which dies without forwarding it; its workers (in
+    sessions of their own) follow it, agree, and save a resumable state on the node's first rank. Resumed, the run
+    is stopped again with `python -m mindcv.stop RUN_DIR`, and resumed again to the uninterrupted weights. Each stop
+    lands in an epoch's validation (one step per epoch) and is honoured at the epoch's end."""
+    run_dir, args = tmp_path / "run", [*common, "--epoch_size", "3", "--ckpt_save_dir", str(tmp_path / "run")]
+    log = tmp_path / "logs1" / "worker_0.log"
+
+    port = free_port()
+    launcher = msrun(*args, log_dir=tmp_path / "logs1", port=port, new_session=True)
+    wait_for_line(log, "Epoch: [1/3], batch: [1/1]")
+    launcher.send_signal(signal.SIGTERM)
+    launcher.wait(timeout=60)  # not communicate(): msrun's `tail -f` of the worker logs keep its stdout open
+    deadline = time.time() + 120
+    while workers_of(port) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not workers_of(port), open(log).read()[-3000:]
+    os.killpg(launcher.pid, signal.SIGKILL)  # those tails outlive msrun
+    launcher.stdout.close()
+    assert "stopped on request" in open(log).read(), open(log).read()[-3000:]
+    assert sorted(p.name for p in run_dir.glob("convnext_atto-*.ckpt")) == ["convnext_atto-1_1.ckpt"]
+
+    stopped = msrun(*args, "--resume", "auto", log_dir=tmp_path / "logs2")
+    wait_for_line(tmp_path / "logs2" / "worker_0.log", "Epoch: [2/3], batch: [1/1]")
+    command = subprocess.run([sys.executable, "-m", "mindcv.stop", str(run_dir)], cwd=ROOT, capture_output=True,
+                             text=True)
+    assert command.returncode == 0 and "STOP" in command.stdout, command.stderr
+    output, _ = stopped.communicate(timeout=300)
+    assert stopped.returncode != 0  # msrun reports a worker's status 130 as a failure
+    assert "stopped on request" in open(tmp_path / "logs2" / "worker_0.log").read(), output[-3000:]
+    assert not (run_dir / "STOP").exists()
+    assert "convnext_atto-2_1.ckpt" in {p.name for p in run_dir.glob("*.ckpt")}
+
+    finish(msrun(*args, "--resume", "auto", log_dir=tmp_path / "logs3"))
+    resumed = weights(str(run_dir / "convnext_atto-3_1.ckpt"))
+    uninterrupted = weights(str(two_workers / "run" / "convnext_atto-3_1.ckpt"))
+    assert max(float(np.abs(resumed[k] - uninterrupted[k]).max()) for k in uninterrupted) <= 1e-5
+    assert [r["epoch"] for r in records(str(run_dir))] == [1, 2, 3]
