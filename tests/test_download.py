@@ -235,6 +235,8 @@ def test_archives_unpack_plain_files_and_folders_only(tmp_path):
     or device member of any kind is refused before anything is written, on every Python."""
     outside = tmp_path / "outside"
     outside.mkdir()
+    folder = tarfile.TarInfo("a")
+    folder.type = tarfile.DIRTYPE
     link = tarfile.TarInfo("a/link")
     link.type, link.linkname = tarfile.SYMTYPE, "../../outside"
     through = tarfile.TarInfo("a/link/planted.txt")
@@ -242,9 +244,7 @@ def test_archives_unpack_plain_files_and_folders_only(tmp_path):
     hard.type, hard.linkname = tarfile.LNKTYPE, "/etc/passwd"
     device = tarfile.TarInfo("dev")
     device.type = tarfile.CHRTYPE
-    for members in ([(tarfile.TarInfo("a"), None), (link, None), (through, b"bad")], [(hard, None)],
-                    [(device, None)]):
-        members[0][0].type = tarfile.DIRTYPE if members[0][0].name == "a" else members[0][0].type
+    for members in ([(folder, None), (link, None), (through, b"bad")], [(hard, None)], [(device, None)]):
         into = tmp_path / "into"
         with pytest.raises(DownloadError, match="refused to extract .*not a plain file or folder"):
             DownLoad().extract_archive(tar_of(tmp_path, *members), str(into))

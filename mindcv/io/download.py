@@ -39,7 +39,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import stat
 import tarfile
 import tempfile
