@@ -166,6 +166,8 @@ def test_mindspore_operations_list():
     for operation in operations:
         expected = operation(expected)
     np.testing.assert_allclose(images[0], expected, atol=1e-6)
+    # one MindSpore operation alone, not in a list, is applied the same way
+    assert loader_images(vision.Decode(), is_training=False).shape == (8, 28, 28, 3)
 
 
 # ---------------------------------------------------------------- datasets
