@@ -29,7 +29,7 @@ def format_settings(settings: dict) -> str:
     return "\n".join([rule, *(f"{name}: {value}" for name, value in settings.items()), rule])
 
 
-# decimals of the figures in an epoch's record (the JSON line and metrics.jsonl); the others are counts
+# decimals of the figures of an epoch's record as printed (metrics.jsonl keeps them all); the others are counts
 RECORD_DECIMALS = {"train_loss": 4, "lr": 8, "epoch_time_s": 2, "images_per_s": 1, "val_top1": 2, "val_top5": 2,
                    "val_loss": 4}
 
@@ -56,7 +56,7 @@ def result_log(records) -> str:
 
 def summary(epochs_done: int, elapsed_s: float, best_top1: float, best_epoch: int, best_path: str) -> str:
     """The run's last line: how long it took and its best validation top-1 (when it validated)."""
-    line = f"done: {epochs_done} epochs in {format_duration(elapsed_s)}"
+    line = f"done: {epochs_done} epoch{'' if epochs_done == 1 else 's'} in {format_duration(elapsed_s)}"
     if best_epoch:
         line += f"; best val_top1 {best_top1:.2f} at epoch {best_epoch} ({best_path})"
     return line

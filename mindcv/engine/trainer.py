@@ -295,7 +295,7 @@ class Trainer:
                 record = {"epoch": epoch + 1, "step": (epoch + 1) * self.steps_per_epoch,
                           "train_loss": self._mean_over_ranks(loss_sum / clean_steps if clean_steps else float("nan")),
                           "lr": self.lr_at((epoch + 1) * self.steps_per_epoch - 1),
-                          "epoch_time_s": elapsed, "images_per_s": images_seen / elapsed,
+                          "epoch_time_s": round(elapsed, 2), "images_per_s": round(images_seen / elapsed, 2),
                           "unix_time": int(time.time()), "skipped_updates": skipped_updates,
                           "skipped_images": getattr(getattr(feed.loader, "skipped_images", None), "count", 0)}
                 is_best, top1 = False, None
@@ -308,14 +308,13 @@ class Trainer:
                         if is_best:
                             best_top1, best_epoch = top1, epoch + 1
                             self.run.save_best(self.train_step.network)
-                record = rounded(record)
                 stopping = epoch + 1 < self.epochs and self._stop_requested(stop)
                 if (epoch + 1) % self.ckpt_save_interval == 0 or epoch + 1 == self.epochs or stopping:
                     saved = self.run.save_state(self.train_step, epoch + 1, 0, self.steps_per_epoch, score=top1)
                 self.run.append_metrics(record)
                 records.append(record)
                 self.run.write_result_log(result_log(records))
-                self.progress.line(format_record(record, is_best))
+                self.progress.line(format_record(rounded(record), is_best))  # metrics.jsonl keeps every digit
                 if stopping:
                     return self._stop(stop, saved)
         finally:
