@@ -165,6 +165,16 @@ def test_a_stop_file_stops_at_the_next_boundary_with_the_state_saved(tmp_path, s
     assert [r["epoch"] for r in records(tmp_path)] == ([] if sink_size == 2 else [1])
 
 
+def test_a_stop_file_written_during_the_last_epoch_does_not_stop_the_next_run(tmp_path):
+    """The run completes (nothing is left to stop) and consumes the request, so `--resume auto` with more epochs
+    trains on instead of stopping at its first boundary."""
+    run = trainer(tmp_path, sink_size=2)
+    run.epochs = 1
+    (tmp_path / "STOP").write_text("stop\n")
+    assert run.fit(start_epoch=0, steps_done=4) == 0  # the last chunk of the last epoch
+    assert not (tmp_path / "STOP").exists()
+
+
 def test_the_stop_command_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     from mindcv.stop import main
     assert main([str(tmp_path)]) == 2

@@ -322,6 +322,7 @@ class Trainer:
             if feed is not None:
                 feed.close()
             stop.restore()
+        stop.consume_file()  # a request that came during the last epoch: the run is complete, nothing to stop
         self.progress.line(summary(self.epochs - start_epoch, time.time() - run_start, best_top1, best_epoch,
                                    os.path.join(self.run.directory, f"{self.run.model_name}_best.ckpt")))
         if self.distribute:  # lets a reader of the worker logs check that all ranks hold the same weights
