@@ -29,16 +29,16 @@ import traceback
 import mindspore as ms
 import mindspore.dataset as ds
 import numpy as np
-from mindspore import Tensor, nn, ops
+from mindspore import Parameter, Tensor, nn, ops
 
 from mindcv.config.builders import exit_on_user_error, launched_for_distribution, setup_context
 from mindcv.config.schema import parse_config
-from mindcv.engine import StepTotals, seed_graph_randomness
+from mindcv.engine import StepTotals
 from mindcv.engine.train_step import NetWithLoss, TrainStep, apply_amp, create_train_step
 from mindcv.engine.trainer import SinkFeed
 from mindcv.loss import create_loss
 from mindcv.models import create_model
-from mindcv.models.layers import DropPath
+from mindcv.models.layers import DropPath, bind_drop_path
 from mindcv.ops.switch import fast_cpu_ops_enabled
 from mindcv.optim import create_optimizer
 
@@ -215,13 +215,19 @@ class _SampleScale(nn.Cell):
 
 
 def check_drop_path_masks(seed: int, rank: int):
-    """Drop-path masks drawn in graph mode after seed_graph_randomness(seed, rank): no two ranks alike."""
-    seed_graph_randomness(seed, rank)
-    masks = _gathered(_SampleScale().set_train(True)(Tensor(np.zeros((64, 1), np.float32))).asnumpy())
-    alike = [(a, b) for a in range(len(masks)) for b in range(a) if np.array_equal(masks[a], masks[b])]
-    if alike:
-        return False, f"ranks {alike} drew the same masks (64 samples, drop rate 0.5)"
-    return True, f"{len(masks)} ranks, 64 samples each: all masks differ"
+    """Drop-path masks drawn in graph mode as train.py draws them (`bind_drop_path`: from seed, rank and the train
+    step's call count): no two ranks alike, and the same masks again at the same count (as after a resume)."""
+    sample_scale = _SampleScale().set_train(True)
+    calls = Parameter(Tensor(7, ms.int32), name="selftest.calls", requires_grad=False)
+    bind_drop_path(sample_scale, calls, seed, rank)
+    batch = Tensor(np.zeros((64, 1), np.float32))
+    masks, again = sample_scale(batch).asnumpy(), sample_scale(batch).asnumpy()
+    every_rank = _gathered(masks)
+    alike = [(a, b) for a in range(len(every_rank)) for b in range(a) if np.array_equal(every_rank[a], every_rank[b])]
+    if alike or not np.array_equal(masks, again):
+        return False, (f"ranks alike: {alike or 'none'}; the same count drew the same masks again: "
+                       f"{np.array_equal(masks, again)} (expected none, True)")
+    return True, f"{len(every_rank)} ranks, 64 samples each: all masks differ, the same again at the same count"
 
 
 def check_gradient_mean(rank: int):
