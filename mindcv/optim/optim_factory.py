@@ -29,8 +29,7 @@ _ALIASES = {"rmsprop": {"decay": "alpha"}, "adagrad": {"accum": "initial_accumul
 def create_optimizer(model_or_params, opt: str = "adam", lr: LearningRate = 1e-3, weight_decay: float = 0.0,
                      momentum: float = 0.9, nesterov: bool = False, weight_decay_filter: str = "disable",
                      layer_decay: Optional[float] = None, loss_scale: float = 1.0, schedule_decay: float = 4e-3,
-                     checkpoint_path: str = "", eps: float = 1e-10, grad_centralization: bool = False,
-                     **kwargs) -> nn.Optimizer:
+                     checkpoint_path: str = "", eps: float = 1e-10, **kwargs) -> nn.Optimizer:
     """Build an optimizer by name, as MindCV's `create_optimizer` (same arguments, order and defaults), each with
     PyTorch's update rule (timm's for Adan and LAMB).
 
@@ -71,12 +70,11 @@ def create_optimizer(model_or_params, opt: str = "adam", lr: LearningRate = 1e-3
             not the learning rates, which come from `lr`, nor the model weights); "" for none. Default "".
         eps: the term added to the denominator by adam, adamw, nadam, adan, lamb, rmsprop and adagrad.
             Default 1e-10.
-        grad_centralization: centralize the gradients of every parameter (or group) that does not say
-            otherwise: as MindSpore's optimizers, each gradient of a convolution or dense weight (two or more
-            dimensions, the second a multiple of 16) loses its mean over all axes but the first, after an L2
-            decay is added and before the update (see `_PerParameterOptimizer.centralize_gradients`).
-            Default False.
-        **kwargs: betas (b1, b2) for adam / adamw / nadam / lion / lamb (defaults (0.9, 0.999), lion
+        **kwargs: grad_centralization (default False): centralize the gradients of every parameter (or group)
+            that does not say otherwise: as MindSpore's optimizers, each gradient of a convolution or dense weight
+            (two or more dimensions, the second a multiple of 16) loses its mean over all axes but the first,
+            after an L2 decay is added and before the update (see `_PerParameterOptimizer.centralize_gradients`);
+            betas (b1, b2) for adam / adamw / nadam / lion / lamb (defaults (0.9, 0.999), lion
             (0.9, 0.99)) and (b1, b2, b3) for adan (default (0.98, 0.92, 0.99)), or beta1 / beta2 / beta3 one by
             one; adan: no_prox; lamb: max_grad_norm (default 1.0, None: off), trust_clip, always_adapt;
             rmsprop: alpha (or MindSpore's decay; default 0.9), centered; adagrad: lr_decay,
@@ -99,10 +97,11 @@ def create_optimizer(model_or_params, opt: str = "adam", lr: LearningRate = 1e-3
         raise ValueError(f"layer_decay must be > 0, got {layer_decay}")
     if name == "adam" and nesterov:
         raise ValueError("nesterov applies to sgd / momentum; for Adam with Nesterov momentum use opt='nadam'")
-    options = _optimizer_options(name, kwargs)
-
+    grad_centralization = kwargs.pop("grad_centralization", False)
     if not isinstance(grad_centralization, bool):
         raise TypeError(f"grad_centralization must be True or False, got {grad_centralization!r}")
+    options = _optimizer_options(name, kwargs)
+
     params, decays, group_lrs, lr_groups, centralize = _parameter_groups(model_or_params, weight_decay,
                                                                          grad_centralization)
     spared = set()
