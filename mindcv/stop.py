@@ -1,5 +1,6 @@
-"""Ask a training run to stop and keep its work: every rank saves a resumable state at its next chunk boundary and
-the run exits with status 130; `--resume auto` continues it.
+"""Ask a training run to stop and keep its work (a resumable state saved, then exit status 130).
+
+Every rank saves at its next chunk boundary and the run exits with status 130; `--resume auto` continues it.
 
     python -m mindcv.stop RUN_DIR        # RUN_DIR: the run's ckpt_save_dir
 
