@@ -59,11 +59,11 @@ def main(argv=None) -> int:
     if num_classes < len(class_names):
         raise ConfigError(f"num_classes is {num_classes} but {config.data_dir}/{config.train_split} has "
                           f"{len(class_names)} class folders: the model needs one output per class")
-    # checked before the loader is built: MindSpore refuses a pipeline of no batches with a traceback
     if num_classes > len(class_names):  # MindCV's ImageNet recipes say 1000
         _logger.warning("num_classes is %d but %s/%s has %d class folders: %d outputs will never be a label; leave "
                         "num_classes out to take the folders' count", num_classes, config.data_dir, config.train_split,
                         len(class_names), num_classes - len(class_names))
+    # checked before the loader is built: MindSpore refuses a pipeline of no batches with a traceback
     rank_images = len(train_set.epoch_order)
     if config.drop_remainder and rank_images < config.batch_size:
         raise ConfigError(f"batch_size {config.batch_size} is larger than this rank's share of the training set "
@@ -106,10 +106,10 @@ def main(argv=None) -> int:
         # MindCV's own checkpoints are weights only: its optimizer state is in an optim_{model}.ckpt we cannot map
         instead = "(fine-tuning) set resume_opt False" if config.resume_opt else "use --ckpt_path instead of --resume"
         start_epoch, steps_done = restore(train_step, resume_path, instead)
-        _logger.info("resumed from %s at epoch %d, step %d of the epoch", resume_path, start_epoch, steps_done)
         if start_epoch >= config.epoch_size:
             raise ConfigError(f"nothing to train: {resume_path} has done {start_epoch} epochs and epoch_size is "
                               f"{config.epoch_size}; pass --epoch_size N with N > {start_epoch} to train on")
+        _logger.info("resumed from %s at epoch %d, step %d of the epoch", resume_path, start_epoch, steps_done)
         aside = run.set_aside_newer(start_epoch, steps_done, steps_per_epoch)
         if aside:  # the epochs redone would save over the names of this run's newer checkpoints
             _logger.warning("moved this run's checkpoints newer than the resume point (and their records) to %s",

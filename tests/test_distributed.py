@@ -78,9 +78,13 @@ def common(tmp_path_factory):
     init = str(tmp_path_factory.mktemp("init") / "init.ckpt")
     save_checkpoint_atomic(create_model("convnext_atto", num_classes=10, depths=(1, 1, 1, 1), dims=(16, 32, 64, 128)),
                            init)
+    # distribute comes from a recipe, as the Ascend recipes give it: msrun also starts its scheduler with the
+    # command, and that process must see itself launched for distribution, not train alone
+    recipe = tmp_path_factory.mktemp("recipe") / "distributed.yaml"
+    recipe.write_text("distribute: True\n")
     # one step per epoch, so the per-epoch loss is the loss of each step
-    return [*TINY, *DETERMINISTIC, "--shuffle", "False", "--num_samples", "32", "--ckpt_path", init,
-            "--batch_size", "16", "--distribute", "True"]
+    return ["-c", str(recipe), *TINY, *DETERMINISTIC, "--shuffle", "False", "--num_samples", "32", "--ckpt_path", init,
+            "--batch_size", "16"]
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +97,7 @@ def two_workers(common, tmp_path_factory):
 
 @needs_msrun
 def test_two_workers_match_one_process_with_the_global_batch(common, two_workers, tmp_path):
-    single = [a for a in common if a not in ("--distribute", "True")]
+    single = list(common)  # the recipe's distribute: True applies only under a launcher
     single[single.index("--batch_size") + 1] = "32"
     run("train.py", *single, "--epoch_size", "3", "--ckpt_save_dir", str(tmp_path / "single"))
 

@@ -49,10 +49,11 @@ def exit_on_user_error(main):
 
 
 def launched_for_distribution() -> bool:
-    """Whether a launcher started this process as one of a group: msrun (MS_ROLE=MS_WORKER), a rank table
-    (RANK_TABLE_FILE) or mpirun (OMPI_COMM_WORLD_SIZE)."""
+    """Whether a launcher started this process as one of a group: msrun (MS_ROLE=MS_WORKER, or MS_SCHED: msrun
+    starts its scheduler with the same command, and that process must join the group too, not train alone), a rank
+    table (RANK_TABLE_FILE) or mpirun (OMPI_COMM_WORLD_SIZE)."""
     env = os.environ
-    return env.get("MS_ROLE") == "MS_WORKER" or "RANK_TABLE_FILE" in env or "OMPI_COMM_WORLD_SIZE" in env
+    return env.get("MS_ROLE") in ("MS_WORKER", "MS_SCHED") or "RANK_TABLE_FILE" in env or "OMPI_COMM_WORLD_SIZE" in env
 
 
 def resolve_jit_level(jit_level: str, device_target: str) -> str:
