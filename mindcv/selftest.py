@@ -279,10 +279,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.sink_size < 1:
         parser.error(f"--sink_size must be at least 1, got {args.sink_size}")
-    # msrun also starts its scheduler with this command (MS_ROLE=MS_SCHED): it must join the group, not test alone
-    distributed = launched_for_distribution() or os.environ.get("MS_ROLE") == "MS_SCHED"
     config = parse_config(["--device_target", args.device_target, "--jit_level", args.jit_level,
-                           "--distribute", str(distributed)])
+                           "--distribute", str(launched_for_distribution())])
     rank, group_size = setup_context(config)
     started = time.time()
     checks = [("ConvNeXt logits, float32", lambda: check_logits("O0", FLOAT32_TOLERANCE)),
