@@ -308,9 +308,9 @@ def apply_amp(network: nn.Cell, amp_level: str = "O0", amp_cast_list: Optional[s
     cells in float16 and the rest in float32, O2 the listed cells in float32 and the rest in float16; the output
     is float32. O0 and O3 ignore it. The cells take their precision through `Cell.to_float`, not through
     `mindspore.amp.custom_mixed_precision`: its white list rewrites the network's source (which fails on ConvNeXt,
-    as above) and its black list wraps the listed cells, which hides their attributes (a ConvNeXt block calls its
-    pointwise layers' `project`). So a listed cell runs in its precision when it is called as a cell: the
-    pointwise layers of a ConvNeXt block run in the block's."""
+    as above) and its black list wraps the listed cells, which hides their attributes (a ConvNeXt block's MLP
+    layer reads its pointwise layers' weights). So a listed cell runs in its precision when it is called as a cell:
+    the pointwise layers of a ConvNeXt block run in the precision of its `ConvNeXtMlp`, which may be listed."""
     if amp_level not in AMP_LEVELS:
         raise ValueError(f"amp_level must be one of {AMP_LEVELS}, got {amp_level!r}")
     listed = None if amp_cast_list is None else amp_cast_classes(amp_cast_list)  # a typo fails at every level
