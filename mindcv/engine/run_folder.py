@@ -36,7 +36,7 @@ from ..errors import ConfigError
 from ..io.checkpoint import load_checkpoint_checked, save_checkpoint_atomic
 from ..io.files import append_text, open_regular, temporary_path, write_text_atomic
 from ..io.names import (EPOCH_KEY, METRICS_FILE, METRICS_PLOT, RESULT_LOG, RUN_CLASS_NAMES, RUN_RECIPE,
-                        SCORES_FILE, SET_ASIDE_PREFIX, STEP_KEY, WRITTEN_FILES)
+                        SCORES_FILE, SET_ASIDE_PREFIX, STEP_KEY, WINDOW_OVERFLOW, WRITTEN_FILES)
 from .plot import plot_metrics
 
 
@@ -345,11 +345,13 @@ def restore(train_step, path: str, instead: str = "use --ckpt_path instead of --
     # The learning-rate table comes from the config, so a resumed run may change epoch_size or the schedule;
     # global_step, restored below, is its position.
     names = {p.name for p in train_step.get_parameters() if p.name != "learning_rate"}
-    missing = sorted(names - set(state))
+    # a checkpoint written before the window's carried overflow existed holds none: its window carried nothing
+    missing = sorted(names - set(state) - {WINDOW_OVERFLOW})
     if missing:
         raise ValueError(f"{path} does not fit this run (missing {len(missing)}: {', '.join(missing[:5])}); was it "
                          "saved with another model, optimizer, ema or gradient_accumulation_steps?")
-    # the table is loaded over itself: MindSpore warns "['learning_rate'] are not loaded" of any parameter not given
-    table = {p.name: p for p in train_step.get_parameters() if p.name == "learning_rate"}
-    ms.load_param_into_net(train_step, {**{k: v for k, v in state.items() if k in names}, **table}, strict_load=True)
+    # what the file does not set is loaded over itself (the lr table, an older file's window flag): MindSpore warns
+    # "[...] are not loaded" of any parameter not given
+    kept = {p.name: p for p in train_step.get_parameters() if p.name == "learning_rate" or p.name not in state}
+    ms.load_param_into_net(train_step, {**{k: v for k, v in state.items() if k in names}, **kept}, strict_load=True)
     return int(state[EPOCH_KEY].asnumpy()), int(state[STEP_KEY].asnumpy())
