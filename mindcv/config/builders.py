@@ -10,10 +10,10 @@ from typing import List, Sequence, Tuple
 
 import mindspore as ms
 
+from mindcv.config.schema import where_set
 from mindcv.data import create_dataset, create_loader, create_transforms
 from mindcv.engine.train_step import apply_amp
 from mindcv.errors import ConfigError
-from mindcv.config.schema import where_set
 from mindcv.io.ckpt_check import validate_checkpoint_file
 from mindcv.io.names import EMA_PREFIX, RUN_RECIPE, beside_checkpoint
 from mindcv.models import _ema_state, create_model, is_model, list_models
@@ -262,13 +262,14 @@ def build_eval_model(config):
     (naming the run folder's config.yaml, and the model keys that the command line changed in it)."""
     if not config.ckpt_path:
         raise ConfigError("no weights: pass --ckpt_path CHECKPOINT (.ckpt, .safetensors or .pth)")
-    if _evaluates_ema(config):
+    holds_ema = _holds_ema(config.ckpt_path)
+    if _evaluates_ema(config, holds_ema):
         _logger.info("weights: the EMA weights of %s (its %s.* entries, as training validated them; --ema False "
                      "takes its raw weights)", config.ckpt_path, EMA_PREFIX)
         state = _ema_state(config.ckpt_path)
     else:
         _logger.info("weights: %s%s", config.ckpt_path, " (its raw weights, as --ema False asks; without it, its "
-                     "EMA weights)" if _holds_ema(config.ckpt_path) else "")
+                     "EMA weights)" if holds_ema else "")
         state, _ = to_mindcv_names(read_state(config.ckpt_path))
     if "classifier.weight" not in state:
         raise ValueError(f"{config.ckpt_path} holds no classifier (a backbone-only checkpoint?); "
@@ -301,10 +302,10 @@ def _holds_ema(path: str) -> bool:
     return any(name.startswith(f"{EMA_PREFIX}.") for name in validate_checkpoint_file(path))
 
 
-def _evaluates_ema(config) -> bool:
+def _evaluates_ema(config, holds_ema: bool) -> bool:
     """Whether validate, infer and export take the EMA weights of `config.ckpt_path`: as `--ema` says on the command
-    line (True: ValueError later for a checkpoint without them), else whenever the checkpoint holds them, so that
-    these score the weights that training validated and ranked (checkpoint_scores.json)."""
+    line (True: ValueError later for a checkpoint without them), else whenever the checkpoint holds them
+    (`holds_ema`), so that these score the weights that training validated and ranked (checkpoint_scores.json)."""
     if "ema" in getattr(config, "command_line_keys", ()):
         return config.ema
-    return _holds_ema(config.ckpt_path)
+    return holds_ema

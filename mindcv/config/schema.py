@@ -27,8 +27,6 @@ from mindcv.io.names import RUN_RECIPE, beside_checkpoint
 from mindcv.scheduler import SCHEDULERS
 
 
-
-
 @dataclass(frozen=True)
 class Range:
     """The numbers an option accepts (for a list option: each of its numbers): finite ones from `low` to
