@@ -47,7 +47,10 @@ def test_non_finite_loss_stops_training_or_skips_the_step(tmp_path, first_epoch)
 def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, first_epoch):
     run("train.py", *SHORT, "--epoch_size", "3", "--ckpt_save_dir", str(tmp_path / "straight"))
     shutil.copytree(first_epoch, tmp_path / "resumed")
-    run("train.py", *SHORT, "--epoch_size", "3", "--ckpt_save_dir", str(tmp_path / "resumed"), "--resume", "auto")
+    resumed_run = run("train.py", *SHORT, "--epoch_size", "3", "--ckpt_save_dir", str(tmp_path / "resumed"),
+                      "--resume", "auto")
+    # no epoch was validated (val_while_train False), before the resume or after: the summary names no best
+    assert "done: 2 epochs in" in resumed_run.stdout and "best val_top1" not in resumed_run.stdout
     straight = weights(str(tmp_path / "straight" / "convnext_atto-3_3.ckpt"))
     resumed = weights(str(tmp_path / "resumed" / "convnext_atto-3_3.ckpt"))
     assert straight.keys() == resumed.keys()

@@ -46,10 +46,11 @@ def format_record(record: dict, is_best: bool) -> str:
 
 def result_log(records) -> str:
     """MindCV's `result.log`: a tab-separated table of Epoch, TrainLoss, ValAcc (top-1, %), ValAcc5 (top-5, %)
-    and Time (the epoch's seconds); -1 where an epoch was not validated."""
+    and Time (the epoch's seconds); -1 where an epoch was not validated. `records` are metrics.jsonl's, which
+    need hold no more than an epoch number."""
     lines = ["Epoch\tTrainLoss\tValAcc\tValAcc5\tTime"]
     for r in records:
-        lines.append(f"{r['epoch']}\t{r['train_loss']:.4f}\t{r.get('val_top1', -1.0):.3f}\t"
+        lines.append(f"{r['epoch']}\t{r.get('train_loss', float('nan')):.4f}\t{r.get('val_top1', -1.0):.3f}\t"
                      f"{r.get('val_top5', -1.0):.3f}\t{r.get('epoch_time_s', 0.0):.2f}")
     return "\n".join(lines) + "\n"
 

@@ -38,6 +38,7 @@ from ..io.files import append_text, open_regular, temporary_path, write_text_ato
 from ..io.names import (EPOCH_KEY, METRICS_FILE, METRICS_PLOT, RESULT_LOG, RUN_CLASS_NAMES, RUN_RECIPE,
                         SCORES_FILE, SET_ASIDE_PREFIX, STEP_KEY, WINDOW_OVERFLOW, WRITTEN_FILES)
 from .plot import plot_metrics
+from .progress import result_log
 
 
 def _read_text(path: str) -> str:
@@ -305,18 +306,17 @@ class RunFolder:
         return records
 
     def append_metrics(self, record: dict) -> None:
+        """Add the epoch's record to metrics.jsonl, and redraw what is made of all of them: the plot and result.log
+        (MindCV's per-epoch table)."""
         if not self.writes_records:
             return
         append_text(self._own(METRICS_FILE), json.dumps(record) + "\n")
+        records = self.read_metrics()
         plot = self._own(METRICS_PLOT)
         temporary = temporary_path(plot)
-        plot_metrics(self.read_metrics(), temporary)
+        plot_metrics(records, temporary)
         os.replace(temporary, plot)
-
-    def write_result_log(self, text: str) -> None:
-        """result.log, MindCV's per-epoch table (the text from mindcv.engine.progress.result_log)."""
-        if self.writes_records:
-            write_text_atomic(self._own(RESULT_LOG), text)
+        write_text_atomic(self._own(RESULT_LOG), result_log(records))
 
     def check_fresh(self) -> None:
         """A run that does not resume must not mix its checkpoints with an earlier run's."""

@@ -23,7 +23,7 @@ from mindspore import dtype as mstype
 
 from ..errors import ConfigError
 from .evaluate import evaluate
-from .progress import Progress, format_record, result_log, rounded, summary
+from .progress import Progress, format_record, rounded, summary
 from .stopping import STOPPED_STATUS, StopRequest
 
 _logger = logging.getLogger("mindcv.engine")
@@ -255,7 +255,9 @@ class Trainer:
         run_start = time.time()
         self._check_same_position(start_epoch, steps_done)
         records = self.run.keep_metrics_until(start_epoch)
-        best_top1, best_epoch = max([(r.get("val_top1", -1.0), r["epoch"]) for r in records] + [(-1.0, 0)])
+        # the first of equal scores, as the strict comparison below keeps it in the best checkpoint
+        best = max((r for r in records if "val_top1" in r), key=lambda r: r["val_top1"], default=None)
+        best_top1, best_epoch = (best["val_top1"], best["epoch"]) if best else (-1.0, 0)
         stop = StopRequest(self.run.directory, f"the next boundary of {self.chunk} steps")
         feed, feed_end = None, start_epoch
         skipped_updates = 0
@@ -312,8 +314,6 @@ class Trainer:
                 if (epoch + 1) % self.ckpt_save_interval == 0 or epoch + 1 == self.epochs or stopping:
                     saved = self.run.save_state(self.train_step, epoch + 1, 0, self.steps_per_epoch, score=top1)
                 self.run.append_metrics(record)
-                records.append(record)
-                self.run.write_result_log(result_log(records))
                 self.progress.line(format_record(rounded(record), is_best))  # metrics.jsonl keeps every digit
                 if stopping:
                     return self._stop(stop, saved)
@@ -324,7 +324,7 @@ class Trainer:
             stop.restore()
         stop.consume_file()  # a request that came during the last epoch: the run is complete, nothing to stop
         self.progress.line(summary(self.epochs - start_epoch, time.time() - run_start, best_top1, best_epoch,
-                                   os.path.join(self.run.directory, f"{self.run.model_name}_best.ckpt")))
+                                   os.path.join(self.run.directory, self.run.best_name)))
         if self.distribute:  # lets a reader of the worker logs check that all ranks hold the same weights
             digest = hashlib.sha256(b"".join(p.asnumpy().tobytes() for p in self.train_step.network.get_parameters()))
             _logger.info("rank %d final weights sha256 %s", self.rank, digest.hexdigest())
