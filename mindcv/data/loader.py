@@ -32,22 +32,15 @@ import numpy as np
 
 from .dataset import EpochKeySampler
 from .mixup import MixupCutmix
-from .transforms import SampleTransform, TransformList, UnreadableImageError, create_transforms
+from .transforms import SampleTransform, TransformList, UnreadableImageError, create_transforms, takes_argument
 
 _logger = logging.getLogger(__name__)
 AUGMENT_STREAM, MIX_STREAM = 0, 1
 
 
-def _takes_argument(function, name):
-    try:
-        return name in inspect.signature(function).parameters
-    except (TypeError, ValueError):  # a callable without a signature
-        return False
-
-
 def _takes_out(transform):
     """Whether `transform` accepts `out=` (mindcv's transforms do: they write straight into the batch)."""
-    return _takes_argument(transform, "out")
+    return takes_argument(transform, "out")
 
 
 class BatchSource:
@@ -81,7 +74,7 @@ class BatchSource:
         self.cached = None  # (epoch, sample indices of that epoch)
         if splits > 1:
             self.transform_takes_out = _takes_out(transform[2])
-            self.final_takes_erase = _takes_argument(transform[2], "erase")
+            self.final_takes_erase = takes_argument(transform[2], "erase")
         else:
             self.transform_takes_out = _takes_out(transform)
 
@@ -223,7 +216,7 @@ def per_sample_transform(transform):
                       if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
     except (TypeError, ValueError):  # MindSpore's C++ operations have no Python signature
         positional = []
-    return transform if _takes_argument(transform, "rng") or len(positional) >= 2 else SampleTransform([transform])
+    return transform if takes_argument(transform, "rng") or len(positional) >= 2 else SampleTransform([transform])
 
 
 class _LabelsInOrder:

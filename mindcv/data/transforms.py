@@ -469,10 +469,12 @@ class SmallImageTransform:
         return self.normalize(self.resize(data, hflip=flip), out)
 
 
-def _takes_rng(operation):
+def takes_argument(function, name: str) -> bool:
+    """Whether `function` has a parameter `name`; False for a callable without a Python signature (MindSpore's
+    C++ operations)."""
     try:
-        return "rng" in inspect.signature(operation).parameters
-    except (TypeError, ValueError):  # a callable without a signature (MindSpore's C++ operations)
+        return name in inspect.signature(function).parameters
+    except (TypeError, ValueError):
         return False
 
 
@@ -493,7 +495,7 @@ class SampleTransform:
                 raise TypeError(f"a transform list holds callables (mindcv's, mindspore.dataset.vision / "
                                 f"transforms operations, Python functions), got {operation!r}")
         self.operations = operations
-        self.takes_rng = [_takes_rng(operation) for operation in operations]
+        self.takes_rng = [takes_argument(operation, "rng") for operation in operations]
 
     def __call__(self, data, rng=None):
         if isinstance(data, (bytes, bytearray)):
