@@ -21,6 +21,7 @@ from PIL import Image
 
 from mindcv.data import kernels
 from mindcv.data.transforms import create_transforms
+from mindcv.io.files import directory_problem
 from mindcv.native import build as _build
 from mindcv.ops.gelu import SOURCE as GELU_SOURCE
 
@@ -322,24 +323,24 @@ def test_library_files_others_can_write_or_own_are_rebuilt(world, tmp_path, monk
 def test_which_folders_are_safe(tmp_path, monkeypatch):
     private = tmp_path / "private"
     private.mkdir(mode=0o700)
-    assert _build.directory_problem(str(private)) is None
+    assert directory_problem(str(private)) is None
     private.chmod(0o770)
-    assert "can be written by group or others (mode 770)" in _build.directory_problem(str(private))
+    assert "can be written by group or others (mode 770)" in directory_problem(str(private))
     # a private folder inside one that others can write to (and rename it away) is not safe; under a sticky
     # folder (as in /tmp) it is
     parent = tmp_path / "open"
     (parent / "cache").mkdir(parents=True, mode=0o700)
     parent.chmod(0o777)
-    assert f"lies in {parent}, which group or others can write to" in _build.directory_problem(str(parent / "cache"))
+    assert f"lies in {parent}, which group or others can write to" in directory_problem(str(parent / "cache"))
     parent.chmod(0o1777)
-    assert _build.directory_problem(str(parent / "cache")) is None
+    assert directory_problem(str(parent / "cache")) is None
     # a symbolic link is judged by the folder it leads to
     (tmp_path / "link").symlink_to(private)
-    assert "mode 770" in _build.directory_problem(str(tmp_path / "link"))
+    assert "mode 770" in directory_problem(str(tmp_path / "link"))
     if os.geteuid() == 0:
         os.chown(private, 65534, 65534)
         private.chmod(0o700)
-        assert "is owned by uid 65534, not by this user" in _build.directory_problem(str(private))
+        assert "is owned by uid 65534, not by this user" in directory_problem(str(private))
 
 
 def test_an_unsafe_default_cache_falls_back_to_a_fresh_private_folder(tmp_path, monkeypatch):

@@ -39,7 +39,6 @@ import json
 import os
 import re
 import shutil
-import stat
 import tarfile
 import tempfile
 import time
@@ -51,7 +50,7 @@ from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
-from .files import directory_problem, open_regular, write_problem, write_text_atomic
+from .files import file_problem, open_regular, private_folder_problem, write_text_atomic
 
 MINDCV_ZOO = "https://download.mindspore.cn/toolkits/mindcv/"
 _CHUNK = 1 << 20
@@ -106,22 +105,10 @@ def url_folder(address: str) -> str:
 
 def _safe_folder(folder: str) -> None:
     """Create `folder` (0700) if needed; DownloadError unless other users are kept out of it."""
-    try:
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        problem = directory_problem(folder)
-    except OSError as error:
-        problem = f"cannot be used ({error.strerror or error})"
+    problem = private_folder_problem(folder)
     if problem:
         raise DownloadError(f"not downloading into {folder}: it {problem}, so another user could replace what is "
                             "downloaded there; make it private (chmod go-w) or choose another folder ($MINDCV_HOME)")
-
-
-def _cached_problem(path: str) -> Optional[str]:
-    """Why the existing `path` must not be used as a downloaded file (a link, not a regular file, other owner)."""
-    info = os.lstat(path)
-    if not stat.S_ISREG(info.st_mode):
-        return "is not a regular file (a link, folder or special file)"
-    return write_problem(info)
 
 
 def _check_hash(path: str, digest: Optional[str], prefix_only: bool, what: str) -> None:
@@ -182,7 +169,7 @@ def fetch(url: str, folder: Optional[str] = None, progress: bool = True, timeout
 
 def _use_cached(final: str, url: str, digest: Optional[str], prefix_only: bool) -> str:
     """`final`, after checking that it is a safe regular file that matches the hash `url` asks for."""
-    problem = _cached_problem(final)
+    problem = file_problem(final)
     if problem:
         raise DownloadError(f"the cached {final} {problem}: not using it for {url}; delete it to download again")
     try:
@@ -467,8 +454,8 @@ class DownLoad:
                                     f"expected {md5}); it was left as it is: move it away to download the right one, "
                                     "or put the right file there")
         self.download_file(url, file_path, max_bytes=max_bytes)
-        if md5 and not self.check_md5(file_path, md5):
-            actual = self.calculate_md5(file_path)
+        actual = self.calculate_md5(file_path) if md5 else None
+        if md5 and actual != md5.lower():
             os.remove(file_path)  # the download's own file
             raise DownloadError(f"{url} does not match its md5 (expected {md5}, got {actual}); the download was "
                                 "deleted: check the URL or the mirror")

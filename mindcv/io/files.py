@@ -93,6 +93,25 @@ def directory_problem(directory: str) -> Optional[str]:
         parent = os.path.dirname(parent)
 
 
+def private_folder_problem(folder: str) -> Optional[str]:
+    """Create `folder` (0700) where missing; then why other users could plant or replace files in it
+    (`directory_problem`), or why it cannot be used, or None when it is private."""
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        return directory_problem(folder)
+    except OSError as error:
+        return f"cannot be used ({error.strerror or error})"
+
+
+def file_problem(path: str) -> Optional[str]:
+    """Why the existing `path` must not be trusted as this user's own file (a link, folder or special file; an
+    owner or mode that lets others change it), or None."""
+    info = os.lstat(path)
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a regular file (a link, folder or special file)"
+    return write_problem(info)
+
+
 def read_regular_file(path: str, max_bytes: int) -> bytes:
     """The bytes of the regular file `path` (a link to one is followed). A FIFO, device or folder (a hang, or a
     read that never ends: /dev/zero), or a file of more than `max_bytes`, is an OSError saying so."""

@@ -26,14 +26,13 @@ import hashlib
 import os
 import platform
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
 import warnings
 from typing import Optional, Tuple
 
-from ..io.files import directory_problem, write_problem
+from ..io.files import file_problem, private_folder_problem
 
 _NATIVE_DIR = os.path.dirname(os.path.abspath(__file__))
 # -O3 auto-vectorises the kernels; each has AVX-512, AVX2 and baseline versions (target attributes, see simd.h)
@@ -145,13 +144,8 @@ def _private_dir(refused: str) -> str:
     """A folder only this user can write: the default cache where that is safe and not `refused`, else a fresh
     temporary folder (0700, removed at exit)."""
     default = os.path.realpath(os.path.expanduser(DEFAULT_CACHE))
-    if default != refused:
-        try:
-            os.makedirs(default, mode=0o700, exist_ok=True)
-            if directory_problem(default) is None:
-                return default
-        except OSError:
-            pass
+    if default != refused and private_folder_problem(default) is None:
+        return default
     private = os.path.realpath(tempfile.mkdtemp(prefix="mindcv-ops-"))
     atexit.register(shutil.rmtree, private, True)
     return private
@@ -162,11 +156,7 @@ def library_dir() -> str:
     where missing) when other users cannot write to it; else, with a warning once per process, a private one."""
     requested = cache_dir()
     if requested not in _directories:
-        try:
-            os.makedirs(requested, mode=0o700, exist_ok=True)
-            problem = directory_problem(requested)
-        except OSError as error:
-            problem = f"cannot be used ({error.strerror or error})"
+        problem = private_folder_problem(requested)
         if problem is None:
             _directories[requested] = os.path.realpath(requested)
         else:
@@ -254,11 +244,7 @@ def _check_in_subprocess(path: str, key: str) -> None:
 
 def _cached_problem(library: str) -> Optional[str]:
     """Why the existing file `library` must not be loaded (unsafe owner or mode, not a file, seal), or None."""
-    info = os.lstat(library)
-    if not stat.S_ISREG(info.st_mode):
-        return "is not a regular file"
-    problem = write_problem(info)
-    return problem or seal_problem(library)
+    return file_problem(library) or seal_problem(library)
 
 
 def _compile(compiler: str, source: str, library: str, key: str, link, flags) -> None:
