@@ -144,11 +144,14 @@ class RunFolder:
 
     def _delete(self, path: str) -> None:
         """Remove a file the toolkit wrote, and its name (the record is written by the caller, once for all)."""
-        name = os.path.basename(path)
         try:
             os.remove(path)
         except FileNotFoundError:  # another node's first rank removed it from a shared folder
             pass
+        self._forget(os.path.basename(path))
+
+    def _forget(self, name: str) -> None:
+        """Drop `name` from what this folder holds of the toolkit's (its file was removed or moved away)."""
         self.written.discard(name)
         self._deleted.add(name)
         self.scores.pop(name, None)
@@ -225,7 +228,7 @@ class RunFolder:
                 os.replace(path, os.path.join(aside, os.path.basename(path)))
             except FileNotFoundError:  # another node's first rank moved it from a shared folder
                 pass
-            self._delete(path)
+            self._forget(os.path.basename(path))
         self._write_record()
         if self.keeps_state:
             self._write_scores()
@@ -292,7 +295,7 @@ class RunFolder:
             except ValueError:
                 record = None
             if not (isinstance(record, dict) and isinstance(record.get("epoch"), int) and record["epoch"] >= 1
-                    and not isinstance(record["epoch"], bool) and all(_is_number(v) for v in record.values())):
+                    and all(_is_number(v) for v in record.values())):
                 raise ConfigError(f"{self.metrics_path} line {number} is not a record of this toolkit (a JSON object "
                                   "of numbers with a whole epoch from 1); fix or delete that line")
             records.append(record)
