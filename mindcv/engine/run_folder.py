@@ -34,17 +34,11 @@ import yaml
 
 from ..errors import ConfigError
 from ..io.checkpoint import load_checkpoint_checked, save_checkpoint_atomic
-from ..io.files import append_text, open_regular, temporary_path, write_text_atomic
+from ..io.files import append_text, read_text, temporary_path, write_text_atomic
 from ..io.names import (EPOCH_KEY, METRICS_FILE, METRICS_PLOT, RESULT_LOG, RUN_CLASS_NAMES, RUN_RECIPE,
                         SCORES_FILE, SET_ASIDE_PREFIX, STEP_KEY, WINDOW_OVERFLOW, WRITTEN_FILES)
 from .plot import plot_metrics
 from .progress import result_log
-
-
-def _read_text(path: str) -> str:
-    """The text of the regular file `path` (a FIFO or a link planted there is an OSError, not a hang)."""
-    with os.fdopen(open_regular(path, os.O_RDONLY), encoding="utf-8") as f:
-        return f.read()
 
 
 def _is_number(value) -> bool:
@@ -113,7 +107,7 @@ class RunFolder:
 
     def _read_written(self) -> set:
         try:
-            names = json.loads(_read_text(self.written_path)).get("files")
+            names = json.loads(read_text(self.written_path)).get("files")
         except FileNotFoundError:
             return set()
         except (OSError, ValueError, AttributeError):
@@ -243,7 +237,7 @@ class RunFolder:
         A score that is not finite ranks nowhere: the checkpoint counts as unscored."""
         fix = "delete it (top_k then ranks the checkpoints saved from now on)"
         try:
-            scores = json.loads(_read_text(self.scores_path))
+            scores = json.loads(read_text(self.scores_path))
         except FileNotFoundError:
             return {}
         except OSError as error:
@@ -280,7 +274,7 @@ class RunFolder:
         """The records of metrics.jsonl: each line a JSON object of numbers with a whole "epoch" from 1. Anything
         else is a ConfigError naming the file and the line."""
         try:
-            lines = _read_text(self.metrics_path).splitlines()
+            lines = read_text(self.metrics_path).splitlines()
         except FileNotFoundError:
             return []
         except (OSError, UnicodeDecodeError) as error:

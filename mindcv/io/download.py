@@ -50,7 +50,7 @@ from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
-from .files import file_problem, open_regular, private_folder_problem, write_text_atomic
+from .files import file_problem, open_regular, private_folder_problem, read_text, write_text_atomic
 
 MINDCV_ZOO = "https://download.mindspore.cn/toolkits/mindcv/"
 _CHUNK = 1 << 20
@@ -308,8 +308,7 @@ def _copy_body(response, descriptor: int, have: int, total: Optional[int], max_b
 def _read_part_info(path: str, url: str) -> Optional[dict]:
     """What an earlier try recorded of the download it left in `<name>.part`, when it was of `url`; else None."""
     try:
-        with os.fdopen(open_regular(path, os.O_RDONLY)) as f:
-            info = json.load(f)
+        info = json.loads(read_text(path))
     except (OSError, ValueError):
         return None
     if not (isinstance(info, dict) and info.get("url") == url and isinstance(info.get("total"), (int, type(None)))):

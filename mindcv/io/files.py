@@ -112,6 +112,12 @@ def file_problem(path: str) -> Optional[str]:
     return write_problem(info)
 
 
+def read_text(path: str) -> str:
+    """The text of the regular file `path` (a FIFO or a link planted there is an OSError, not a hang)."""
+    with os.fdopen(open_regular(path, os.O_RDONLY), encoding="utf-8") as f:
+        return f.read()
+
+
 def read_regular_file(path: str, max_bytes: int) -> bytes:
     """The bytes of the regular file `path` (a link to one is followed). A FIFO, device or folder (a hang, or a
     read that never ends: /dev/zero), or a file of more than `max_bytes`, is an OSError saying so."""
